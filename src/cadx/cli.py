@@ -1,0 +1,251 @@
+"""The ``cadx`` command line: a thin face over the library (nothing in the library imports it).
+
+Every command's work lives in a library function; this module parses options, prints, and turns
+:class:`~cadx.errors.CadxError` into one line on stderr and exit code 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cadx.errors import CadxError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="cadx: computer-aided diagnosis on medical images — readers, patient-level CV, "
+                       "paper models, metrics with CIs, reports.")
+datasets_app = typer.Typer(no_args_is_help=True, help="Dataset adapters: list them, describe a cohort.")
+models_app = typer.Typer(no_args_is_help=True, help="Model registry.")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(models_app, name="models")
+
+out = Console()
+err = Console(stderr=True)
+
+OptionList = Annotated[list[str] | None, typer.Option("--option", "-o", help="Adapter option key=value.")]
+SetList = Annotated[list[str] | None, typer.Option("--set", "-s", help="Config override key=value.")]
+
+
+def _print_json(obj: Any) -> None:
+    from cadx.utils import dumps_json
+
+    sys.stdout.write(dumps_json(obj) + "\n")
+
+
+def _options(pairs: list[str] | None) -> dict[str, str]:
+    from cadx.data.datasets import parse_options
+
+    return parse_options(pairs)
+
+
+# --- datasets ---------------------------------------------------------------------------------------------
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """List the registered dataset adapters."""
+    from cadx.data.datasets import DATASETS
+
+    table = Table("name", "description")
+    for e in DATASETS:
+        table.add_row(e.name, e.description)
+    out.print(table)
+
+
+@datasets_app.command("describe")
+def datasets_describe(
+    name: Annotated[str, typer.Argument(help="Dataset name, e.g. lidc, busi, medmnist:breastmnist.")],
+    root: Annotated[Path, typer.Option(help="Folder (or file) the dataset lives in.")],
+    option: OptionList = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    fingerprint: Annotated[Path | None, typer.Option(help="Also write fingerprint.json here.")] = None,
+) -> None:
+    """Count studies, patients and classes of a cohort (and optionally write its fingerprint)."""
+    from cadx.data.datasets import load_dataset
+
+    cohort = load_dataset(name, root, **_options(option))
+    desc = cohort.describe()
+    if fingerprint is not None:
+        desc["fingerprint"] = str(fingerprint)
+        cohort.write_fingerprint(fingerprint, progress=not as_json)
+    if as_json:
+        _print_json(desc)
+        return
+    table = Table("key", "value", title=f"{name} @ {root}")
+    for k, v in desc.items():
+        table.add_row(str(k), json.dumps(v) if isinstance(v, dict | list) else str(v))
+    out.print(table)
+
+
+# --- splits -----------------------------------------------------------------------------------------------
+@app.command("splits")
+def splits_cmd(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    root: Annotated[Path, typer.Option(help="Dataset folder or file.")],
+    out_file: Annotated[Path, typer.Option("--out", help="splits.json to write.")],
+    folds: Annotated[int, typer.Option(help="Number of folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    val_fraction: Annotated[float, typer.Option(help="Validation share carved from training patients.")] = 0.0,
+    official: Annotated[bool, typer.Option(help="Honour the dataset's official split when it has one.")] = True,
+    option: OptionList = None,
+) -> None:
+    """Write patient-level stratified folds (leakage-checked) to a splits.json."""
+    from cadx.data.datasets import load_dataset
+    from cadx.data.splits import make_splits
+
+    cohort = load_dataset(name, root, **_options(option))
+    splits = make_splits(cohort, folds=folds, seed=seed, val_fraction=val_fraction, use_official=official)
+    splits.check(cohort)
+    splits.save(out_file)
+    table = Table("fold", "train", "val", "test", title=f"{len(cohort.patients)} patients → {out_file}")
+    for f in splits.folds:
+        table.add_row(str(f.fold), str(len(f.train)), str(len(f.val)), str(len(f.test)))
+    out.print(table)
+
+
+# --- models -----------------------------------------------------------------------------------------------
+@models_app.command("list")
+def models_list() -> None:
+    """List the registered models."""
+    import cadx.models  # noqa: F401  (registers)
+    from cadx.models import MODELS
+
+    table = Table("name", "description")
+    for e in MODELS:
+        table.add_row(e.name, e.description)
+    out.print(table)
+
+
+# --- experiments ------------------------------------------------------------------------------------------
+@app.command("cv")
+def cv_cmd(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML.")],
+    set_: SetList = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/<name>).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue a killed run; finished folds are skipped.")] = False,
+    data_root: Annotated[Path | None, typer.Option(help="Shortcut for --set data.root=DIR.")] = None,
+) -> None:
+    """Patient-level cross-validation: out-of-fold predictions, metrics with CIs, report."""
+    from cadx.config import load_config
+    from cadx.engine import run_cv
+
+    sets = list(set_ or []) + ([f"data.root={data_root}"] if data_root else [])
+    cfg = load_config(config, sets)
+    run_dir = out_dir or Path("runs") / cfg.name
+    metrics = run_cv(cfg, run_dir, resume=resume)
+    _print_pooled(metrics.get("pooled", {}), title=f"{cfg.name}: pooled out-of-fold")
+    out.print(f"run folder: {run_dir}")
+
+
+@app.command("train")
+def train_cmd(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML.")],
+    set_: SetList = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/<name>).")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Shortcut for --set data.root=DIR.")] = None,
+) -> None:
+    """Train one model on all studies (for `cadx predict` on new studies)."""
+    from cadx.config import load_config
+    from cadx.engine import train_final
+
+    sets = list(set_ or []) + ([f"data.root={data_root}"] if data_root else [])
+    cfg = load_config(config, sets)
+    path = train_final(cfg, out_dir or Path("runs") / cfg.name)
+    out.print(f"final model: {path}")
+
+
+@app.command("predict")
+def predict_cmd(
+    run: Annotated[Path, typer.Argument(help="Run folder from `cadx cv` or `cadx train`.")],
+    study: Annotated[Path, typer.Option(help="DICOM folder, volume or image file.")],
+    mask: Annotated[Path | None, typer.Option(help="Optional lesion mask (ROI inputs).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Predict one study with the run's fold ensemble (or its final model)."""
+    from cadx.engine import predict_study
+
+    result = predict_study(run, study, mask=mask)
+    if as_json:
+        _print_json(result)
+        return
+    table = Table("class", "probability", title=f"{study} → {result.get('prediction')}")
+    for k, v in result.get("probabilities", {}).items():
+        table.add_row(str(k), f"{v:.3f}")
+    out.print(table)
+    for k, v in (result.get("attributes") or {}).items():
+        out.print(f"{k}: {v:.3f}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    dataset: Annotated[str, typer.Option(help="Dataset name of the external cohort.")],
+    root: Annotated[Path, typer.Option(help="Its folder or file.")],
+    option: OptionList = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the pooled metrics as JSON.")] = False,
+) -> None:
+    """External validation: apply a trained run to another cohort (metrics, CIs, report section)."""
+    from cadx.engine import evaluate_run
+
+    pooled = evaluate_run(run, dataset, root, _options(option))
+    if as_json:
+        _print_json(pooled)
+        return
+    _print_pooled(pooled, title=f"{run} on {dataset}")
+
+
+@app.command("report")
+def report_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="One or more run folders.")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where report.html/.md go (default: first run).")]
+    = None,
+) -> None:
+    """Write report.html (self-contained) and report.md for one or several runs side by side."""
+    from cadx.report import write_report
+
+    html, md = write_report(list(runs), out_dir)
+    out.print(f"report: {html}\nmarkdown: {md}")
+
+
+@app.command("demo")
+def demo_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
+) -> None:
+    """Build the synthetic CT cohort, cross-validate ResNet-18 and DMRN, write the report."""
+    from cadx.engine import run_demo
+
+    run_demo(out_dir)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _print_pooled(pooled: dict[str, Any], title: str) -> None:
+    ci = pooled.get("ci", {})
+    table = Table("metric", "value", "95% CI", title=title)
+    for k, v in pooled.items():
+        if isinstance(v, int | float):
+            lo_hi = ci.get(k)
+            table.add_row(k, _fmt(v), f"[{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi else "")
+    out.print(table)
+
+
+def main() -> None:
+    """Console entry point: cadx's own errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except CadxError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except FileNotFoundError as e:
+        err.print(f"[red]error:[/red] {e.filename}: not found", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
