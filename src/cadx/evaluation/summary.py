@@ -25,17 +25,17 @@ __all__ = ["evaluate_predictions"]
 _CI_METRICS = ("accuracy", "auc", "sensitivity", "specificity", "f1")
 
 
-def _labels(df: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+def _labels(df: pd.DataFrame, classes: Sequence[str], col: str = "y_true") -> np.ndarray:
     names = [str(c) for c in classes]
     lookup = {n: i for i, n in enumerate(names)}
-    if "y_true" not in df.columns:
-        raise CadxDataError("no y_true column", field="y_true")
-    vals = df["y_true"]
+    if col not in df.columns:
+        raise CadxDataError(f"no {col} column", field=col)
+    vals = df[col]
     if vals.isna().any():
-        raise CadxDataError(f"{int(vals.isna().sum())} rows have no y_true", field="y_true")
+        raise CadxDataError(f"{int(vals.isna().sum())} rows have no {col}", field=col)
     bad = sorted({str(v) for v in vals if str(v) not in lookup})
     if bad:
-        raise CadxDataError(f"unknown classes {bad[:5]} (expected {names})", field="y_true")
+        raise CadxDataError(f"unknown classes {bad[:5]} (expected {names})", field=col)
     return np.array([lookup[str(v)] for v in vals], dtype=np.int64)
 
 
@@ -53,8 +53,7 @@ def _predict(df: pd.DataFrame, proba: np.ndarray, classes: Sequence[str], decisi
     if decision == "given":
         if "y_pred" not in df.columns:
             raise CadxDataError("decision='given' needs a y_pred column", field="y_pred")
-        sub = df.rename(columns={"y_pred": "y_true"})
-        return _labels(sub, classes)
+        return _labels(df, classes, "y_pred")
     return decide(proba, decision, priors=priors, threshold=threshold)  # type: ignore[arg-type]
 
 

@@ -1,0 +1,171 @@
+"""Slice rows → study rows (mean, vote, max) and evaluate_predictions on study tables (vs sklearn)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cadx.errors import CadxDataError
+from cadx.evaluation.aggregation import aggregate_predictions
+
+
+def _slices() -> pd.DataFrame:
+    return pd.DataFrame({
+        "study_id": ["s1", "s1", "s1", "s2", "s2", "s3"],
+        "patient_id": ["a", "a", "a", "b", "b", "b"],
+        "fold": [0, 0, 0, 1, 1, 1],
+        "y_true": ["ben", "ben", "ben", "mal", "mal", "ben"],
+        "p_ben": [0.9, 0.4, 0.45, 0.3, 0.55, 0.2],
+        "p_mal": [0.1, 0.6, 0.55, 0.7, 0.45, 0.8],
+        "pred_sub": [1.0, 2.0, 3.0, 4.0, 4.0, 5.0],
+        "true_sub": [2.0, 2.0, 2.0, 3.0, 3.0, 1.0],
+    })
+
+
+def test_mean_aggregation_matches_groupby() -> None:
+    df = _slices()
+    out = aggregate_predictions(df, method="mean")
+    assert out["study_id"].tolist() == ["s1", "s2", "s3"]
+    np.testing.assert_allclose(out["p_mal"], [(0.1 + 0.6 + 0.55) / 3, 0.575, 0.8])
+    assert out["y_pred"].tolist() == ["ben", "mal", "mal"]
+    assert out[["patient_id", "fold", "y_true"]].values.tolist() == [["a", 0, "ben"], ["b", 1, "mal"],
+                                                                     ["b", 1, "ben"]]
+    assert out["n_rows"].tolist() == [3, 2, 1]
+    np.testing.assert_allclose(out["pred_sub"], [2.0, 4.0, 5.0])
+
+
+def test_vote_fractions_and_tie_break_by_mean_probability() -> None:
+    out = aggregate_predictions(_slices(), method="vote")
+    # s1: votes ben, mal, mal → mal with 2/3
+    np.testing.assert_allclose(out["p_mal"], [2 / 3, 0.5, 1.0])
+    # s2: one vote each (tie); mean p_mal 0.575 > p_ben 0.425 → mal
+    assert out["y_pred"].tolist() == ["mal", "mal", "mal"]
+    df = _slices()
+    df.loc[3, ["p_ben", "p_mal"]] = [0.4, 0.6]
+    df.loc[4, ["p_ben", "p_mal"]] = [0.9, 0.1]  # tie, mean p_ben 0.65 wins
+    assert aggregate_predictions(df, method="vote")["y_pred"].tolist()[1] == "ben"
+
+
+def test_max_aggregation() -> None:
+    out = aggregate_predictions(_slices(), method="max")
+    np.testing.assert_allclose(out["p_ben"], [0.9, 0.55, 0.2])
+    np.testing.assert_allclose(out["p_mal"], [0.6, 0.7, 0.8])
+    assert out["y_pred"].tolist() == ["ben", "mal", "mal"]
+
+
+def test_aggregation_errors() -> None:
+    df = _slices()
+    with pytest.raises(ValueError, match="unknown"):
+        aggregate_predictions(df, method="median")  # type: ignore[arg-type]
+    bad = df.copy()
+    bad.loc[1, "y_true"] = "mal"
+    with pytest.raises(CadxDataError, match="y_true differs"):
+        aggregate_predictions(bad)
+    with pytest.raises(CadxDataError, match="missing probability"):
+        aggregate_predictions(df, prob_cols=["p_x"])
+    with pytest.raises(CadxDataError, match="no probability"):
+        aggregate_predictions(df.drop(columns=["p_ben", "p_mal"]))
+    with pytest.raises(CadxDataError, match="no column"):
+        aggregate_predictions(df, by="nodule_id")
+
+
+# ---- evaluate_predictions (study-level table → metrics.json dict) ---------------------------------------
+
+def _table(n: int = 120, classes: tuple[str, ...] = ("ben", "mal"), seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    k = len(classes)
+    y = rng.integers(0, k, n)
+    p = rng.dirichlet(np.ones(k), n) + 0.4 * np.eye(k)[y]
+    p /= p.sum(1, keepdims=True)
+    df = pd.DataFrame({"study_id": [f"s{i}" for i in range(n)], "patient_id": [f"p{i // 2}" for i in range(n)],
+                       "fold": (np.arange(n) // 2) % 3, "y_true": [classes[i] for i in y]})
+    for j, c in enumerate(classes):
+        df[f"p_{c}"] = p[:, j]
+    return df
+
+
+def test_evaluate_binary_matches_sklearn_pooled_and_per_fold() -> None:
+    import sklearn.metrics as skm
+
+    from cadx.evaluation.summary import evaluate_predictions
+
+    df = _table()
+    r = evaluate_predictions(df, ["ben", "mal"], n_bootstrap=200, seed=1)
+    y = (df["y_true"] == "mal").to_numpy().astype(int)
+    pred = (df["p_mal"] > df["p_ben"]).to_numpy().astype(int)
+    pooled = r["pooled"]
+    assert pooled["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert pooled["auc"] == pytest.approx(skm.roc_auc_score(y, df["p_mal"]))
+    assert pooled["sensitivity"] == pytest.approx(skm.recall_score(y, pred))
+    assert pooled["specificity"] == pytest.approx(skm.recall_score(1 - y, 1 - pred))
+    assert pooled["precision"] == pytest.approx(skm.precision_score(y, pred))
+    assert pooled["f1"] == pytest.approx(skm.f1_score(y, pred))
+    assert pooled["confusion_matrix"] == skm.confusion_matrix(y, pred).tolist()
+    assert pooled["per_class"]["mal"]["support"] == int(y.sum())
+    assert r["n_studies"] == 120 and r["n_patients"] == 60
+    assert sorted(r["folds"]) == ["0", "1", "2"]
+    for k, block in r["folds"].items():
+        m = (df["fold"] == int(k)).to_numpy()
+        assert block["auc"] == pytest.approx(skm.roc_auc_score(y[m], df["p_mal"][m]))
+        assert block["n_studies"] == int(m.sum())
+    for name in ("accuracy", "auc", "sensitivity", "specificity", "f1"):
+        lo, hi = pooled["ci"][name]
+        assert lo <= pooled[name] <= hi
+
+
+def test_evaluate_multiclass_macro_decisions_and_extras() -> None:
+    import sklearn.metrics as skm
+
+    from cadx.evaluation.summary import evaluate_predictions
+
+    classes = ["aca", "naa", "gn"]
+    df = _table(150, tuple(classes), seed=2)
+    rng = np.random.default_rng(0)
+    df["pred_sub"] = rng.random(150)
+    df["true_sub"] = rng.random(150)
+    df["dice"] = rng.random(150)
+    df.loc[0, "dice"] = np.nan  # study without a mask
+    r = evaluate_predictions(df, classes, n_bootstrap=100, attribute_ranges={"sub": [1, 5]})
+    y = df["y_true"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    P = df[[f"p_{c}" for c in classes]].to_numpy()
+    pred = P.argmax(1)
+    pooled = r["pooled"]
+    assert pooled["auc"] == pytest.approx(skm.roc_auc_score(y, P, multi_class="ovr"))
+    assert pooled["f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert pooled["sensitivity"] == pytest.approx(skm.recall_score(y, pred, average="macro"))
+    assert pooled["abe"]["sub"] == pytest.approx(4 * np.mean(np.abs(df["pred_sub"] - df["true_sub"])))
+    assert pooled["dice_mean"] == pytest.approx(df["dice"][1:].mean())
+    assert pooled["dice_median"] == pytest.approx(df["dice"][1:].median())
+    lo, hi = pooled["ci"]["dice_mean"]
+    assert lo <= pooled["dice_mean"] <= hi
+    # prior rule and the given y_pred column
+    priors = {"aca": 0.7, "naa": 0.2, "gn": 0.1}
+    rp = evaluate_predictions(df, classes, n_bootstrap=0, decision="prior", priors=priors)
+    pp = (P / np.array([0.7, 0.2, 0.1])).argmax(1)
+    assert rp["pooled"]["accuracy"] == pytest.approx(skm.accuracy_score(y, pp))
+    assert rp["pooled"]["ci"] == {} and rp["decision"]["priors"] == [0.7, 0.2, 0.1]
+    df["y_pred"] = [classes[i] for i in pp]
+    rg = evaluate_predictions(df, classes, n_bootstrap=0, decision="given")
+    assert rg["pooled"]["confusion_matrix"] == rp["pooled"]["confusion_matrix"]
+
+
+def test_evaluate_segmentation_only_and_errors() -> None:
+    from cadx.evaluation.summary import evaluate_predictions
+
+    df = pd.DataFrame({"study_id": ["a", "b", "c"], "patient_id": ["1", "2", "3"], "fold": [0, 0, 1],
+                       "dice": [0.8, 0.9, 0.7]})
+    r = evaluate_predictions(df, [], n_bootstrap=50)
+    assert r["pooled"]["dice_mean"] == pytest.approx(0.8) and "auc" not in r["pooled"]
+    assert r["folds"]["1"]["dice_median"] == pytest.approx(0.7)
+    tab = _table(10)
+    with pytest.raises(CadxDataError, match="missing probability"):
+        evaluate_predictions(tab, ["ben", "other"], n_bootstrap=0)
+    bad = tab.copy()
+    bad.loc[0, "y_true"] = "other"
+    with pytest.raises(CadxDataError, match="unknown classes"):
+        evaluate_predictions(bad, ["ben", "mal"], n_bootstrap=0)
+    with pytest.raises(CadxDataError, match="duplicated"):
+        evaluate_predictions(pd.concat([tab, tab]), ["ben", "mal"], n_bootstrap=0)
+    with pytest.raises(CadxDataError, match="y_pred"):
+        evaluate_predictions(tab, ["ben", "mal"], n_bootstrap=0, decision="given")
