@@ -1,1 +1,117 @@
-"""Dataset adapter (being written)."""
+"""MedMNIST (v2/v3) official ``.npz`` files: any flag, 2D or 3D, official train/val/test split kept.
+
+MedMNIST carries no patient ids; its official split is already patient-level (Yang et al., Sci Data 2023),
+so ``patient_id = study_id`` and ``metadata["split"]`` holds the official split: use it (``make_splits``
+with ``use_official=True``) rather than re-splitting images, which could put one patient in two folds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cadx.data.datasets.base import register_dataset
+from cadx.data.image import ImageData, LazyImage
+from cadx.data.study import Cohort, Study
+from cadx.errors import CadxConfigError, CadxDataError
+
+SPLITS = ("train", "val", "test")
+#: Official MedMNIST label names (from the MedMNIST INFO table, written snake_case so they are safe as CSV
+#: column suffixes) for the binary / small flags. Flags not listed fall back to ``"0"``, ``"1"``, ...
+LABEL_NAMES: dict[str, list[str]] = {
+    "breastmnist": ["malignant", "normal_benign"],  # NB label 0 is malignant
+    "pneumoniamnist": ["normal", "pneumonia"],
+    "adrenalmnist3d": ["normal", "adrenal_mass"],
+    "vesselmnist3d": ["vessel", "aneurysm"],
+    "nodulemnist3d": ["benign", "malignant"],
+    "fracturemnist3d": ["buckle_rib_fracture", "nondisplaced_rib_fracture", "displaced_rib_fracture"],
+    "synapsemnist3d": ["inhibitory_synapse", "excitatory_synapse"],
+}
+_OPTIONS = {"flag"}
+
+
+def _flag_base(flag: str) -> str:
+    """``adrenalmnist3d_64`` → ``adrenalmnist3d`` (size suffixes of MedMNIST+ share the label table)."""
+    head, _, tail = flag.rpartition("_")
+    return head if head and tail.isdigit() else flag
+
+
+def _resolve(root: Path, flag: str | None) -> tuple[Path, str]:
+    if root.is_file():
+        if root.suffix != ".npz":
+            raise CadxDataError("expected a MedMNIST .npz file", path=root, field="root")
+        return root, flag or root.stem
+    if not flag:
+        found = sorted(p.stem for p in root.glob("*.npz"))
+        raise CadxConfigError(f"medmnist: option flag is required when root is a folder (found {found})")
+    path = root / f"{flag}.npz"
+    if not path.is_file():
+        found = sorted(p.stem for p in root.glob("*.npz"))
+        raise CadxDataError(f"no {flag}.npz here (found {found})", path=root, field="flag")
+    return path, flag
+
+
+@register_dataset("medmnist", "MedMNIST official npz by flag (2D/3D, official patient-level split)")
+def load(root: Path, **options: Any) -> Cohort:
+    """Load ``<root>/<flag>.npz`` (or root = the npz itself); option ``flag`` (e.g. ``breastmnist``).
+
+    Images: 2D grey ``(1,H,W)``, 2D RGB flags ``(3,H,W)``, 3D ``(1,D,H,W)``, uint8 as stored, spacing 1.
+    The npz is read once at load time and each study indexes into it. Labels: the official class names
+    (:data:`LABEL_NAMES`; classes ordered by label index), multi-label flags (chestmnist) use the first
+    positive index. ``study_id = "<split>_<index>"``; ``metadata``: ``split``, ``index``, ``label_index``.
+    """
+    unknown = set(options) - _OPTIONS
+    if unknown:
+        raise CadxConfigError(f"medmnist: unknown option(s) {sorted(unknown)} (known: {sorted(_OPTIONS)})")
+    path, flag = _resolve(Path(root), str(options["flag"]) if options.get("flag") else None)
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise CadxDataError(f"cannot read npz: {e}", path=path, field="file") from None
+    present = [s for s in SPLITS if f"{s}_images" in arrays]
+    if not present:
+        raise CadxDataError(f"no <split>_images arrays (has {sorted(arrays)})", path=path, field="images")
+    three_d = "3d" in _flag_base(flag)
+    max_label = 0
+    parsed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for s in present:
+        imgs, labels = arrays[f"{s}_images"], arrays.get(f"{s}_labels")
+        if labels is None or len(labels) != len(imgs):
+            raise CadxDataError(f"{s}_labels missing or not matching {s}_images {imgs.shape}", path=path,
+                                field=f"{s}_labels")
+        lab = np.asarray(labels).reshape(len(labels), -1)
+        idx = lab[:, 0] if lab.shape[1] == 1 else np.argmax(lab > 0, axis=1)
+        ok = imgs.ndim == 4 if three_d else (imgs.ndim == 3 or (imgs.ndim == 4 and imgs.shape[-1] == 3))
+        if not ok:
+            raise CadxDataError(f"unexpected image array shape {imgs.shape}", path=path, field=f"{s}_images")
+        max_label = max(max_label, int(idx.max()) if idx.size else 0)
+        parsed[s] = (imgs, idx.astype(np.int64))
+    names = LABEL_NAMES.get(_flag_base(flag), [])
+    classes = names if len(names) > max_label else [str(k) for k in range(max_label + 1)]
+    studies = []
+    for s, (imgs, idx) in parsed.items():
+        for i in range(len(imgs)):
+            sid = f"{s}_{i}"
+            studies.append(Study(
+                study_id=sid, patient_id=sid,
+                images={"image": LazyImage(_loader(imgs, i, three_d), f"{path}[{s}_images][{i}]")},
+                label=classes[int(idx[i])],
+                metadata={"split": s, "index": i, "label_index": int(idx[i])}))
+    return Cohort(studies, classes=classes, name=f"medmnist:{flag}", source=str(path),
+                  info={"flag": flag, "spatial_dims": 3 if three_d else 2,
+                        "image_shape": list(next(iter(parsed.values()))[0].shape[1:])})
+
+
+def _loader(imgs: np.ndarray, i: int, three_d: bool) -> Callable[[], ImageData]:
+    def load() -> ImageData:
+        a = imgs[i]
+        if three_d or a.ndim == 2:
+            arr = a[None]
+        else:  # (H, W, 3) RGB → (3, H, W)
+            arr = np.moveaxis(a, -1, 0)
+        return ImageData(np.ascontiguousarray(arr), (1.0,) * (arr.ndim - 1))
+    return load
