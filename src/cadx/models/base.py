@@ -27,7 +27,11 @@ __all__ = [
 def check_spatial_dims(spatial_dims: int, model: str, supported: tuple[int, ...] = (2, 3)) -> int:
     """Validate ``spatial_dims`` for ``model``; raises ``CadxConfigError`` naming the supported values."""
     if spatial_dims not in supported:
-        hint = " (for 2.5D input use a 2D model with in_channels=k adjacent slices)" if 3 not in supported else ""
+        hint = ""
+        if 2 not in supported:
+            hint = " (a 3D model: pass spatial_dims=3 and (B, C, D, H, W) inputs)"
+        elif 3 not in supported:
+            hint = " (for 2.5D input pass in_channels=k adjacent slices with spatial_dims=2)"
         raise CadxConfigError(f"model {model!r} supports spatial_dims in {supported}, got {spatial_dims}{hint}")
     return spatial_dims
 
