@@ -1,0 +1,11 @@
+"""Training objectives by name: ``LOSSES`` registry and ``build_objective(spec, **context) -> Objective``.
+
+Registered losses: ``ce``, ``weighted_ce``, ``focal``, ``aux_ce`` (classification), ``contrastive`` (DMRN),
+``margin_ranking`` (MTMR-Net), ``attribute_mse``, ``dice``, ``seg_ce``. See ``docs/contracts.md`` "Objectives".
+"""
+
+from cadx.objectives import classification, contrastive, ranking, regression, segmentation  # noqa: F401
+from cadx.objectives.multitask import Objective, build_objective, term
+from cadx.objectives.registry import LOSSES, Loss, register_loss
+
+__all__ = ["LOSSES", "Loss", "Objective", "build_objective", "register_loss", "term"]
