@@ -1,0 +1,141 @@
+"""Report figures as PNG bytes (matplotlib ``Figure`` + Agg canvas; pyplot's global state is not touched)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from cadx.evaluation.metrics import roc_auc, roc_curve_points
+from cadx.report.runs import RunData
+
+__all__ = ["confusion_png", "roc_binary_png", "roc_ovr_png", "training_png"]
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def confusion_png(cm: Sequence[Sequence[int]], classes: Sequence[str], title: str) -> bytes:
+    """Heat map of a ``(K, K)`` confusion matrix (rows true, columns predicted) with counts and row %."""
+    a = np.asarray(cm, dtype=float)
+    k = a.shape[0]
+    rows = a.sum(1, keepdims=True)
+    frac = np.divide(a, rows, out=np.zeros_like(a), where=rows > 0)
+    size = 2.2 + 0.7 * k
+    fig = Figure(figsize=(size, size * 0.9))
+    ax = fig.add_subplot()
+    ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{int(a[i, j])}\n{100 * frac[i, j]:.0f}%", ha="center", va="center", fontsize=8,
+                    color="white" if frac[i, j] > 0.6 else "black")
+    ax.set_xticks(range(k), [str(c) for c in classes], rotation=45, ha="right")
+    ax.set_yticks(range(k), [str(c) for c in classes])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def _arrays(run: RunData) -> tuple[np.ndarray, np.ndarray] | None:
+    df = run.predictions
+    classes = run.classes
+    if df is None or not classes or "y_true" not in df.columns:
+        return None
+    cols = [f"p_{c}" for c in classes]
+    if any(c not in df.columns for c in cols):
+        return None
+    lookup = {c: i for i, c in enumerate(classes)}
+    ok = df["y_true"].astype(str).isin(lookup).to_numpy()
+    if not ok.any():
+        return None
+    y = df.loc[ok, "y_true"].astype(str).map(lookup).to_numpy(dtype=np.int64)
+    return y, df.loc[ok, cols].to_numpy(dtype=float)
+
+
+def _diag(ax: object) -> None:
+    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")  # type: ignore[attr-defined]
+    ax.set_xlabel("1 − specificity")  # type: ignore[attr-defined]
+    ax.set_ylabel("sensitivity")  # type: ignore[attr-defined]
+    ax.set_xlim(0, 1)  # type: ignore[attr-defined]
+    ax.set_ylim(0, 1.01)  # type: ignore[attr-defined]
+
+
+def roc_binary_png(runs: Sequence[RunData]) -> bytes | None:
+    """All binary runs on one ROC plot (positive class = index 1); None when no run has predictions."""
+    fig = Figure(figsize=(4.6, 4.2))
+    ax = fig.add_subplot()
+    drawn = 0
+    for r in runs:
+        arr = _arrays(r)
+        if arr is None or arr[1].shape[1] != 2 or len(np.unique(arr[0])) < 2:
+            continue
+        y, p = arr
+        fpr, tpr, _ = roc_curve_points(y, p[:, 1], pos_label=1)
+        ax.plot(fpr, tpr, lw=1.4, label=f"{r.name} (AUC {roc_auc(y, p):.3f})")
+        drawn += 1
+    if not drawn:
+        return None
+    _diag(ax)
+    ax.set_title(f"ROC, positive class = {runs[0].classes[1] if runs[0].classes else 1}", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)
+
+
+def roc_ovr_png(run: RunData) -> bytes | None:
+    """One-vs-rest ROC curve per class of one multi-class run; None without usable predictions."""
+    arr = _arrays(run)
+    if arr is None:
+        return None
+    y, p = arr
+    fig = Figure(figsize=(4.6, 4.2))
+    ax = fig.add_subplot()
+    drawn = 0
+    for k, c in enumerate(run.classes):
+        pos = y == k
+        if pos.all() or not pos.any():
+            continue
+        fpr, tpr, _ = roc_curve_points(y, p[:, k], pos_label=k)
+        auc = float(np.trapezoid(tpr, fpr))
+        ax.plot(fpr, tpr, lw=1.2, label=f"{c} vs rest (AUC {auc:.3f})")
+        drawn += 1
+    if not drawn:
+        return None
+    _diag(ax)
+    ax.set_title(f"{run.name}: one-vs-rest ROC", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)
+
+
+def training_png(histories: dict[str, pd.DataFrame], title: str) -> bytes | None:
+    """Loss (train solid, val dashed) and validation AUC/accuracy per epoch, one colour per fold."""
+    if not histories:
+        return None
+    fig = Figure(figsize=(9, 3.4))
+    ax_loss, ax_val = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    colors = [f"C{i % 10}" for i in range(len(histories))]
+    for (fold, h), col in zip(sorted(histories.items(), key=lambda kv: int(kv[0])), colors, strict=True):
+        x = h["epoch"] if "epoch" in h.columns else np.arange(len(h))
+        for name, ls in (("train_loss", "-"), ("val_loss", "--")):
+            if name in h.columns and h[name].notna().any():
+                ax_loss.plot(x, h[name], ls=ls, color=col, lw=1.1, label=f"fold {fold} {name.split('_')[0]}")
+        for name, ls in (("val_auc", "-"), ("val_accuracy", ":")):
+            if name in h.columns and h[name].notna().any():
+                ax_val.plot(x, h[name], ls=ls, color=col, lw=1.1, label=f"fold {fold} {name[4:]}")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_val.set_xlabel("epoch")
+    ax_val.set_ylabel("validation AUC / accuracy")
+    for ax in (ax_loss, ax_val):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, ncol=2)
+    fig.suptitle(title, fontsize=9)
+    return _png(fig)

@@ -1,0 +1,137 @@
+"""Report from two small fake run folders: numbers with CIs, embedded PNGs, no external links, MD twin."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cadx.errors import CadxDataError
+from cadx.evaluation.summary import evaluate_predictions
+from cadx.report import load_run, write_report
+from cadx.report.tables import fmt_ci
+from cadx.utils import atomic_write_json, atomic_write_text
+
+CLASSES = ["benign", "malignant"]
+
+
+def _make_run(root: Path, name: str, seed: int, history: bool, notes: str | None = None,
+              extra: bool = False, classes: list[str] = CLASSES) -> Path:
+    rng = np.random.default_rng(seed)
+    run = root / name
+    n, k = 60, len(classes)
+    y = rng.integers(0, k, n)
+    p = rng.dirichlet(np.ones(k), n) + 0.8 * np.eye(k)[y]
+    p /= p.sum(1, keepdims=True)
+    df = pd.DataFrame({"study_id": [f"s{i}" for i in range(n)], "patient_id": [f"p{i // 2}" for i in range(n)],
+                       "fold": (np.arange(n) // 2) % 2, "y_true": [classes[i] for i in y],
+                       **{f"p_{c}": p[:, j] for j, c in enumerate(classes)},
+                       "pred_spiculation": rng.random(n), "true_spiculation": rng.random(n)})
+    df["y_pred"] = [classes[i] for i in p.argmax(1)]
+    run.mkdir(parents=True)
+    df.to_csv(run / "predictions.csv", index=False)
+    metrics = evaluate_predictions(df, classes, n_bootstrap=100, seed=0,
+                                   attribute_ranges={"spiculation": [1, 5]})
+    if extra:
+        from cadx.report.figures import confusion_png
+
+        (run / "extra.png").write_bytes(confusion_png([[1, 2], [3, 4]], ["a", "b"], "extra"))
+        metrics["extra"] = {"tables": [{"title": "Ablation", "columns": ["Variant", "AUC"],
+                                        "rows": [["no ranking loss", 0.9612]]}],
+                            "figures": [{"title": "Saliency examples", "path": "extra.png"},
+                                        {"title": "Absent figure", "path": "nope.png"}]}
+    atomic_write_json(run / "metrics.json", metrics)
+    atomic_write_text(run / "config.yaml", f"model: {name}\nseed: {seed}\noptim:\n  lr: 0.001\n")
+    atomic_write_json(run / "fingerprint.json", {
+        "name": "toy", "studies": n, "patients": n // 2, "classes": classes,
+        "class_counts": {c: int((y == j).sum()) for j, c in enumerate(classes)},
+        "channels": [1], "shape": {"min": [32, 32], "median": [48, 48], "max": [64, 64]},
+        "spacing": {"min": [0.5, 0.5], "median": [0.7, 0.7], "max": [1.0, 1.0]},
+        "intensity": {"p0.5": -1000.0, "p50": 20.0, "p99.5": 400.0}})
+    atomic_write_json(run / "splits.json", {"folds": [{"fold": 0, "train": ["a"] * 15, "val": [], "test": ["b"] * 15},
+                                                      {"fold": 1, "train": ["b"] * 15, "val": [], "test": ["a"] * 15}],
+                                            "seed": 0, "kind": "patient_kfold"})
+    if history:
+        for k in range(2):
+            h = pd.DataFrame({"epoch": range(1, 6), "train_loss": np.linspace(1, 0.3, 5),
+                              "val_loss": np.linspace(1.1, 0.5, 5), "val_accuracy": np.linspace(0.5, 0.8, 5),
+                              "val_auc": np.linspace(0.5, 0.85, 5), "lr": 1e-3, "seconds": 1.0})
+            (run / f"fold_{k}").mkdir()
+            h.to_csv(run / f"fold_{k}" / "history.csv", index=False)
+    if notes:
+        atomic_write_text(run / "notes.md", notes)
+    return run
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[Path]]:
+    root = tmp_path_factory.mktemp("runs")
+    a = _make_run(root, "mtmr_full", 0, history=True, notes="Deviation: 2-D slices, 3 of 5 folds.\n- item",
+                  extra=True)
+    b = _make_run(root, "mtmr_no_rank", 1, history=False)
+    html_path, md_path = write_report([a, b], out_dir=root / "out", title="Toy comparison")
+    return html_path, md_path, [a, b]
+
+
+def test_html_is_self_contained_with_numbers_and_cis(report: tuple[Path, Path, list[Path]]) -> None:
+    html_path, _, runs = report
+    text = html_path.read_text(encoding="utf-8")
+    assert "Toy comparison" in text and "mtmr_full" in text and "mtmr_no_rank" in text
+    for run in runs:
+        pooled = load_run(run).metrics["pooled"]
+        for key in ("accuracy", "auc", "sensitivity", "specificity", "f1"):
+            cell = fmt_ci(pooled[key], pooled["ci"][key])
+            assert re.fullmatch(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", cell)
+            assert cell in text
+        assert f"{pooled['abe']['spiculation']:.3f}" in text
+    assert text.count("data:image/png;base64,") >= 5  # ROC, 2 confusion, training, extra figure
+    assert not re.search(r"(src|href)\s*=\s*[\"']?https?:", text)
+    assert "http" not in text
+    assert "<details>" in text and "lr: 0.001" in text  # config, collapsible
+    assert "Deviation: 2-D slices" in text  # notes verbatim
+    assert "no ranking loss" in text and "0.961" in text  # extra table from metrics.json
+    assert "Absent figure" in text
+    assert "No training history" in text  # second run has none
+
+
+def test_markdown_twin_has_the_same_table_rows(report: tuple[Path, Path, list[Path]]) -> None:
+    html_path, md_path, _ = report
+    md = md_path.read_text(encoding="utf-8")
+    html = html_path.read_text(encoding="utf-8")
+    rows = [line for line in md.splitlines() if line.startswith("| mtmr_")]
+    assert len(rows) >= 4  # comparison + ABE rows per run
+    for row in rows:
+        for cell in (c.strip() for c in row.strip("|").split("|")):
+            assert cell in html
+    assert "Deviation: 2-D slices, 3 of 5 folds.\n- item" in md  # verbatim
+    assert "```yaml" in md
+    links = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", md)
+    assert links and all((md_path.parent / link).is_file() for link in links)
+    assert "http" not in md
+
+
+def test_single_run_defaults_to_run_folder_and_missing_files(tmp_path: Path) -> None:
+    run = _make_run(tmp_path, "solo", 3, history=False)
+    (run / "predictions.csv").unlink()
+    (run / "fingerprint.json").unlink()
+    html_path, md_path = write_report([run])
+    assert html_path == run / "report.html" and md_path == run / "report.md"
+    text = html_path.read_text(encoding="utf-8")
+    assert "predictions.csv" in text and "fingerprint.json" in text  # listed as missing
+    assert "data:image/png;base64," in text  # the confusion matrix still renders
+    with pytest.raises(CadxDataError, match=r"metrics\.json"):
+        write_report([tmp_path])
+
+
+def test_multiclass_run_has_per_class_table_and_ovr_roc(tmp_path: Path) -> None:
+    run = _make_run(tmp_path, "dmrn", 4, history=True, classes=["ACA", "NAA", "GN", "AM"])
+    html_path, md_path = write_report([run], out_dir=tmp_path / "rep")
+    md = md_path.read_text(encoding="utf-8")
+    assert "| Sen | GN |" in md and "| true AM |" in md
+    assert (md_path.parent / "figures" / "dmrn_roc_ovr.png").is_file()
+    assert "AM vs rest" not in md  # legends live inside the PNG
+    pooled = load_run(run).metrics["pooled"]
+    assert fmt_ci(pooled["auc"], pooled["ci"]["auc"]) in html_path.read_text(encoding="utf-8")
