@@ -181,21 +181,37 @@ def patient_strata(cohort: Cohort) -> dict[str, int]:
     return out
 
 
-def _split_patients(pids: Sequence[str], strata: dict[str, int], fraction: float, seed: int,
+def _split_patients(cohort: Cohort, strata: dict[str, int], pids: Sequence[str], fraction: float, seed: int,
                     what: str) -> tuple[list[str], list[str]]:
-    """Split patients into (rest, held) with ``fraction`` of patients held out, stratified when possible."""
+    """Split the patients ``pids`` into (rest, held) with about ``fraction`` of them held out, stratified.
+
+    When ``1/fraction`` is an integer k (0.5, 0.25, 0.2, 0.1 …) the held part is fold 0 of
+    ``StratifiedGroupKFold(k)`` on these patients' studies, which balances *study* counts per class even
+    when patients have many studies; otherwise ``train_test_split`` on patients stratified by their label
+    (plain random when a stratum is too small to appear in both parts).
+    """
     if not 0.0 < fraction < 1.0:
         raise CadxConfigError(f"{what} must be in (0, 1), got {fraction}")
     pids = sorted(pids)
     n_held = round(fraction * len(pids))
     if n_held < 1 or n_held >= len(pids):
         raise CadxConfigError(f"{what}={fraction} of {len(pids)} patients leaves an empty part")
+    k = round(1 / fraction)
+    if abs(k * fraction - 1) < 1e-9 and k <= len(pids):
+        keep = set(pids)
+        sel = np.array([p for p in cohort.patient_ids if p in keep])  # studies of these patients
+        y = np.array([strata[p] for p in sel], dtype=np.int64)
+        sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*least populated class.*")
+            _, te = next(sgkf.split(np.zeros(sel.size), y, groups=sel))
+        held_set = set(sel[te].tolist())
+        return [p for p in pids if p not in held_set], sorted(held_set)
     labels = [strata[p] for p in pids]
     counts = Counter(labels)
-    stratify = labels if min(counts.values()) >= 2 and n_held >= len(counts) and \
-        len(pids) - n_held >= len(counts) else None
-    rest, held = train_test_split(pids, test_size=n_held, random_state=seed, stratify=stratify)
-    return list(rest), list(held)
+    ok = min(counts.values()) >= 2 and n_held >= len(counts) and len(pids) - n_held >= len(counts)
+    rest, held = train_test_split(pids, test_size=n_held, random_state=seed, stratify=labels if ok else None)
+    return sorted(rest), sorted(held)
 
 
 def _sub_seed(seed: int, k: int) -> int:
@@ -234,7 +250,8 @@ def make_splits(cohort: Cohort, folds: int = 5, seed: int = 0, val_fraction: flo
             test = sorted(set(pid_arr[te].tolist()))
             val: list[str] = []
             if val_fraction > 0:
-                train, val = _split_patients(train, strata, val_fraction, _sub_seed(seed, k), "val_fraction")
+                train, val = _split_patients(cohort, strata, train, val_fraction, _sub_seed(seed, k),
+                                             "val_fraction")
             out.append(Fold(k, train, val, test))
     meta = {"folds_requested": folds, "val_fraction": val_fraction, "patients": n_pat,
             "studies": len(cohort), "cohort": cohort.name}
@@ -262,15 +279,15 @@ def official_splits(cohort: Cohort, seed: int | None = 0) -> Splits:
 def holdout_split(cohort: Cohort, test_fraction: float = 0.2, seed: int = 0, val_fraction: float = 0.0) -> Splits:
     """A single fixed stratified patient-level split (``kind="holdout"``, one fold numbered 0).
 
-    ``test_fraction`` of all patients go to test, then ``val_fraction`` of the remaining (training)
-    patients to val. Fractions are of patients, not studies; stratification falls back to a plain random
-    split when a stratum is too small to appear in both parts.
+    About ``test_fraction`` of all patients go to test, then ``val_fraction`` of the remaining (training)
+    patients to val (see :func:`_split_patients`: exact study-level stratification when ``1/fraction`` is
+    an integer, else a patient-level stratified split).
     """
     strata = patient_strata(cohort)
-    train, test = _split_patients(list(strata), strata, test_fraction, seed, "test_fraction")
+    train, test = _split_patients(cohort, strata, list(strata), test_fraction, seed, "test_fraction")
     val: list[str] = []
     if val_fraction > 0:
-        train, val = _split_patients(train, strata, val_fraction, _sub_seed(seed, 0), "val_fraction")
+        train, val = _split_patients(cohort, strata, train, val_fraction, _sub_seed(seed, 0), "val_fraction")
     meta = {"test_fraction": test_fraction, "val_fraction": val_fraction, "patients": len(strata),
             "studies": len(cohort), "cohort": cohort.name}
     return Splits([Fold(0, train, val, test)], seed, "holdout", meta)
