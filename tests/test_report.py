@@ -135,3 +135,13 @@ def test_multiclass_run_has_per_class_table_and_ovr_roc(tmp_path: Path) -> None:
     assert "AM vs rest" not in md  # legends live inside the PNG
     pooled = load_run(run).metrics["pooled"]
     assert fmt_ci(pooled["auc"], pooled["ci"]["auc"]) in html_path.read_text(encoding="utf-8")
+
+
+def test_number_formatting_edge_cases() -> None:
+    from cadx.report.tables import fmt
+
+    assert fmt_ci(0.8534, [0.8011, 0.8969]) == "0.853 [0.801, 0.897]"
+    assert fmt_ci(None, [0.1, 0.2]) == "n/a"  # NaN in metrics.json is written as null
+    assert fmt_ci(0.5, [None, 0.7]) == "0.500"  # no finite CI → value only
+    assert fmt_ci(0.5, []) == "0.500"
+    assert fmt(float("nan")) == "n/a" and fmt(12) == "12" and fmt("x") == "x"
