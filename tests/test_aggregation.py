@@ -169,3 +169,13 @@ def test_evaluate_segmentation_only_and_errors() -> None:
         evaluate_predictions(pd.concat([tab, tab]), ["ben", "mal"], n_bootstrap=0)
     with pytest.raises(CadxDataError, match="y_pred"):
         evaluate_predictions(tab, ["ben", "mal"], n_bootstrap=0, decision="given")
+
+
+def test_numeric_class_names_survive_csv_float_round_trip() -> None:
+    from cadx.evaluation.summary import class_key, evaluate_predictions
+
+    assert [class_key(v) for v in (1.0, "0.0", "2", "a.0", np.float64(3.0))] == ["1", "0", "2", "a.0", "3"]
+    df = _table(20, ("0", "1"))
+    df["y_true"] = df["y_true"].astype(float)  # what read_csv gives when the column also held NaN
+    r = evaluate_predictions(df, ["0", "1"], n_bootstrap=0)
+    assert sum(map(sum, r["pooled"]["confusion_matrix"])) == 20

@@ -20,9 +20,20 @@ from cadx.evaluation import metrics as M
 from cadx.evaluation.bootstrap import bootstrap_ci, bootstrap_mean_ci
 from cadx.evaluation.thresholds import decide
 
-__all__ = ["evaluate_predictions"]
+__all__ = ["class_key", "evaluate_predictions"]
 
 _CI_METRICS = ("accuracy", "auc", "sensitivity", "specificity", "f1")
+
+
+def class_key(v: Any) -> str:
+    """Class name of a table cell: ``str(v)``, except integral floats ``1.0`` → ``"1"`` (CSV round trips of
+    numeric class names through a column that also held NaN)."""
+    if isinstance(v, float | np.floating) and float(v).is_integer():
+        return str(int(v))
+    s = str(v)
+    if s.endswith(".0") and s[:-2].lstrip("-").isdigit():
+        return s[:-2]
+    return s
 
 
 def _labels(df: pd.DataFrame, classes: Sequence[str], col: str = "y_true") -> np.ndarray:
@@ -33,10 +44,11 @@ def _labels(df: pd.DataFrame, classes: Sequence[str], col: str = "y_true") -> np
     vals = df[col]
     if vals.isna().any():
         raise CadxDataError(f"{int(vals.isna().sum())} rows have no {col}", field=col)
-    bad = sorted({str(v) for v in vals if str(v) not in lookup})
+    keys = [class_key(v) for v in vals]
+    bad = sorted({k for k in keys if k not in lookup})
     if bad:
         raise CadxDataError(f"unknown classes {bad[:5]} (expected {names})", field=col)
-    return np.array([lookup[str(v)] for v in vals], dtype=np.int64)
+    return np.array([lookup[k] for k in keys], dtype=np.int64)
 
 
 def _priors(priors: Sequence[float] | Mapping[str, float] | None, classes: Sequence[str]) -> Any:

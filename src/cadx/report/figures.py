@@ -11,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from cadx.evaluation.metrics import roc_auc, roc_curve_points
+from cadx.evaluation.summary import class_key
 from cadx.report.runs import RunData
 
 __all__ = ["confusion_png", "roc_binary_png", "roc_ovr_png", "training_png"]
@@ -54,10 +55,11 @@ def _arrays(run: RunData) -> tuple[np.ndarray, np.ndarray] | None:
     if any(c not in df.columns for c in cols):
         return None
     lookup = {c: i for i, c in enumerate(classes)}
-    ok = df["y_true"].astype(str).isin(lookup).to_numpy()
+    keys = df["y_true"].map(class_key)
+    ok = (keys.isin(lookup) & df["y_true"].notna()).to_numpy()
     if not ok.any():
         return None
-    y = df.loc[ok, "y_true"].astype(str).map(lookup).to_numpy(dtype=np.int64)
+    y = keys[ok].map(lookup).to_numpy(dtype=np.int64)
     return y, df.loc[ok, cols].to_numpy(dtype=float)
 
 

@@ -146,8 +146,12 @@ def _overview(runs: Sequence[RunData], title: str) -> list[Block]:
         bits = [f"{r.name}: {m.get('n_studies', T.NA)} studies, {m.get('n_patients', T.NA)} patients"]
         if r.classes:
             bits.append("classes " + ", ".join(r.classes))
+        info = m.get("run") or {}
+        bits += [f"{k} {info[k]}" for k in ("dataset", "model", "folds") if info.get(k) is not None]
         dec = m.get("decision") or {}
-        if dec.get("rule"):
+        if dec.get("rule") == "given":
+            bits.append("decision: y_pred of predictions.csv")
+        elif dec.get("rule"):
             bits.append(f"decision rule {dec['rule']}")
         bs = m.get("bootstrap") or {}
         if bs.get("n_resamples"):
