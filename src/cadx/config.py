@@ -1,0 +1,320 @@
+"""Experiment configuration: a pydantic v2 schema, YAML loading and ``--set key=value`` overrides.
+
+Precedence: packaged defaults (``cadx/configs/default.yaml``) → the experiment file → ``--set`` overrides
+(dotted keys, values parsed as YAML, e.g. ``train.epochs=3``, ``model.kwargs.width=16``). Every section
+forbids unknown keys, so a typo fails with a :class:`~cadx.errors.CadxConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cadx.errors import CadxConfigError
+from cadx.utils import atomic_write_text
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Which cohort: a registered dataset name, its root folder/file, adapter options."""
+
+    dataset: str = "synthetic"
+    root: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskConfig(_Section):
+    """What to predict (any combination): the class, attribute scores, a lesion mask.
+
+    ``score`` names an attribute (in [0, 1]) used as the ranking target ``batch["score"]``.
+    """
+
+    classification: bool = True
+    attributes: list[str] | Literal["all"] = Field(default_factory=list)
+    segmentation: bool = False
+    score: str | None = None
+
+
+class AugmentConfig(_Section):
+    """Training augmentation, drawn per (seed, epoch, batch) so runs are reproducible and resumable.
+
+    ``flip``: random flips of every in-plane axis; ``rot90``: random quarter turns in-plane; ``rotate``:
+    max rotation in degrees; ``scale``: max relative zoom; ``translate``: max shift as a fraction of the size;
+    ``intensity``: max relative gain/bias jitter; ``noise``: std of additive Gaussian noise.
+    """
+
+    enabled: bool = False
+    flip: bool = True
+    rot90: bool = False
+    rotate: float = Field(0.0, ge=0, le=180)
+    scale: float = Field(0.0, ge=0, lt=1)
+    translate: float = Field(0.0, ge=0, lt=1)
+    intensity: float = Field(0.0, ge=0, lt=1)
+    noise: float = Field(0.0, ge=0)
+
+
+class InputConfig(_Section):
+    """How a study becomes network input.
+
+    ``kind``: ``slices2d`` (every axial slice of each lesion's box/mask, carrying the study index),
+    ``roi2d`` (one 2D ROI per study: the box/mask's central slice or the image's centre),
+    ``image2d`` (the whole 2D image, or a volume's central slice, resized), ``volume3d`` (a 3D ROI or volume).
+    ``size``: output size per spatial axis (int or list). ``channels``: for 2D inputs of volumes, ``k``
+    adjacent slices as channels (2.5D, odd ``k``); for RGB images 3 keeps colour, 1 converts to grey.
+    Intensities: ``window`` (a preset name from ``cadx.data.transforms.WINDOW_PRESETS`` or ``[center,
+    width]``) maps to [0, 1]; otherwise ``normalize`` (``percentile`` = 0.5–99.5 % → [0, 1], ``zscore``,
+    ``minmax``, ``none``), always per image so nothing is fitted on the cohort.
+    ``roi``: crop from the study's ``box`` (first lesion for ``roi2d``/``volume3d``), the ``mask``'s bounding box,
+    a square of side ``diameter_scale × diameter`` around the lesion centre (``diameter``; the attribute
+    ``diameter_attribute`` in mm, else the box extent), or ``none`` (whole image). ``margin``: extra context
+    around a box, as a fraction of its size. ``max_slices``: keep at most this many evenly spaced slices per
+    lesion (``slices2d``; 0 = all).
+    """
+
+    kind: Literal["slices2d", "roi2d", "image2d", "volume3d"] = "slices2d"
+    size: int | list[int] = 32
+    channels: int = Field(1, ge=1)
+    window: str | list[float] | None = None
+    normalize: Literal["percentile", "zscore", "minmax", "none"] = "percentile"
+    roi: Literal["box", "mask", "diameter", "none"] = "box"
+    margin: float = Field(0.25, ge=0)
+    diameter_scale: float = Field(2.0, gt=0)
+    diameter_attribute: str = "diameter"
+    max_slices: int = Field(0, ge=0)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @field_validator("window")
+    @classmethod
+    def _check_window(cls, v: Any) -> Any:
+        if isinstance(v, list) and (len(v) != 2 or v[1] <= 0):
+            raise ValueError("window must be a preset name or [center, width] with width > 0")
+        return v
+
+    def spatial_dims(self) -> int:
+        return 3 if self.kind == "volume3d" else 2
+
+    def size_tuple(self) -> tuple[int, ...]:
+        nd = self.spatial_dims()
+        s = [self.size] * nd if isinstance(self.size, int) else list(self.size)
+        if len(s) != nd or any(int(v) < 1 for v in s):
+            raise CadxConfigError(f"input.size: need {nd} positive sizes for {self.kind}, got {self.size}")
+        return tuple(int(v) for v in s)
+
+
+class ModelConfig(_Section):
+    """A registered model (``cadx models list``) and its keyword arguments."""
+
+    name: str = "resnet18"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class SamplerConfig(_Section):
+    """Per-epoch resampling of the training items: ``plain`` (shuffle), ``oversample``/``undersample``
+    (towards ``ratio`` × the majority/minority count) or ``balanced`` (class-balanced batches)."""
+
+    kind: Literal["plain", "oversample", "undersample", "balanced"] = "plain"
+    ratio: float = Field(1.0, gt=0)
+
+
+class LrGroup(_Section):
+    """Parameters whose name starts with one of ``prefixes`` get ``lr`` (and optionally ``weight_decay``)."""
+
+    prefixes: list[str]
+    lr: float = Field(gt=0)
+    weight_decay: float | None = None
+
+
+class OptimConfig(_Section):
+    name: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0)
+    nesterov: bool = False
+    groups: list[LrGroup] = Field(default_factory=list)
+
+
+class ScheduleConfig(_Section):
+    """``step`` (× ``gamma`` every ``step_size`` epochs), ``cosine`` (to ``min_lr`` over the run) or ``plateau``
+    (× ``gamma`` after ``patience`` epochs without a better val loss; train loss without a val set)."""
+
+    name: Literal["none", "step", "cosine", "plateau"] = "none"
+    step_size: int = Field(10, ge=1)
+    gamma: float = Field(0.1, gt=0, le=1)
+    patience: int = Field(5, ge=0)
+    min_lr: float = Field(0.0, ge=0)
+
+
+class EarlyStoppingConfig(_Section):
+    """Stop when ``monitor`` has not improved for ``patience`` epochs (needs a val set; null = off)."""
+
+    patience: int | None = None
+    monitor: Literal["val_loss", "val_accuracy", "val_auc"] = "val_loss"
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    precision: Literal["auto", "32", "16-mixed", "bf16-mixed"] = "auto"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    gradient_clip: float | None = None
+    progress: bool = True
+
+
+class CVConfig(_Section):
+    folds: int = Field(5, ge=1)
+    val_fraction: float = Field(0.0, ge=0, lt=1)
+    use_official: bool = False
+
+
+class EvalConfig(_Section):
+    """Study-level aggregation of slice outputs, the decision rule, bootstrap CIs and the classifier.
+
+    ``classifier: svm`` fits a linear SVM (probabilities by Platt scaling) per fold on the training items'
+    ``svm_features`` (``features`` = ``forward_features``, or ``embedding`` = the last stage embedding).
+    """
+
+    aggregation: Literal["mean", "vote", "max"] = "mean"
+    decision: Literal["argmax", "prior", "youden"] = "argmax"
+    bootstrap: int = Field(2000, ge=0)
+    classifier: Literal["head", "svm"] = "head"
+    svm_c: float = Field(1.0, gt=0)
+    svm_features: Literal["features", "embedding"] = "features"
+
+
+class ExperimentConfig(_Section):
+    name: str = "experiment"
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    input: InputConfig = Field(default_factory=InputConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    objective: dict[str, Any] = Field(default_factory=lambda: {"ce": 1.0})
+    pairs: Literal["none", "balanced", "random"] = "none"
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    cv: CVConfig = Field(default_factory=CVConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        if not (self.task.classification or self.task.attributes or self.task.segmentation):
+            raise ValueError("task: enable at least one of classification, attributes, segmentation")
+        if not self.objective:
+            raise ValueError("objective: at least one loss is needed")
+        if self.eval.classifier == "svm" and not self.task.classification:
+            raise ValueError("eval.classifier=svm needs task.classification")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the resolved config as YAML (atomically)."""
+        return atomic_write_text(path, self.to_yaml())
+
+
+# --- loading -----------------------------------------------------------------------------------------------
+
+def packaged_config_path(name: str) -> Path:
+    """Path of a YAML shipped in ``cadx/configs`` (``default``, ``demo_resnet``, ``demo_dmrn``)."""
+    p = Path(str(resources.files("cadx") / "configs" / f"{name}.yaml"))
+    if not p.is_file():
+        raise CadxConfigError(f"no packaged config {name!r}")
+    return p
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CadxConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise CadxConfigError(f"{path}: not valid YAML ({e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CadxConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge (``update`` wins; mappings merge, everything else is replaced). Neither input changes.
+
+    ``objective`` and ``*.kwargs``/``*.options`` mappings are replaced whole, so a file's ``objective:
+    {focal: 1}`` does not inherit the default ``ce``.
+    """
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("objective", "kwargs", "options"):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply one ``dotted.key=value`` (value parsed as YAML) to ``data`` in place."""
+    if "=" not in item:
+        raise CadxConfigError(f"--set {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise CadxConfigError(f"--set {item!r}: bad key {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    for i, p in enumerate(parts[:-1]):
+        nxt = node.get(p)
+        if nxt is None:
+            nxt = node[p] = {}
+        if not isinstance(nxt, dict):
+            raise CadxConfigError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _format_error(e: ValidationError, source: str) -> CadxConfigError:
+    msgs = []
+    for err in e.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "<config>"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msgs.append(f"{loc}: {msg}")
+    return CadxConfigError(f"{source}: " + "; ".join(msgs))
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>", defaults: bool = True) -> ExperimentConfig:
+    """Validate ``data`` (merged over the packaged defaults when ``defaults``)."""
+    merged = deep_merge(_read_yaml(packaged_config_path("default")), data) if defaults else data
+    try:
+        return ExperimentConfig.model_validate(merged)
+    except ValidationError as e:
+        raise _format_error(e, source) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Defaults → the YAML file at ``path`` (None = defaults only) → ``overrides`` (``["train.epochs=3", ...]``).
+
+    Raises :class:`CadxConfigError` naming the file and key for unknown keys or bad values.
+    """
+    data = _read_yaml(Path(path)) if path is not None else {}
+    for item in overrides or []:
+        apply_override(data, item)
+    return config_from_dict(data, source=str(path) if path is not None else "<defaults>")

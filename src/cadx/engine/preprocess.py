@@ -1,0 +1,245 @@
+"""Study → network-input items, done once per run (intensity, ROI crop, slice extraction, resize).
+
+Each study yields one or more *items* (arrays ``(C, *size)``): every slice of each lesion for ``slices2d``, one ROI
+for ``roi2d``/``image2d``/``volume3d``. Intensity normalisation is per image (a fixed window or the image's own
+percentiles/statistics), so nothing is fitted on the cohort and a new study is processed exactly like a training one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cadx.config import InputConfig
+from cadx.data.image import ImageData
+from cadx.data.study import Study
+from cadx.errors import CadxConfigError, CadxDataError
+
+
+def window_bounds(window: str | Sequence[float]) -> tuple[float, float]:
+    """``(lo, hi)`` of a window given as a preset name or ``[center, width]``."""
+    if isinstance(window, str):
+        from cadx.data.transforms import WINDOW_PRESETS
+
+        if window not in WINDOW_PRESETS:
+            raise CadxConfigError(f"input.window: unknown preset {window!r} (known: {', '.join(WINDOW_PRESETS)})")
+        preset = WINDOW_PRESETS[window]
+        center, width = (preset["center"], preset["width"]) if isinstance(preset, dict) else preset
+    else:
+        center, width = window
+    return float(center) - float(width) / 2, float(center) + float(width) / 2
+
+
+def normalize_intensity(arr: np.ndarray, cfg: InputConfig) -> np.ndarray:
+    """Map intensities per image: window → [0, 1]; percentile (0.5–99.5 %) → [0, 1]; zscore; minmax; none.
+
+    Statistics come from a strided sample of at most ~10^6 voxels; a constant image maps to zeros.
+    """
+    a = arr.astype(np.float32, copy=False)
+    if not np.isfinite(a).all():
+        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    if cfg.window is not None:
+        lo, hi = window_bounds(cfg.window)
+        return np.clip((a - lo) / (hi - lo), 0.0, 1.0)
+    if cfg.normalize == "none":
+        return a
+    sample = a.ravel()[:: max(1, a.size // 1_000_000)]
+    if cfg.normalize == "zscore":
+        sd = float(sample.std())
+        return (a - float(sample.mean())) / sd if sd > 0 else np.zeros_like(a)
+    if cfg.normalize == "minmax":
+        lo, hi = float(sample.min()), float(sample.max())
+    else:
+        lo, hi = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
+    if hi <= lo:
+        return np.zeros_like(a)
+    return np.clip((a - lo) / (hi - lo), 0.0, 1.0)
+
+
+def crop_pad(arr: np.ndarray, starts: Sequence[int], stops: Sequence[int], fill: float) -> np.ndarray:
+    """Crop spatial region ``[starts, stops)`` of ``arr`` ``(C, *spatial)``, padding with ``fill`` outside."""
+    sp = arr.shape[1:]
+    out_shape = (arr.shape[0], *(int(b) - int(a) for a, b in zip(starts, stops, strict=True)))
+    out = np.full(out_shape, fill, dtype=arr.dtype)
+    src, dst = [slice(None)], [slice(None)]
+    for a, b, n in zip(starts, stops, sp, strict=True):
+        s0, s1 = max(int(a), 0), min(int(b), n)
+        if s1 <= s0:
+            return out
+        src.append(slice(s0, s1))
+        dst.append(slice(s0 - int(a), s1 - int(a)))
+    out[tuple(dst)] = arr[tuple(src)]
+    return out
+
+
+def resize(arr: np.ndarray, size: Sequence[int], mask: bool = False) -> np.ndarray:
+    """Resize ``(C, *spatial)`` to ``(C, *size)``: (bi/tri)linear with antialiasing in 2D; nearest for masks."""
+    if tuple(arr.shape[1:]) == tuple(size):
+        return arr.astype(np.float32, copy=False)
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]
+    if mask:
+        r = F.interpolate(t, size=tuple(size), mode="nearest")
+    elif len(size) == 2:
+        r = F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    else:
+        r = F.interpolate(t, size=tuple(size), mode="trilinear", align_corners=False)
+    return r[0].numpy()
+
+
+def _square(lo: float, hi: float, side: float) -> tuple[int, int]:
+    c = (lo + hi) / 2
+    return int(np.floor(c - side / 2)), int(np.floor(c - side / 2)) + max(1, round(side))
+
+
+def _mask_box(mask: np.ndarray) -> tuple[int, ...] | None:
+    idx = np.nonzero(mask)
+    if not idx[0].size:
+        return None
+    return tuple(int(i.min()) for i in idx) + tuple(int(i.max()) + 1 for i in idx)
+
+
+class StudyPreprocessor:
+    """Turns a :class:`Study` (or an image + optional mask/boxes) into items ``(C, *size)`` per ``InputConfig``.
+
+    ``channels_out(c_image)`` is the number of channels items get. ROI inputs without a box or mask fall back to the
+    whole image (``roi2d``/``slices2d`` of a volume without a box: its central slice).
+    """
+
+    def __init__(self, cfg: InputConfig, with_masks: bool = False) -> None:
+        self.cfg = cfg
+        self.size = cfg.size_tuple()
+        self.with_masks = with_masks
+
+    # -- per study ------------------------------------------------------------------------------------------
+    def study_items(self, study: Study, diameter: float | None = None) -> tuple[list[np.ndarray], list[Any], list[int]]:
+        """``(images, masks, slice_positions)`` of one study (masks are None unless ``with_masks``)."""
+        img = study.image().load()
+        mimg = study.mask()
+        mask = None
+        if mimg is not None:
+            m = mimg.load().array
+            mask = (m[:1] > 0) if m.ndim == img.array.ndim else (m[None] > 0)
+            if mask.shape[1:] != img.array.shape[1:]:
+                raise CadxDataError(f"mask shape {mask.shape[1:]} differs from image {img.array.shape[1:]}",
+                                    path=mimg.source, field="mask")
+        if diameter is None:
+            d = study.attributes.get(self.cfg.diameter_attribute)
+            diameter = float(d) if d is not None and np.isfinite(d) else None
+        return self.items(img, mask, list(study.boxes), diameter, source=study.study_id)
+
+    def items(self, img: ImageData, mask: np.ndarray | None, boxes: list[tuple[int, ...]],
+              diameter_mm: float | None = None, source: str = "<image>") -> tuple[list, list, list[int]]:
+        """Items of one image ``(C, *spatial)`` with an optional boolean mask ``(1, *spatial)`` and boxes."""
+        cfg = self.cfg
+        arr = normalize_intensity(np.asarray(img.array), cfg)
+        nd = arr.ndim - 1
+        if cfg.kind == "volume3d" and nd != 3:
+            raise CadxDataError(f"input.kind=volume3d needs a 3D image, got shape {arr.shape}", path=source,
+                                field="image")
+        fill = float(arr.min()) if arr.size else 0.0
+        boxes = [tuple(int(v) for v in b) for b in boxes if len(b) == 2 * nd]
+        if cfg.roi == "mask" or (not boxes and mask is not None and mask.any()):
+            mb = _mask_box(mask[0]) if mask is not None else None
+            boxes = [mb] if mb is not None else []
+        if cfg.roi == "none" or cfg.kind == "image2d":
+            boxes = []
+        if cfg.kind in ("roi2d", "volume3d", "image2d"):
+            boxes = boxes[:1]
+        if not boxes:
+            boxes = [tuple([0] * nd) + tuple(arr.shape[1:])]
+            whole = True
+        else:
+            whole = False
+        spacing = img.spacing
+        out_img, out_mask, pos = [], [], []
+        for box in boxes:
+            lo, hi = np.array(box[:nd], float), np.array(box[nd:], float)
+            if cfg.kind == "volume3d":
+                starts, stops = self._region(lo, hi, spacing, diameter_mm, whole, axes=range(3))
+                out_img.append(resize(crop_pad(arr, starts, stops, fill), self.size))
+                if self.with_masks:
+                    m = mask if mask is not None else np.zeros((1, *arr.shape[1:]), bool)
+                    out_mask.append(resize(crop_pad(m.astype(np.float32), starts, stops, 0.0), self.size, True))
+                pos.append(0)
+                continue
+            ax = range(nd - 2, nd)
+            starts, stops = self._region(lo, hi, spacing, diameter_mm, whole, axes=ax)
+            if nd == 2:
+                zs = [None]
+            elif cfg.kind == "slices2d" and not whole:
+                zs = list(range(int(lo[0]), max(int(hi[0]), int(lo[0]) + 1)))
+                if cfg.max_slices and len(zs) > cfg.max_slices:
+                    zs = [zs[i] for i in np.linspace(0, len(zs) - 1, cfg.max_slices).round().astype(int)]
+            elif mask is not None and mask.any() and not whole:
+                area = mask[0, int(lo[0]):int(hi[0])].sum(axis=(1, 2))
+                zs = [int(lo[0]) + int(np.argmax(area))]
+            else:
+                zs = [int((lo[0] + hi[0] - 1) // 2)]
+            for z in zs:
+                sl = self._slab(arr, z)
+                out_img.append(resize(crop_pad(sl, starts, stops, fill), self.size))
+                if self.with_masks:
+                    m = mask if mask is not None else np.zeros((1, *arr.shape[1:]), bool)
+                    ms = m if z is None else m[:, z]
+                    out_mask.append(resize(crop_pad(ms.astype(np.float32), starts, stops, 0.0), self.size, True))
+                pos.append(-1 if z is None else int(z))
+        if not self.with_masks:
+            out_mask = [None] * len(out_img)
+        return out_img, out_mask, pos
+
+    # -- helpers --------------------------------------------------------------------------------------------
+    def _region(self, lo: np.ndarray, hi: np.ndarray, spacing: Sequence[float], diameter_mm: float | None,
+                whole: bool, axes: range) -> tuple[list[int], list[int]]:
+        """Crop starts/stops over ``axes``: margin-extended box, square in-plane (diameter-adaptive if asked)."""
+        cfg = self.cfg
+        axes = list(axes)
+        if whole:
+            return [int(lo[a]) for a in axes], [int(hi[a]) for a in axes]
+        ext = np.array([hi[a] - lo[a] for a in axes])
+        if cfg.roi == "diameter":
+            if diameter_mm is not None:
+                d_px = max(diameter_mm / float(spacing[a]) for a in axes)
+            else:
+                d_px = float(ext.max())
+            side = np.full(len(axes), cfg.diameter_scale * d_px)
+        else:
+            side = ext * (1 + 2 * cfg.margin)
+            inplane = axes[-2:]
+            s = max(side[axes.index(a)] for a in inplane)
+            for a in inplane:
+                side[axes.index(a)] = s
+        starts, stops = [], []
+        for j, a in enumerate(axes):
+            s0, s1 = _square(lo[a], hi[a], side[j])
+            starts.append(s0)
+            stops.append(s1)
+        return starts, stops
+
+    def _slab(self, arr: np.ndarray, z: int | None) -> np.ndarray:
+        """Channels of one 2D item: the image's channels (2D) or ``k`` adjacent slices × channels (volume)."""
+        cfg = self.cfg
+        if z is None:
+            c = arr.shape[0]
+            if c == cfg.channels:
+                return arr
+            if cfg.channels == 1:
+                return arr[: min(c, 3)].mean(axis=0, keepdims=True)
+            if c == 1:
+                return np.repeat(arr, cfg.channels, axis=0)
+            return arr[: cfg.channels]
+        k = cfg.channels
+        nz = arr.shape[1]
+        zs = np.clip(np.arange(z - k // 2, z - k // 2 + k), 0, nz - 1)
+        return arr[:, zs].reshape(-1, *arr.shape[2:])
+
+    def channels_out(self, c_image: int, image_ndim: int) -> int:
+        """Item channels for an image with ``c_image`` channels and ``image_ndim`` spatial axes."""
+        if self.cfg.kind == "volume3d":
+            return c_image
+        if image_ndim == 3:
+            return c_image * self.cfg.channels
+        return self.cfg.channels
