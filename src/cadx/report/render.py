@@ -151,7 +151,7 @@ def _overview(runs: Sequence[RunData], title: str) -> list[Block]:
         dec = m.get("decision") or {}
         if dec.get("rule") == "given":
             bits.append("decision: y_pred of predictions.csv")
-        elif dec.get("rule"):
+        elif dec.get("rule") and r.classes:
             bits.append(f"decision rule {dec['rule']}")
         bs = m.get("bootstrap") or {}
         if bs.get("n_resamples"):

@@ -147,7 +147,8 @@ def dice_table(runs: Sequence[RunData]) -> Table | None:
     if not rows:
         return None
     return Table("Segmentation: Dice per volume", ["Run", "Fold", "Volumes", "Mean (95% CI)", "Median"], rows,
-                 note="Both masks empty → 1.0; exactly one empty → 0.0.")
+                 note="Dice per study volume; NaN (no mask) is left out. cadx.evaluation.dice scores "
+                      "both-empty masks 1.0 and exactly-one-empty 0.0.")
 
 
 def abe_table(runs: Sequence[RunData]) -> Table | None:
