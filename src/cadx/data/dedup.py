@@ -12,15 +12,20 @@ products of the bit matrices, so MedNIST's 12 000 images group in about a second
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+import io
+import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import scipy.fft
+from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from skimage.measure import block_reduce
-from skimage.transform import resize
+
+from cadx.utils import atomic_write_bytes
 
 #: Default Hamming threshold (bits of 64). Chosen from the nearest-neighbour distance distributions of BUSI
 #: and MedNIST (see ``benchmarks/results/dedup.json``): true repeats sit at 0–6 bits, BUSI's frames of one
@@ -30,30 +35,26 @@ DEFAULT_THRESHOLD = 20
 DEFAULT_MIN_NCC = 0.97
 
 
-def _to_grey_stack(images: Iterable[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
-    """Images (each ``(H,W)``, ``(C,H,W)`` or ``(H,W,C)`` with C ≤ 4) → ``(N,size,size)`` float64 grey.
+def _box_resize(a: np.ndarray, size: int) -> np.ndarray:
+    """Area-average (box filter) resize of a 2D float image to ``size×size`` — anti-aliased and fast (PIL)."""
+    if a.shape == (size, size):
+        return a
+    im = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32), mode="F")
+    return np.asarray(im.resize((size, size), Image.Resampling.BOX), dtype=np.float64)
 
-    Equal-shape inputs are resized as one stack (block mean when the size divides evenly).
-    """
-    grey = []
+
+def _to_grey_stack(images: Iterable[np.ndarray] | np.ndarray, size: int) -> np.ndarray:
+    """Images (each ``(H,W)``, ``(C,H,W)`` or ``(H,W,C)`` with C ≤ 4) → ``(N,size,size)`` float64 grey,
+    each resized by area averaging (:func:`_box_resize`)."""
+    out = []
     for im in images:
         a = np.asarray(im, dtype=np.float64)
         if a.ndim == 3:
             a = a.mean(axis=0) if a.shape[0] <= 4 and a.shape[-1] > 4 else a.mean(axis=-1)
         if a.ndim != 2:
             raise ValueError(f"expected a 2D image (optionally with channels), got shape {np.shape(im)}")
-        grey.append(a)
-    if not grey:
-        return np.zeros((0, size, size))
-    if len({a.shape for a in grey}) == 1:
-        st = np.stack(grey)
-        h, w = st.shape[1:]
-        if (h, w) == (size, size):
-            return st
-        if h % size == 0 and w % size == 0:
-            return block_reduce(st, (1, h // size, w // size), np.mean)
-        return resize(st, (len(st), size, size), order=1, anti_aliasing=True, preserve_range=True)
-    return np.stack([resize(a, (size, size), order=1, anti_aliasing=True, preserve_range=True) for a in grey])
+        out.append(_box_resize(a, size))
+    return np.stack(out) if out else np.zeros((0, size, size))
 
 
 def phash(images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
@@ -95,51 +96,53 @@ def embed(images: np.ndarray | Sequence[np.ndarray], size: int = 16) -> np.ndarr
     return np.divide(stack, norm, out=np.zeros_like(stack), where=norm > 0).astype(np.float32)
 
 
-def hamming_pairs(hashes: np.ndarray, threshold: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray,
-                                                                                    np.ndarray]:
-    """All pairs ``i < j`` with Hamming distance ≤ ``threshold``: ``(i, j, distance)`` int arrays.
+def hamming_pairs(hashes: np.ndarray, threshold: int, chunk: int = 1024, embeddings: np.ndarray | None = None,
+                  min_ncc: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Pairs ``i < j`` with Hamming distance ≤ ``threshold`` (and cosine ≥ ``min_ncc`` when given).
 
-    Computed as ``|a| + |b| − 2 a·b`` on the bit matrices in row chunks, so memory is ``chunk × N``.
+    Returns ``(i, j, distance, ncc, candidates)``: int arrays, the pairs' cosine similarities (NaN when not
+    checked) and the number of pairs within the Hamming threshold before the cosine check. Distances are
+    popcounts of XORs, computed per row chunk against the upper triangle only, so memory is ``chunk × N``
+    and the cosine check is one matrix product per chunk.
     """
-    bits = hash_bits(hashes).astype(np.float32)
-    n = len(bits)
-    ones = bits.sum(axis=1)
-    ii, jj, dd = [], [], []
+    h = np.asarray(hashes, dtype=np.uint64).ravel()
+    n = len(h)
+    check = min_ncc is not None and embeddings is not None
+    emb = np.asarray(embeddings, dtype=np.float32) if check else None
+    ii, jj, dd, ss = [], [], [], []
+    candidates = 0
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
-        d = ones[s:e, None] + ones[None, :] - 2.0 * (bits[s:e] @ bits.T)
-        r, c = np.nonzero(d <= threshold + 0.5)
-        keep = c > r + s
-        ii.append(r[keep] + s)
-        jj.append(c[keep])
-        dd.append(np.rint(d[r[keep], c[keep]]).astype(np.int64))
+        d = np.bitwise_count(h[s:e, None] ^ h[None, s:])
+        ok = d <= threshold
+        ok &= np.arange(s, n)[None, :] > np.arange(s, e)[:, None]
+        candidates += int(ok.sum())
+        if emb is not None:
+            sim = emb[s:e] @ emb[s:].T
+            ok &= sim >= min_ncc
+        r, c = np.nonzero(ok)
+        ii.append(r + s)
+        jj.append(c + s)
+        dd.append(d[r, c])
+        ss.append(sim[r, c] if emb is not None else np.full(len(r), np.nan, np.float32))
     if not ii:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        z = np.zeros(0, np.int64)
+        return z, z, z, np.zeros(0, np.float32), 0
     return (np.concatenate(ii).astype(np.int64), np.concatenate(jj).astype(np.int64),
-            np.concatenate(dd).astype(np.int64))
+            np.concatenate(dd).astype(np.int64), np.concatenate(ss).astype(np.float32), candidates)
 
 
 def nearest_neighbour_distances(hashes: np.ndarray, chunk: int = 1024) -> np.ndarray:
     """Hamming distance of every hash to its nearest other hash, ``(N,)`` int (64 when N == 1)."""
-    bits = hash_bits(hashes).astype(np.float32)
-    n = len(bits)
-    ones = bits.sum(axis=1)
+    h = np.asarray(hashes, dtype=np.uint64).ravel()
+    n = len(h)
     out = np.full(n, 64, dtype=np.int64)
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
-        d = ones[s:e, None] + ones[None, :] - 2.0 * (bits[s:e] @ bits.T)
-        d[np.arange(e - s), np.arange(s, e)] = np.inf
+        d = np.bitwise_count(h[s:e, None] ^ h[None, :]).astype(np.int64)
+        d[np.arange(e - s), np.arange(s, e)] = 65
         if n > 1:
-            out[s:e] = np.rint(d.min(axis=1)).astype(np.int64)
-    return out
-
-
-def pair_similarity(embeddings: np.ndarray, i: np.ndarray, j: np.ndarray, batch: int = 65536) -> np.ndarray:
-    """Cosine similarity ``embeddings[i[p]] · embeddings[j[p]]`` for each pair, ``(P,)`` float32 (batched)."""
-    out = np.zeros(len(i), dtype=np.float32)
-    for s in range(0, len(i), batch):
-        a, b = embeddings[i[s:s + batch]], embeddings[j[s:s + batch]]
-        out[s:s + batch] = np.einsum("pd,pd->p", a, b)
+            out[s:e] = d.min(axis=1)
     return out
 
 
@@ -180,26 +183,90 @@ def group_near_duplicates(images: Sequence[np.ndarray] | np.ndarray | None = Non
     n = len(hashes)
     if not 0 <= threshold <= 64:
         raise ValueError(f"threshold must be within 0..64, got {threshold}")
-    i, j, d = hamming_pairs(hashes, threshold)
+    if n == 0:
+        z = np.zeros(0, np.int64)
+        return Grouping(z, np.zeros((0, 2), np.int64), z, None, 0)
+    if min_ncc is not None and embeddings is None:
+        raise ValueError("min_ncc needs images or embeddings")
+    i, j, d, sim, candidates = hamming_pairs(hashes, threshold, embeddings=embeddings, min_ncc=min_ncc)
+    ncc = sim if min_ncc is not None else None
     if blocks is not None:
         if len(blocks) != n:
             raise ValueError(f"blocks has {len(blocks)} entries for {n} images")
         _, codes = np.unique(np.asarray([str(b) for b in blocks]), return_inverse=True)
         same = codes[i] == codes[j]
         i, j, d = i[same], j[same], d[same]
-    candidates = len(i)
-    ncc = None
-    if min_ncc is not None:
-        if embeddings is None:
-            raise ValueError("min_ncc needs images or embeddings")
-        emb = np.asarray(embeddings, dtype=np.float32)
-        ncc = pair_similarity(emb, i, j)
-        ok = ncc >= min_ncc
-        i, j, d, ncc = i[ok], j[ok], d[ok], ncc[ok]
+        ncc = ncc[same] if ncc is not None else None
     graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
     _, comp = connected_components(graph, directed=False)
     _, first = np.unique(comp, return_index=True)
     order = np.argsort(np.argsort(first))  # component → rank of its first member
-    groups = order[comp].astype(np.int64) if n else np.zeros(0, np.int64)
+    groups = order[comp].astype(np.int64)
     return Grouping(groups, np.stack([i, j], axis=1) if len(i) else np.zeros((0, 2), np.int64), d, ncc,
                     candidates)
+
+
+def cache_dir() -> Path:
+    """Folder for cached hashes: ``$CADX_CACHE_DIR`` or ``~/.cache/cadx``."""
+    return Path(os.environ.get("CADX_CACHE_DIR") or Path.home() / ".cache" / "cadx")
+
+
+def _files_key(paths: Sequence[Path], extra: str) -> str:
+    key = hashlib.sha1(f"v2|{extra}".encode())
+    for p in paths:
+        st = Path(p).stat()
+        key.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return key.hexdigest()
+
+
+def _cache_load(name: str, keys: Sequence[str]) -> dict[str, np.ndarray] | None:
+    path = cache_dir() / "dedup" / f"{name}.npz"
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in keys}
+    except (OSError, ValueError, KeyError):
+        return None  # unreadable cache → recompute
+
+
+def _cache_save(name: str, **arrays: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    try:
+        atomic_write_bytes(cache_dir() / "dedup" / f"{name}.npz", buf.getvalue())
+    except OSError:
+        pass  # a read-only home is not an error: results are just not cached
+
+
+def file_features(paths: Sequence[Path], read: Callable[[Path], np.ndarray], *, embed_size: int = 16,
+                  use_cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """pHashes ``(N,)`` uint64 and embeddings ``(N, embed_size²)`` of image files, cached on disk.
+
+    ``read(path)`` returns a 2D (or channelled) array. The cache key covers every path, size and mtime, so a
+    changed file recomputes; the cache is one ``.npz`` under :func:`cache_dir` written atomically.
+    """
+    name = _files_key(paths, f"features|{embed_size}")
+    hit = _cache_load(name, ("hashes", "embeddings")) if use_cache else None
+    if hit is not None and len(hit["hashes"]) == len(paths):
+        return hit["hashes"].astype(np.uint64), hit["embeddings"]
+    images = [read(Path(p)) for p in paths]
+    hashes, emb = phash(images), embed(images, embed_size)
+    if use_cache:
+        _cache_save(name, hashes=hashes, embeddings=emb)
+    return hashes, emb
+
+
+def group_files(paths: Sequence[Path], read: Callable[[Path], np.ndarray], *,
+                threshold: int = DEFAULT_THRESHOLD, min_ncc: float | None = DEFAULT_MIN_NCC,
+                use_cache: bool = True) -> np.ndarray:
+    """Near-duplicate group per file, ``(N,)`` int (see :func:`group_near_duplicates`), cached on disk."""
+    name = _files_key(paths, f"groups|{threshold}|{min_ncc}")
+    hit = _cache_load(name, ("groups",)) if use_cache else None
+    if hit is not None and len(hit["groups"]) == len(paths):
+        return hit["groups"].astype(np.int64)
+    hashes, emb = file_features(paths, read, use_cache=use_cache)
+    groups = group_near_duplicates(hashes=hashes, embeddings=emb, threshold=threshold, min_ncc=min_ncc).groups
+    if use_cache:
+        _cache_save(name, groups=groups)
+    return groups
