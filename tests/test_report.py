@@ -23,7 +23,7 @@ def _make_run(root: Path, name: str, seed: int, history: bool, notes: str | None
     rng = np.random.default_rng(seed)
     run = root / name
     n, k = 60, len(classes)
-    y = rng.integers(0, k, n)
+    y = np.random.default_rng(100).integers(0, k, n)  # same studies and truth in every run
     p = rng.dirichlet(np.ones(k), n) + 0.8 * np.eye(k)[y]
     p /= p.sum(1, keepdims=True)
     df = pd.DataFrame({"study_id": [f"s{i}" for i in range(n)], "patient_id": [f"p{i // 2}" for i in range(n)],
@@ -95,6 +95,7 @@ def test_html_is_self_contained_with_numbers_and_cis(report: tuple[Path, Path, l
     assert "no ranking loss" in text and "0.961" in text  # extra table from metrics.json
     assert "Absent figure" in text
     assert "No training history" in text  # second run has none
+    assert "Paired bootstrap comparison with mtmr_full" in text and "p (AUC)" in text
 
 
 def test_markdown_twin_has_the_same_table_rows(report: tuple[Path, Path, list[Path]]) -> None:

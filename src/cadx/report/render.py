@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cadx.report import figures as F
 from cadx.report import tables as T
+from cadx.report.compare import paired_table
 from cadx.report.runs import RunData, load_run
 from cadx.utils import atomic_write_bytes, atomic_write_text, dumps_json
 
@@ -175,6 +176,9 @@ def _results(runs: Sequence[RunData]) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Results")]
     if any("accuracy" in (r.metrics.get("pooled") or {}) for r in runs):
         blocks.append(T.comparison_table(runs))
+        bs = runs[0].metrics.get("bootstrap") or {}
+        n_boot = int(bs.get("n_resamples") or 2000)
+        _add_table(blocks, paired_table(runs, n_resamples=n_boot, seed=int(bs.get("seed") or 0)))
         _add_table(blocks, T.per_class_table(runs))
     _add_table(blocks, T.dice_table(runs))
     _add_table(blocks, T.abe_table(runs))
