@@ -60,10 +60,11 @@ def _to_grey_stack(images: Iterable[np.ndarray] | np.ndarray, size: int) -> np.n
 def phash(images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     """64-bit DCT perceptual hash(es).
 
-    ``images``: one 2D image ``(H,W)`` (channels ``(C,H,W)``/``(H,W,C)`` are averaged) → ``np.uint64``
-    scalar; or a sequence / ``(N,H,W)`` stack → ``(N,)`` uint64. Each image is resized to 32×32
-    (anti-aliased), its 2D DCT-II taken, and bit ``k`` of the hash is set when the ``k``-th coefficient of
-    the top-left 8×8 block (row-major) exceeds that block's median. Constant images hash to 0.
+    ``images``: one 2D array ``(H,W)`` → ``np.uint64`` scalar; an ``(N,H,W)`` array or a list of images
+    (each ``(H,W)``, ``(C,H,W)`` or ``(H,W,C)``, channels averaged, any size) → ``(N,)`` uint64. Each image
+    is resized to 32×32 by area averaging, its 2D DCT-II taken, and bit ``k`` of the hash is set when the
+    ``k``-th coefficient of the top-left 8×8 block (row-major) exceeds that block's median. A constant image
+    sets at most the DC bit (the most significant one).
     """
     single = isinstance(images, np.ndarray) and images.ndim == 2
     stack = _to_grey_stack([images] if single else images, 32)
