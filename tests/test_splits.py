@@ -144,3 +144,23 @@ def test_malformed_splits_json_names_field(tmp_path) -> None:
         Splits.load(p)
     with pytest.raises(CadxDataError, match="not found"):
         Splits.load(tmp_path / "missing.json")
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+@pytest.mark.shared
+def test_lidc_real_kfold_patient_level(shared_data) -> None:
+    from cadx.data.datasets import load_dataset
+
+    if not (shared_data / "lidc").is_dir():
+        pytest.skip("real LIDC crops not available")
+    c = load_dataset("lidc", shared_data / "lidc")
+    sp = make_splits(c, folds=5, seed=0)
+    sp.check(c)
+    y = c.y()
+    overall = (y == 1).sum() / (y >= 0).sum()
+    assert Counter(p for f in sp for p in f.test) == Counter(c.patients)
+    for f in sp:
+        te = f.indices(c, "test")
+        assert not set(np.array(c.patient_ids)[te]) & set(f.train)
+        assert abs((y[te] == 1).sum() / (y[te] >= 0).sum() - overall) < 0.03

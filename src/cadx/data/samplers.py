@@ -2,6 +2,7 @@
 
 All functions take integer class labels ``y`` of shape ``(N,)`` (``-1`` = unlabelled) and an explicit
 ``np.random.Generator``; they return indices into ``y`` (int64). Apply them to the **training** part only.
+Unlabelled examples are kept once by oversampling and dropped by undersampling and the imbalance generators.
 
 Resampling ``ratio`` (both directions) is the target *minority/majority* ratio after sampling, i.e. the
 resulting imbalance ratio ρ' = max_i |C_i| / min_i |C_i| (A.2, Eq. 2) is at most ``1/ratio`` (up to

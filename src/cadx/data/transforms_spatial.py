@@ -81,7 +81,7 @@ def resize(arr: np.ndarray, size: Size, mode: str = "linear", anti_aliasing: boo
     sz = _per_axis(size, nsp, "size")
     m = {"linear": "bilinear" if nsp == 2 else "trilinear", "nearest": "nearest-exact"}.get(mode, mode)
     a = np.asarray(arr)
-    out = convert_to_numpy(Resize(sz, mode=m, anti_aliasing=anti_aliasing)(a.astype(np.float32)))
+    out = convert_to_numpy(Resize(sz, mode=m, anti_aliasing=anti_aliasing)(a.astype(np.float32)))  # type: ignore[arg-type]
     return out.astype(a.dtype) if m == "nearest-exact" else out.astype(np.float32)
 
 
@@ -111,8 +111,9 @@ def crop_box(arr: np.ndarray, box: Sequence[int], margin: Size = 0, pad_value: f
     inner = a[(slice(None), *(slice(int(b), int(e)) for b, e in zip(s0, s1, strict=True)))]
     if not any(p != (0, 0) for p in pad):
         return inner.copy()
-    kw = {"constant_values": pad_value} if pad_mode == "constant" else {}
-    return np.pad(inner, pad, mode=pad_mode, **kw)
+    if pad_mode == "constant":
+        return np.pad(inner, pad, mode="constant", constant_values=pad_value)
+    return np.pad(inner, pad, mode=pad_mode)  # type: ignore[call-overload]
 
 
 def mask_bbox(mask: np.ndarray) -> tuple[int, ...]:
