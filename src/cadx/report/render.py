@@ -211,9 +211,9 @@ def _run_section(run: RunData) -> list[Block]:
         png = F.confusion_png(pooled["confusion_matrix"], classes, f"{run.name} (pooled)")
         blocks.append(Fig(f"{run.name}: confusion matrix (pooled)", png, f"{s}_confusion.png"))
     blocks.append(Heading(3, "Training curves"))
-    png = F.training_png(run.histories, f"{run.name}: training curves per fold")
-    if png:
-        blocks.append(Fig(f"{run.name}: training curves per fold", png, f"{s}_training.png"))
+    curves = F.training_png(run.histories, f"{run.name}: training curves per fold")
+    if curves:
+        blocks.append(Fig(f"{run.name}: training curves per fold", curves, f"{s}_training.png"))
     else:
         blocks.append(Para("No training history (fold_<k>/history.csv) in this run."))
     for t in T.extra_tables(run):
