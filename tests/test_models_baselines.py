@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cadx.errors import CadxConfigError
+from cadx.errors import CadxConfigError, CadxDataError
 from cadx.models import MODELS, create_model
-from cadx.models.attention import ARLBottleneck, split_pair_output, synergic_loss, synergic_targets
+from cadx.models.attention import ARLBottleneck, sdl_loss_terms, synergic_loss, synergic_targets
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -149,13 +149,15 @@ def test_arl_options() -> None:
 def test_sdl_single_mode_fuses_branch_probabilities() -> None:
     torch.manual_seed(0)
     m = create_model("sdl", 3, depth=18, width=4, stem="small").eval()
-    x = torch.randn(2, 1, 16, 16)
+    x = torch.randn(5, 1, 16, 16)
     out = m(x)
-    assert set(out) == {"features", "logits", "logits_a", "logits_b"}
-    assert out["features"].shape == (2, 32)
+    assert set(out) == {"features", "logits", "logits_a", "logits_b", "synergic_logits"}
+    assert out["features"].shape == (5, 32) and out["synergic_logits"].shape == (2, 2)  # halves: (0,2), (1,3)
     mean_p = (out["logits_a"].softmax(1) + out["logits_b"].softmax(1)) / 2
     torch.testing.assert_close(out["logits"].softmax(1), mean_p)
     torch.testing.assert_close(out["features"], m.forward_features(x))
+    fb = m.branch_b.forward_features(x)
+    torch.testing.assert_close(out["synergic_logits"], m.synergic(torch.cat([out["features"][:2], fb[2:4]], 1)))
     assert m.branch_a.conv1.weight is not m.branch_b.conv1.weight
     assert not torch.equal(m.branch_a.conv1.weight, m.branch_b.conv1.weight)  # separate weights
 
@@ -165,14 +167,27 @@ def test_sdl_pair_mode_and_synergic_gradient() -> None:
     m = create_model("sdl", 2, depth=18, width=4, stem="small", synergic_hidden=8)
     x, xb = torch.randn(4, 1, 16, 16), torch.randn(4, 1, 16, 16)
     out = m(x, xb)
+    assert set(out) == {"features", "logits", "logits_a", "features_b", "logits_b", "synergic_logits"}
     assert out["synergic_logits"].shape == (4, 2) and out["logits_b"].shape == (4, 2)
-    oa, ob = split_pair_output(out)
-    assert set(oa) == {"features", "logits", "synergic_logits"} and set(ob) == {"features", "logits"}
-    synergic_loss(out["synergic_logits"], torch.tensor([0, 1, 1, 0]), torch.tensor([0, 0, 1, 1])).backward()
+    ya, yb = torch.tensor([0, 1, 1, 0]), torch.tensor([0, 0, 1, 1])
+    parts = sdl_loss_terms(out, ya, yb)
+    torch.testing.assert_close(parts["synergic"], synergic_loss(out["synergic_logits"], ya, yb))
+    torch.testing.assert_close(parts["ce_b"], F.cross_entropy(out["logits_b"], yb))
+    parts["synergic"].backward()
     assert m.branch_a.conv1.weight.grad.abs().sum() > 0 and m.branch_b.conv1.weight.grad.abs().sum() > 0
     assert m.branch_a.head.weight.grad is None
     with pytest.raises(CadxConfigError, match="equal batch"):
         m(x, xb[:2])
+    with pytest.raises(CadxDataError, match="label_b"):
+        sdl_loss_terms(out, ya)
+
+
+def test_sdl_loss_terms_single_batch_pairs_halves() -> None:
+    out = {"logits_a": torch.zeros(4, 3), "logits_b": torch.zeros(4, 3),
+           "synergic_logits": torch.tensor([[0.0, 2.0], [1.0, 0.0]])}
+    parts = sdl_loss_terms(out, torch.tensor([2, 0, 2, 1]))  # pairs (2, 2) same, (0, 1) different
+    torch.testing.assert_close(parts["synergic"], F.cross_entropy(out["synergic_logits"], torch.tensor([1, 0])))
+    assert parts["ce_a"].item() == pytest.approx(math.log(3)) and parts["ce_b"].item() == pytest.approx(math.log(3))
 
 
 def test_synergic_targets_and_loss_values() -> None:

@@ -4,7 +4,7 @@
   every bottleneck adds an attention term computed from its own residual-branch output, with no extra layers.
 - ``sdl``: synergic deep learning (Zhang et al., Medical Image Analysis 2019): two ResNet classifiers with their
   own weights plus a synergic network that predicts from a pair's concatenated features whether the two images
-  share a class; the synergic loss (``synergic_loss``) is added to each branch's cross-entropy.
+  share a class; the synergic loss is added to each branch's cross-entropy (``sdl_loss_terms``).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import torch.nn.functional as F
 from monai.networks.nets.resnet import ResNetBottleneck
 from torch import Tensor, nn
 
-from cadx.errors import CadxConfigError
+from cadx.errors import CadxConfigError, CadxDataError
 from cadx.models.base import CadxModel, check_spatial_dims, maybe_load_pretrained
 from cadx.models.registry import register_model
 from cadx.models.resnet import ResNet
 
-__all__ = ["SDL", "ARLBottleneck", "build_arl", "split_pair_output", "synergic_loss", "synergic_targets"]
+__all__ = ["SDL", "ARLBottleneck", "build_arl", "sdl_loss_terms", "synergic_loss", "synergic_targets"]
 
 
 class ARLBottleneck(ResNetBottleneck):
@@ -100,16 +100,19 @@ def arl(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_attri
 class SDL(CadxModel):
     """Synergic deep learning with two ResNet branches ``A`` and ``B`` (separate weights) and a synergic net.
 
-    ``forward(x)`` (inference, one batch): both branches classify ``x``; ``"logits"`` = log of the mean of the
-    two branches' softmax outputs (SDL fuses its components' predictions; ``softmax(logits)`` is that mean),
-    ``"logits_a"``, ``"logits_b"`` the branch logits, ``"features"`` = branch A's features ``(B, D)``.
+    ``forward(x)`` — one batch (what ``cadx.engine`` calls, also for each member of a Siamese batch):
+    both branches classify ``x``. ``"logits"`` = log of the mean of the two branches' softmax outputs (SDL fuses
+    its components' predictions; ``softmax(logits)`` is that mean), ``"logits_a"``/``"logits_b"`` the branch
+    logits, ``"features"`` = branch A's features ``(B, D)``, and ``"synergic_logits"`` ``(B // 2, 2)`` for the
+    in-batch pairs (row i of the first half seen by A, row ``B//2 + i`` seen by B — the first-half/second-half
+    convention of ``cadx.objectives`` pairwise losses; a shuffled batch gives random pairs as in SDL).
 
-    ``forward(x, x_b)`` (training, a batch of pairs): branch A sees ``x``, branch B sees ``x_b``; returns
-    ``"logits"``/``"features"`` (A on ``x``), ``"logits_b"``/``"features_b"`` (B on ``x_b``) and
-    ``"synergic_logits"`` ``(B, 2)`` from ``synergic(concat(f_a, f_b))`` — class 1 = "same class". Train with
-    CE(logits, y) + CE(logits_b, y_b) + λ·``synergic_loss``; ``split_pair_output`` gives the two per-image dicts.
+    ``forward(x, x_b)`` — explicit pairs: A sees ``x``, B sees ``x_b``; ``"logits"`` = ``"logits_a"`` (A on
+    ``x``), ``"logits_b"``/``"features_b"`` (B on ``x_b``), ``"synergic_logits"`` ``(B, 2)`` for ``(x_i, x_b_i)``.
 
-    The synergic net is ``Linear(2D → hidden) → ReLU → Dropout → Linear(hidden → 2)`` (hidden = 256: our choice).
+    Synergic logits: class 1 = "same class". Train with ``sdl_loss_terms`` (CE of each branch + synergic CE;
+    SDL adds them with a weight λ on the synergic term). The synergic net is ``Linear(2D → hidden) → ReLU →
+    Dropout → Linear(hidden → 2)`` (hidden = 256: our choice).
     """
 
     def __init__(self, num_classes: int, in_channels: int = 1, spatial_dims: int = 2, depth: int = 50,
@@ -139,21 +142,16 @@ class SDL(CadxModel):
         if x_b is None:
             b = self.branch_b(x)
             logp = torch.stack([F.log_softmax(a["logits"], 1), F.log_softmax(b["logits"], 1)])
-            fused = torch.logsumexp(logp, dim=0) - math.log(2.0)
-            return {"features": a["features"], "logits": fused, "logits_a": a["logits"], "logits_b": b["logits"]}
+            h = x.shape[0] // 2
+            syn = self.synergic(torch.cat([a["features"][:h], b["features"][h:2 * h]], dim=1))
+            return {"features": a["features"], "logits": torch.logsumexp(logp, dim=0) - math.log(2.0),
+                    "logits_a": a["logits"], "logits_b": b["logits"], "synergic_logits": syn}
         if x_b.shape[0] != x.shape[0]:
             raise CadxConfigError(f"sdl pairs need equal batch sizes, got {x.shape[0]} and {x_b.shape[0]}")
         b = self.branch_b(x_b)
         syn = self.synergic(torch.cat([a["features"], b["features"]], dim=1))
-        return {"features": a["features"], "logits": a["logits"], "features_b": b["features"],
-                "logits_b": b["logits"], "synergic_logits": syn}
-
-
-def split_pair_output(out: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Pair-mode SDL output → ``(out_a, out_b)`` per-image dicts (``synergic_logits`` stays in ``out_a``)."""
-    out_a = {k: v for k, v in out.items() if not k.endswith("_b")}
-    out_b = {"features": out["features_b"], "logits": out["logits_b"]}
-    return out_a, out_b
+        return {"features": a["features"], "logits": a["logits"], "logits_a": a["logits"],
+                "features_b": b["features"], "logits_b": b["logits"], "synergic_logits": syn}
 
 
 def synergic_targets(y_a: Tensor, y_b: Tensor) -> Tensor:
@@ -162,13 +160,35 @@ def synergic_targets(y_a: Tensor, y_b: Tensor) -> Tensor:
     return torch.where((y_a < 0) | (y_b < 0), torch.full_like(same, -1), same)
 
 
+def _masked_ce(logits: Tensor, target: Tensor) -> Tensor:
+    """Mean CE over rows with ``target >= 0``; a zero connected to ``logits`` when there is none."""
+    if not bool((target >= 0).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, target, ignore_index=-1)
+
+
 def synergic_loss(synergic_logits: Tensor, y_a: Tensor, y_b: Tensor) -> Tensor:
-    """Cross-entropy of the synergic net's ``(B, 2)`` logits against ``synergic_targets``; pairs with a
-    missing label are ignored (0 when none is left)."""
-    t = synergic_targets(y_a, y_b)
-    if not (t >= 0).any():
-        return synergic_logits.sum() * 0.0
-    return F.cross_entropy(synergic_logits, t, ignore_index=-1)
+    """Cross-entropy of the synergic net's ``(P, 2)`` logits against ``synergic_targets(y_a, y_b)``; pairs with
+    a missing label are ignored (0 when none is left)."""
+    return _masked_ce(synergic_logits, synergic_targets(y_a, y_b))
+
+
+def sdl_loss_terms(out: dict[str, Tensor], label: Tensor, label_b: Tensor | None = None) -> dict[str, Tensor]:
+    """SDL's loss parts for one ``SDL.forward`` output: ``{"ce_a", "ce_b", "synergic"}`` (unweighted).
+
+    ``label`` ``(B,)`` long (−1 = missing) are the classes of ``x``; ``label_b`` those of ``x_b`` (required
+    for an explicit-pair output, ignored otherwise). Single-batch outputs pair the batch's halves.
+    """
+    syn = out["synergic_logits"]
+    if "features_b" in out:
+        if label_b is None:
+            raise CadxDataError("sdl: an explicit-pair output needs label_b", field="label_b")
+        yb, t = label_b, synergic_targets(label, label_b)
+    else:
+        h = label.shape[0] // 2
+        yb, t = label, synergic_targets(label[:h], label[h:2 * h])
+    return {"ce_a": _masked_ce(out["logits_a"], label), "ce_b": _masked_ce(out["logits_b"], yb),
+            "synergic": _masked_ce(syn, t)}
 
 
 @register_model("sdl", "SDL: two ResNet classifiers + synergic net on pair features (same/different class)")
