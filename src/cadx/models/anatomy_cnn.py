@@ -47,11 +47,11 @@ class AnatomyCNN(PaperNet):
             ("conv3", nn.Conv2d(256, 384, 3, stride=2, padding=1)), ("relu3", nn.ReLU(inplace=True)),
             ("conv4", nn.Conv2d(384, 256, 3, stride=2, padding=1)), ("relu4", nn.ReLU(inplace=True)),
         ]))
+        self._check_input_size()
         self.pool = nn.AdaptiveAvgPool2d(4)
         self.fc5 = nn.Linear(256 * 4 * 4, fc_units)
         self.feature_dim = fc_units
         self._init_head()  # fc6
-        self._check_input_size()
 
     def _fc(self, maps: Tensor) -> Tensor:
         return F.relu(self.fc5(self.pool(maps).flatten(1)))  # the pool is the identity on a 4×4 map (227 px)

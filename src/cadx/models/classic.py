@@ -195,8 +195,8 @@ class LeNet(PaperNet):
             self.ip1 = nn.Linear(50 * 4 * 4, 500)
             self.act = nn.ReLU(inplace=True)
             self.feature_dim = 500
-        self._init_head()
         self._check_input_size()
+        self._init_head()
 
     def _fc(self, maps: Tensor) -> Tensor:
         maps = self.pool(maps)  # identity at the paper size (5×5 resp. 4×4 map)
@@ -231,6 +231,7 @@ class AlexNet(PaperNet):
             ("conv5", nn.Conv2d(384, 256, 3, padding=1)), ("relu5", nn.ReLU(inplace=True)),
             ("pool5", nn.MaxPool2d(3, 2)),
         ]))
+        self._check_input_size()
         self.pool = nn.AdaptiveAvgPool2d(6)
         self.fc6 = nn.Linear(256 * 6 * 6, 4096)
         self.fc7 = nn.Linear(4096, 4096)
@@ -238,7 +239,6 @@ class AlexNet(PaperNet):
         self.pre_head = nn.Dropout(dropout)  # drop7
         self.feature_dim = 4096
         self._init_head()  # fc8
-        self._check_input_size()
 
     def _fc(self, maps: Tensor) -> Tensor:
         maps = self.pool(maps)  # identity at 227 px (6×6 map)

@@ -95,6 +95,7 @@ class GoogLeNet(PaperNet):
             layers.append((f"inception{name}", block))
             ch = block.out_channels
         self.trunk = nn.Sequential(OrderedDict(layers))
+        self._check_input_size()
         self.pool = nn.AdaptiveAvgPool2d(1)  # = the paper's 7×7/1 average pool at 224 px
         self.pre_head = nn.Dropout(dropout)
         self.feature_dim = ch  # 1024
@@ -104,7 +105,6 @@ class GoogLeNet(PaperNet):
             {"inception4a": AuxHead(512, num_classes, fixed, aux_dropout),
              "inception4d": AuxHead(528, num_classes, fixed, aux_dropout)}
         ) if aux and num_classes > 0 else None
-        self._check_input_size()
 
     def _run(self, x: Tensor, with_aux: bool) -> tuple[Tensor, list[Tensor]]:
         h = self.prepare(x)

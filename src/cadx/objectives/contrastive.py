@@ -22,11 +22,12 @@ from cadx.objectives.registry import Loss, need, pair_halves, register_loss, zer
 def contrastive_pair_loss(x1: Tensor, x2: Tensor, y: Tensor, margin: float = 1.0) -> Tensor:
     """Per-pair Hadsell loss ``(P,)`` for embeddings ``(P, d)`` and dissimilarity ``y`` (P,) ∈ {0, 1}.
 
-    ``D`` is computed as ``sqrt(max(D², 1e-12))`` inside the hinge, so identical embeddings of a dissimilar pair
-    give the finite loss ``½ m²`` with a zero (not NaN) gradient; the similar term uses ``D²`` directly.
+    ``D = 0`` is handled without a square root of 0 (whose gradient is NaN): identical embeddings of a
+    dissimilar pair give exactly ``½ m²`` with a zero gradient; the similar term uses ``D²`` directly.
     """
     d2 = (x1 - x2).pow(2).sum(dim=1)
-    d = d2.clamp_min(1e-12).sqrt()
+    pos = d2 > 0
+    d = torch.where(pos, torch.where(pos, d2, torch.ones_like(d2)).sqrt(), torch.zeros_like(d2))
     y = y.to(d2)
     return (1.0 - y) * 0.5 * d2 + y * 0.5 * (margin - d).clamp_min(0.0).pow(2)
 
