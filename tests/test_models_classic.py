@@ -147,6 +147,15 @@ def test_lenet_parameters_and_variants() -> None:
         LeNet(10, variant="lenet7")
 
 
+def test_input_size_option_strings() -> None:  # CLI/YAML values arrive as strings
+    assert AnatomyCNN(2, input_size="paper", fc_units=8).input_size == 227
+    assert AnatomyCNN(2, input_size="native", fc_units=8).input_size is None
+    assert AnatomyCNN(2, input_size="128", fc_units=8).input_size == 128
+    assert LeNet(2, input_size="none").input_size is None
+    with pytest.raises(CadxConfigError):
+        AnatomyCNN(2, input_size="big", fc_units=8)
+
+
 def test_alexnet_parameters_dropout_lrn(nets: dict[str, nn.Module]) -> None:
     m = nets["alexnet"]
     t = m.trunk

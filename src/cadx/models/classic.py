@@ -80,21 +80,25 @@ class PaperNet(CadxModel):
     def __init__(self, num_classes: int, in_channels: int, input_size: int | str | None) -> None:
         super().__init__(num_classes, in_channels, spatial_dims=2)
         self.pre_head: nn.Module = nn.Identity()
-        if isinstance(input_size, str):  # from a CLI/YAML option: "227", "none"/"native"
+        if isinstance(input_size, str):  # from a CLI/YAML option: "227", "paper", "none"/"native"
             key = input_size.strip().lower()
-            if key in ("none", "native", ""):
+            if key == "paper":
+                input_size = self.paper_size
+            elif key in ("none", "native", ""):
                 input_size = None
             elif key.isdigit():
                 input_size = int(key)
             else:
-                raise CadxConfigError(f"input_size must be an int, 'paper' or None, got {input_size!r}")
+                raise CadxConfigError(f"input_size must be an int, 'paper', 'native' or None, got {input_size!r}")
         if input_size is not None and int(input_size) < 1:
             raise CadxConfigError(f"input_size must be a positive int or None, got {input_size}")
         self.in_channels = int(in_channels)
         self.input_size = None if input_size is None else int(input_size)
 
     def _check_input_size(self) -> None:
-        """Call at the end of a subclass ``__init__``: a fixed ``input_size`` must be ≥ ``min_size``."""
+        """Call once ``trunk`` is built: caches ``min_size``; a fixed ``input_size`` must be ≥ ``min_size``."""
+        mods = list(self.trunk.modules())
+        self._min_size = next(s for s in range(1, 4097) if trunk_out_size(mods, s) >= 1)
         if self.input_size is not None and self.input_size < self.min_size:
             raise CadxConfigError(f"{type(self).__name__}: input_size={self.input_size} < minimum {self.min_size}")
 
@@ -102,8 +106,7 @@ class PaperNet(CadxModel):
     @property
     def min_size(self) -> int:
         """Smallest input side the trunk accepts at native resolution (``input_size=None``)."""
-        mods = list(self.trunk.modules())
-        return next(s for s in range(1, 4097) if trunk_out_size(mods, s) >= 1)
+        return self._min_size
 
     def prepare(self, x: Tensor) -> Tensor:
         """Check ``x`` is ``(B, C, H, W)`` with ``C == in_channels``; resize to ``input_size`` if set."""
@@ -174,7 +177,7 @@ class LeNet(PaperNet):
         if variant not in ("lenet5", "caffe"):
             raise CadxConfigError(f"LeNet variant must be 'lenet5' or 'caffe', got {variant!r}")
         self.paper_size = 32 if variant == "lenet5" else 28
-        super().__init__(num_classes, in_channels, self.paper_size if input_size == "paper" else input_size)
+        super().__init__(num_classes, in_channels, input_size)
         self.variant = variant
         if variant == "lenet5":
             self.trunk = nn.Sequential(OrderedDict([
@@ -249,7 +252,8 @@ class AlexNet(PaperNet):
 @register_model("lenet", "LeNet-5 (LeCun 1998; variant='caffe' = DIGITS LeNet), paper-001 baseline, 2D")
 def lenet(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_attributes: int = 0,
           variant: str = "lenet5", input_size: int | str | None = "paper", **kw: object) -> LeNet:
-    """``input_size="paper"`` = the variant's paper size (32 or 28); None = native resolution (≥ 16 px)."""
+    """``input_size="paper"`` = the variant's paper size (32 or 28); None = native resolution (≥ 16 px).
+    ``num_attributes`` is ignored (no attribute head)."""
     pretrained = kw.pop("pretrained_path", None)
     check_model_args("lenet", spatial_dims, kw)
     model = LeNet(num_classes, in_channels, variant=variant, input_size=input_size)

@@ -135,7 +135,8 @@ class GoogLeNet(PaperNet):
 def googlenet(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_attributes: int = 0,
               input_size: int | str | None = 224, aux: bool = True, dropout: float = 0.4,
               aux_dropout: float = 0.7, **kw: object) -> GoogLeNet:
-    """``input_size=None`` = native resolution (≥ 47 px); ``aux=False`` drops the auxiliary classifiers."""
+    """``input_size=None`` = native resolution (≥ 47 px); ``aux=False`` drops the auxiliary classifiers.
+    ``num_attributes`` is ignored (no attribute head)."""
     pretrained = kw.pop("pretrained_path", None)
     check_model_args("googlenet", spatial_dims, kw)
     model = GoogLeNet(num_classes, in_channels, input_size=input_size, aux=aux, dropout=dropout,
