@@ -1,1 +1,220 @@
-"""Dataset adapter (being written)."""
+"""The ``manifest`` dataset: any cohort described by a CSV file (the format :mod:`cadx.data.manifest_io` writes).
+
+Columns: ``study_id, patient_id, path, label`` required (``label`` may be empty = unlabelled); optional
+``mask`` (path), ``box`` (``"z0 y0 x0 z1 y1 x1"`` or ``"y0 x0 y1 x1"``, voxel indices, stop exclusive) and
+``split`` (train/val/test). Every other column whose non-empty values are all numbers is an attribute
+(empty / ``nan`` = missing); a column with no numeric value goes to ``metadata``; a column mixing numbers and
+text is an error. Relative paths are relative to the CSV's folder. Everything is validated up front; errors
+name the CSV, the field and the row (CSV line number).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cadx.data.datasets.base import coerce_bool, register_dataset
+from cadx.data.image import ImageData, LazyImage
+from cadx.data.readers import read_image
+from cadx.data.study import Cohort, Study
+from cadx.errors import CadxConfigError, CadxDataError
+
+REQUIRED = ("study_id", "patient_id", "path", "label")
+OPTIONAL = ("mask", "box", "split")
+MISSING = ("", "nan", "na", "n/a", "none", "null")
+OPTIONS = ("allow_empty_masks", "classes", "metadata_columns", "check_patient_labels")
+
+
+def _image(path: Path) -> LazyImage:
+    return LazyImage(lambda: read_image(path), str(path))
+
+
+def _mask(path: Path, allow_empty: bool) -> LazyImage:
+    def load() -> ImageData:
+        img = read_image(path)
+        if not allow_empty and not np.any(img.array):
+            raise CadxDataError("mask is empty (all zero); pass allow_empty_masks=true to accept it",
+                                path=path, field="mask")
+        return img
+
+    return LazyImage(load, str(path))
+
+
+def _list_option(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def _number(text: str) -> float | None:
+    """Float value, ``nan`` for missing markers, None when not a number."""
+    t = text.strip()
+    if t.lower() in MISSING:
+        return math.nan
+    try:
+        return float(t)
+    except ValueError:
+        return None
+
+
+def _parse_box(text: str, where: str, csv_path: Path) -> tuple[int, ...]:
+    parts = text.replace(",", " ").split()
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        raise CadxDataError(f"{where}: box {text!r} is not numbers", path=csv_path, field="box") from None
+    if len(vals) not in (4, 6) or any(v != int(v) for v in vals):
+        raise CadxDataError(f"{where}: box {text!r} must be 4 or 6 integers (starts then stops)", path=csv_path,
+                            field="box")
+    box = tuple(int(v) for v in vals)
+    n = len(box) // 2
+    if any(b < 0 for b in box) or any(box[i] >= box[i + n] for i in range(n)):
+        raise CadxDataError(f"{where}: box {text!r} needs 0 <= start < stop on every axis", path=csv_path,
+                            field="box")
+    return box
+
+
+def _column_kinds(rows: list[dict[str, str]], extra: list[str], forced_meta: set[str],
+                  csv_path: Path) -> dict[str, str]:
+    """``column → "attribute" | "metadata"``; errors on a column mixing numbers and text."""
+    kinds = {}
+    for col in extra:
+        if col in forced_meta:
+            kinds[col] = "metadata"
+            continue
+        numeric, text_row = False, None
+        for i, r in enumerate(rows):
+            v = _number(r.get(col) or "")
+            if v is None:
+                text_row = text_row if text_row is not None else i
+            elif not math.isnan(v):
+                numeric = True
+        if not numeric:
+            kinds[col] = "metadata"
+        elif text_row is not None:
+            r = rows[text_row]
+            raise CadxDataError(f"row {text_row + 2} (study_id {r.get('study_id')!r}): non-numeric value "
+                                f"{r[col]!r} in attribute column (list it in metadata_columns if it is text)",
+                                path=csv_path, field=col)
+        else:
+            kinds[col] = "attribute"
+    return kinds
+
+
+def load_manifest(path: Path, **options: Any) -> Cohort:
+    """Read a manifest CSV (or a folder holding ``manifest.csv``) into a :class:`Cohort`.
+
+    Options: ``allow_empty_masks`` (default False: loading an all-zero mask raises CadxDataError, field
+    ``mask``), ``classes`` (comma list fixing label order), ``metadata_columns`` (comma list of extra columns
+    kept as text), ``check_patient_labels`` (default True: one patient with two labels is an error).
+    """
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise CadxConfigError(f"manifest: unknown option(s) {unknown} (known: {list(OPTIONS)})")
+    path = Path(path)
+    csv_path = path / "manifest.csv" if path.is_dir() else path
+    if not csv_path.is_file():
+        raise CadxDataError("manifest CSV not found", path=csv_path, field="path")
+    allow_empty = coerce_bool(options.get("allow_empty_masks", False), "allow_empty_masks")
+    check_labels = coerce_bool(options.get("check_patient_labels", True), "check_patient_labels")
+    classes = _list_option(options.get("classes"))
+    forced_meta = set(_list_option(options.get("metadata_columns")) or [])
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            reader.fieldnames = header
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise CadxDataError(f"not a readable CSV ({e})", path=csv_path, field="format") from None
+    for col in REQUIRED:
+        if col not in header:
+            raise CadxDataError(f"missing required column (has {header})", path=csv_path, field=col)
+    if len(set(header)) != len(header):
+        raise CadxDataError(f"duplicate column names in {header}", path=csv_path, field="header")
+    extra = [c for c in header if c not in REQUIRED and c not in OPTIONAL and c]
+    kinds = _column_kinds(rows, extra, forced_meta, csv_path)
+    base = csv_path.parent
+    studies, seen = [], {}
+    for i, r in enumerate(rows):
+        line = i + 2
+        sid = (r.get("study_id") or "").strip()
+        pid = (r.get("patient_id") or "").strip()
+        where = f"row {line} (study_id {sid!r})"
+        if not sid:
+            raise CadxDataError(f"row {line}: empty study_id", path=csv_path, field="study_id")
+        if sid in seen:
+            raise CadxDataError(f"{where}: duplicate study_id (first on row {seen[sid]})", path=csv_path,
+                                field="study_id")
+        seen[sid] = line
+        if not pid:
+            raise CadxDataError(f"{where}: empty patient_id", path=csv_path, field="patient_id")
+        studies.append(_study(r, sid, pid, line, base, csv_path, kinds, allow_empty))
+    if classes is not None:
+        unknown_labels = sorted({s.label for s in studies if s.label is not None} - set(classes))
+        if unknown_labels:
+            raise CadxDataError(f"labels {unknown_labels} are not among classes {classes}", path=csv_path,
+                                field="label")
+    cohort = Cohort(studies, classes=classes, name=csv_path.stem, source=str(csv_path),
+                    info={"manifest": str(csv_path)})
+    if check_labels:
+        cohort.check_patient_labels()
+    return cohort
+
+
+def _resolve(value: str, base: Path, where: str, csv_path: Path, field: str) -> Path:
+    p = Path(value.strip()).expanduser()
+    p = p if p.is_absolute() else base / p
+    if not p.exists():
+        raise CadxDataError(f"{where}: file not found: {value.strip()!r} (resolved to {p})", path=csv_path,
+                            field=field)
+    return p
+
+
+def _study(r: dict[str, str], sid: str, pid: str, line: int, base: Path, csv_path: Path,
+           kinds: dict[str, str], allow_empty: bool) -> Study:
+    where = f"row {line} (study_id {sid!r})"
+    raw_path = (r.get("path") or "").strip()
+    if not raw_path:
+        raise CadxDataError(f"{where}: empty path", path=csv_path, field="path")
+    img_path = _resolve(raw_path, base, where, csv_path, "path")
+    masks: dict[str, LazyImage] = {}
+    if (r.get("mask") or "").strip():
+        masks["mask"] = _mask(_resolve(r["mask"], base, where, csv_path, "mask"), allow_empty)
+    boxes = [_parse_box(r["box"], where, csv_path)] if (r.get("box") or "").strip() else []
+    metadata: dict[str, Any] = {"row": line}
+    split = (r.get("split") or "").strip().lower()
+    if split:
+        if split not in ("train", "val", "test"):
+            raise CadxDataError(f"{where}: split {split!r} must be train, val or test", path=csv_path,
+                                field="split")
+        metadata["split"] = split
+    attributes: dict[str, float] = {}
+    for col, kind in kinds.items():
+        value = (r.get(col) or "").strip()
+        if kind == "metadata":
+            if value:
+                metadata[col] = value
+            continue
+        num = _number(value)
+        if num is None or math.isinf(num):
+            raise CadxDataError(f"{where}: attribute value {value!r} is not a finite number", path=csv_path,
+                                field=col)
+        if not math.isnan(num):
+            attributes[col] = num
+    label = (r.get("label") or "").strip() or None
+    return Study(sid, pid, images={"image": _image(img_path)}, label=label, attributes=attributes,
+                 masks=masks, boxes=boxes, metadata=metadata)
+
+
+@register_dataset("manifest", "any cohort described by a manifest CSV (study_id, patient_id, path, label, ...)")
+def load(root: Path, **options: Any) -> Cohort:
+    """Registry entry: ``root`` is the CSV file or a folder holding ``manifest.csv``; see :func:`load_manifest`."""
+    return load_manifest(Path(root), **options)
+
