@@ -147,3 +147,23 @@ def test_load_pretrained_rejects_non_state_dict(tmp_path) -> None:
     torch.save({"epoch": 3}, path)
     with pytest.raises(CadxConfigError, match="not a state_dict"):
         create_model("resnet10", 2, width=4).load_pretrained(path)
+
+
+def test_load_pretrained_from_lightning_style_checkpoint(tmp_path) -> None:
+    import argparse
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(0)
+    src = create_model("resnet10", 2, width=4)
+    path = tmp_path / "checkpoint_best.ckpt"
+    rng = {"numpy": np.random.get_state(), "python": random.getstate()}  # noqa: NPY002
+    torch.save({"state_dict": {f"model.{k}": v for k, v in src.state_dict().items()}, "cadx_rng": rng}, path)
+    dst = create_model("resnet10", 2, width=4)
+    report = dst.load_pretrained(path)
+    assert report["unexpected"] == [] and report["mismatched"] == [] and "head.weight" in report["loaded"]
+    torch.testing.assert_close(dst.head.weight, src.head.weight)
+    torch.save({"state_dict": src.state_dict(), "args": argparse.Namespace(a=1)}, path)
+    with pytest.raises(CadxConfigError, match="tensor-only"):  # arbitrary pickled objects are refused
+        dst.load_pretrained(path)

@@ -112,7 +112,7 @@ class CadxModel(nn.Module):
         p = Path(path)
         if not p.is_file():
             raise CadxConfigError(f"pretrained weights not found: {p}")
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        obj = _safe_load(p)
         src = _unwrap_state_dict(obj, p)
         prefixes = self.pretrained_prefixes()
         if all_prefixes:
@@ -126,6 +126,37 @@ class CadxModel(nn.Module):
         if report["mismatched"]:
             log.warning("skipped tensors with mismatched shapes: %s", ", ".join(report["mismatched"]))
         return report
+
+
+def _numpy_safe_globals(path: Path) -> list[Any]:
+    """numpy reconstruction functions and dtype classes named in (or needed by) the checkpoint."""
+    import importlib
+
+    import numpy as np
+
+    objs: list[Any] = [np.ndarray, np.dtype]
+    objs += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+    for n in torch.serialization.get_unsafe_globals_in_checkpoint(path):
+        mod, _, attr = n.rpartition(".")
+        if mod.split(".")[0] != "numpy":
+            raise CadxConfigError(f"{path}: refuses to unpickle {n}")
+        objs.append(getattr(importlib.import_module(mod), attr))
+    return objs
+
+
+def _safe_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)``; numpy arrays/RNG states (as in cadx's Lightning checkpoints) are
+    allow-listed, any other pickled object is refused (nothing is executed)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        try:
+            with torch.serialization.safe_globals(_numpy_safe_globals(path)):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            pass
+        raise CadxConfigError(f"{path}: cannot be read as a tensor-only checkpoint ({type(e).__name__}); save "
+                              f"the weights with torch.save(model.state_dict(), path)") from e
 
 
 def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
