@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -42,8 +43,8 @@ def _out_len(size: int, m: nn.Module) -> int:
     """Spatial length after conv/pool module ``m`` on a side of ``size`` (≤0 means no output)."""
     if not isinstance(m, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
         return size
-    def pair(v: object) -> int:
-        return int(v[0] if isinstance(v, tuple) else v)  # type: ignore[index]
+    def pair(v: Any) -> int:
+        return int(v[0] if isinstance(v, tuple) else v)
     k, s, p = pair(m.kernel_size), pair(m.stride), pair(m.padding)
     d = pair(getattr(m, "dilation", 1))
     num = size + 2 * p - d * (k - 1) - 1
@@ -179,6 +180,7 @@ class LeNet(PaperNet):
         self.paper_size = 32 if variant == "lenet5" else 28
         super().__init__(num_classes, in_channels, input_size)
         self.variant = variant
+        self.act: nn.Module
         if variant == "lenet5":
             self.trunk = nn.Sequential(OrderedDict([
                 ("conv1", nn.Conv2d(in_channels, 6, 5)), ("act1", nn.Tanh()), ("pool1", nn.AvgPool2d(2)),

@@ -37,8 +37,8 @@ INCEPTION_CFG: dict[str, tuple[int, int, int, int, int, int]] = {
 }
 
 
-def _conv_relu(cin: int, cout: int, k: int, **kw: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, **kw), nn.ReLU(inplace=True))
+def _conv_relu(cin: int, cout: int, k: int, padding: int = 0) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=padding), nn.ReLU(inplace=True))
 
 
 class Inception(nn.Module):

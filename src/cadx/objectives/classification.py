@@ -67,6 +67,8 @@ def labelled(logits: Tensor, labels: Tensor, what: str) -> tuple[Tensor, Tensor]
 
 
 class _CE(Loss):
+    weight: Tensor | None
+
     def __init__(self, context: Mapping[str, Any] | None, weight: Tensor | None, label_smoothing: float,
                  out_key: str, target_key: str, name: str) -> None:
         super().__init__(context)
@@ -127,6 +129,8 @@ class FocalLoss(Loss):
     Equals ``K ×`` ``monai.losses.FocalLoss(use_softmax=True, to_onehot_y=True)`` (MONAI averages over B·K
     one-hot entries, of which only the target class is non-zero) — tested.
     """
+
+    alpha: Tensor | None
 
     def __init__(self, context: Mapping[str, Any] | None = None, gamma: float = 2.0, alpha: Any = None,
                  out_key: str = "logits", target_key: str = "label") -> None:

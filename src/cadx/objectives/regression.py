@@ -24,6 +24,8 @@ class AttributeMSE(Loss):
     applies a sigmoid, targets are rescaled to [0, 1] by the dataset). No observed target → 0.
     """
 
+    attribute_weights: Tensor | None
+
     def __init__(self, context: Mapping[str, Any] | None = None, reduction: str = "sum_attributes",
                  attribute_weights: Sequence[float] | None = None, out_key: str = "attributes",
                  target_key: str = "attributes") -> None:

@@ -57,8 +57,9 @@ class DiceLoss(Loss):
                  jaccard: bool = False, target_map: Mapping[int, int] | None = None, out_key: str = "seg_logits",
                  target_key: str = "mask") -> None:
         super().__init__(context)
-        kw = dict(include_background=bool(include_background), batch=bool(batch), smooth_nr=float(smooth_nr),
-                  smooth_dr=float(smooth_dr), squared_pred=bool(squared_pred), jaccard=bool(jaccard))
+        kw: dict[str, Any] = dict(include_background=bool(include_background), batch=bool(batch),
+                                  smooth_nr=float(smooth_nr), smooth_dr=float(smooth_dr),
+                                  squared_pred=bool(squared_pred), jaccard=bool(jaccard))
         self.binary = MonaiDiceLoss(sigmoid=True, **kw)
         self.multi = MonaiDiceLoss(softmax=True, to_onehot_y=True, **kw)
         self.target_map = dict(target_map or {})
@@ -79,6 +80,8 @@ class SegCrossEntropy(Loss):
     """Mean over known pixels of softmax CE (S > 1) or BCE-with-logits (S = 1). ``class_weights`` (S > 1): a
     list, or ``"balanced"`` (inverse pixel frequency from the context's ``class_counts``); weighted mean as
     ``F.cross_entropy``."""
+
+    class_weights: Tensor | None
 
     def __init__(self, context: Mapping[str, Any] | None = None, class_weights: Sequence[float] | str | None = None,
                  target_map: Mapping[int, int] | None = None, out_key: str = "seg_logits",
