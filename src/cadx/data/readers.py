@@ -65,20 +65,41 @@ def read_image(path: str | Path) -> ImageData:
 
 
 # --- SimpleITK --------------------------------------------------------------------------------------------
+def _nifti_voxels(path: Path, size: tuple[int, ...]) -> np.ndarray | None:
+    """NIfTI voxels via nibabel, reversed to ITK's array order; None when the layout is not plain scalar.
+
+    ITK's NIfTI reader silently turns NaN voxels into 0, so the voxels come from nibabel (scaling applied)."""
+    import nibabel as nib
+
+    try:
+        data = np.asanyarray(nib.load(path).dataobj)
+    except Exception:
+        return None
+    if data.shape != size:
+        return None
+    return np.ascontiguousarray(data.transpose(tuple(range(data.ndim))[::-1]))
+
+
 def _read_itk(path: Path) -> ImageData:
     import SimpleITK as sitk
 
     try:
-        img = sitk.ReadImage(str(path))
-        arr = sitk.GetArrayFromImage(img)  # (Z,Y,X[,C]) / (Y,X[,C]) / (T,Z,Y,X)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        arr = None
+        if _suffix(path) in (".nii", ".nii.gz") and reader.GetNumberOfComponents() == 1:
+            arr = _nifti_voxels(path, tuple(reader.GetSize()))
+        if arr is None:
+            arr = sitk.GetArrayFromImage(reader.Execute())  # (Z,Y,X[,C]) / (Y,X[,C]) / (T,Z,Y,X)
     except RuntimeError as e:
         msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise CadxDataError(f"SimpleITK cannot read it ({msg})", path=path, field="format") from None
-    dim = img.GetDimension()
-    ncomp = img.GetNumberOfComponentsPerPixel()
-    spacing = np.asarray(img.GetSpacing())
-    origin = np.asarray(img.GetOrigin())
-    direction = np.asarray(img.GetDirection()).reshape(dim, dim)
+    dim = reader.GetDimension()
+    ncomp = reader.GetNumberOfComponents()
+    spacing = np.asarray(reader.GetSpacing())
+    origin = np.asarray(reader.GetOrigin())
+    direction = np.asarray(reader.GetDirection()).reshape(dim, dim)
     if ncomp > 1:
         arr = np.moveaxis(arr, -1, 0)
     elif dim == 4:  # (T, Z, Y, X): time / echoes become channels
