@@ -353,7 +353,7 @@ def _slice_thickness(ds: Dataset) -> float | None:
 
 
 def read_dicom_file(path: str | Path) -> ImageData:
-    """Read one DICOM file: a single frame → ``(C, Y, X)``; a multi-frame file → ``(C, F, Y, X)``.
+    """Read one DICOM file: one frame (even with NumberOfFrames = 1) → ``(C, Y, X)``; several → ``(C, F, Y, X)``.
 
     Grayscale gives C = 1, colour (SamplesPerPixel 3, converted to RGB by pydicom) C = 3. With a rescale
     (RescaleSlope/Intercept, or the Enhanced PixelValueTransformationSequence) values are float32
@@ -369,8 +369,10 @@ def read_dicom_file(path: str | Path) -> ImageData:
     arr = np.moveaxis(arr, -1, 0) if arr.ndim == 4 else arr[None]  # (C, F, Y, X)
     sy, sx = _pixel_spacing(ds, path)
     frames = arr.shape[1]
-    if frames == 1 and "NumberOfFrames" not in ds:
+    if frames == 1:
         ipp = _floats(ds, "ImagePositionPatient", 3, path)
+        geo1 = None if ipp is not None else _per_frame_positions(ds, path)
+        ipp = geo1[0][0] if geo1 is not None else ipp
         origin = (float(ipp[1]), float(ipp[0])) if ipp is not None else None
         return ImageData(np.ascontiguousarray(arr[:, 0]), (sy, sx), origin, None, _meta(ds, path))
     geo = _per_frame_positions(ds, path)
