@@ -23,7 +23,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from cadx.data.dicom_write import write_dicom_series
-from cadx.data.image import ImageData, LazyImage
+from cadx.data.image import LazyImage
+from cadx.data.readers import read_dicom_series, read_image
 from cadx.data.study import Box, Cohort, Study
 from cadx.data.synthetic_phantom import CLASS_NAMES, CLASSES, PAPER_COUNTS, class_quota, render_case
 from cadx.errors import CadxConfigError, CadxDataError
@@ -71,35 +72,6 @@ def _write_mask(mask: np.ndarray, spacing: Sequence[float], origin: Sequence[flo
     img.SetOrigin([float(o) for o in reversed(origin)])
     path.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(img, str(path), useCompression=True)
-
-
-def _read_series(folder: Path) -> ImageData:
-    try:
-        from cadx.data.readers import read_dicom_series
-    except ImportError:  # readers not available yet: minimal private reader of our own series
-        import pydicom
-
-        dss = sorted((pydicom.dcmread(p) for p in folder.glob("*.dcm")),
-                     key=lambda d: float(d.ImagePositionPatient[2]))
-        if not dss:
-            raise CadxDataError("no DICOM files", path=folder, field="image") from None
-        arr = np.stack([d.pixel_array * float(d.RescaleSlope) + float(d.RescaleIntercept) for d in dss])
-        d0 = dss[0]
-        sz = float(dss[1].ImagePositionPatient[2]) - float(d0.ImagePositionPatient[2]) if len(dss) > 1 else 1.0
-        sp = (sz, float(d0.PixelSpacing[0]), float(d0.PixelSpacing[1]))
-        org = tuple(float(v) for v in reversed(d0.ImagePositionPatient))
-        return ImageData(arr[None].astype(np.float32), sp, org)
-    return read_dicom_series(folder)
-
-
-def _read_mask(path: Path) -> ImageData:
-    try:
-        from cadx.data.readers import read_image
-    except ImportError:
-        img = sitk.ReadImage(str(path))
-        return ImageData(sitk.GetArrayFromImage(img)[None], tuple(reversed(img.GetSpacing())),
-                         tuple(reversed(img.GetOrigin())))
-    return read_image(path)
 
 
 def _is_complete(out_dir: Path, params: dict[str, Any]) -> bool:
@@ -184,8 +156,8 @@ def _study(root: Path, rec: dict[str, Any]) -> Study:
     image_path, mask_path = root / rec["image"], root / rec["mask"]
     return Study(
         study_id=rec["study_id"], patient_id=rec["patient_id"], label=rec["label"],
-        images={"image": LazyImage(partial(_read_series, image_path), str(image_path))},
-        masks={"mask": LazyImage(partial(_read_mask, mask_path), str(mask_path))},
+        images={"image": LazyImage(partial(read_dicom_series, image_path), str(image_path))},
+        masks={"mask": LazyImage(partial(read_image, mask_path), str(mask_path))},
         boxes=[tuple(int(b) for b in rec["box"])], attributes={k: float(v) for k, v in rec["attributes"].items()},
         metadata=dict(rec["metadata"]))
 

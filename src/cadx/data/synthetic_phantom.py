@@ -130,9 +130,10 @@ def _threshold_fraction(field: np.ndarray, region: np.ndarray, fraction: float) 
 
 
 def body_grid(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> tuple[np.ndarray, ...]:
-    """Physical coordinates (z, y, x) in mm of every voxel, centred on the volume (each ``shape``)."""
+    """Physical coordinates (z, y, x) in mm, centred on the volume, as an open (sparse) grid: shapes
+    ``(Z,1,1)``, ``(1,Y,1)``, ``(1,1,X)`` that broadcast to ``shape``."""
     axes = [((np.arange(n) - (n - 1) / 2.0) * s).astype(np.float32) for n, s in zip(shape, spacing, strict=True)]
-    return tuple(np.meshgrid(*axes, indexing="ij"))
+    return tuple(np.meshgrid(*axes, indexing="ij", sparse=True))
 
 
 def _ellipsoid(z: np.ndarray, y: np.ndarray, x: np.ndarray, c: tuple[float, float, float],
@@ -193,11 +194,12 @@ def render_anatomy(shape: tuple[int, int, int], spacing: tuple[float, float, flo
     vy = 0.62 * ay
     vr = 0.17 * ay
     d2 = ((y - vy) / vr) ** 2 + (x / vr) ** 2
-    vol[d2 <= 1] = hu("bone") + 30.0 * tex[d2 <= 1]
-    vol[(d2 <= 1) & (d2 > 0.7)] = 650.0
+    bone = np.broadcast_to(d2 <= 1, shape)
+    vol[bone] = hu("bone") + 30.0 * tex[bone]
+    vol[np.broadcast_to((d2 <= 1) & (d2 > 0.7), shape)] = 650.0
     ar = 0.09 * ay
     aorta = ((y - 0.25 * ay) / ar) ** 2 + ((x - 0.12 * ax) / ar) ** 2 <= 1
-    vol[aorta] = hu("aorta")
+    vol[np.broadcast_to(aorta, shape)] = hu("aorta")
     adrenal = (0.15 * zc + rng.normal(0, 2.0), 0.18 * ay + rng.normal(0, 2.0), side * 0.3 * ax)
     return vol, {"ax": float(ax), "ay": float(ay), "az": float(zc), "adrenal_z": adrenal[0],
                  "adrenal_y": adrenal[1], "adrenal_x": adrenal[2]}
@@ -236,8 +238,8 @@ def render_lesion(vol: np.ndarray, grid: tuple[np.ndarray, ...], spacing: tuple[
         lo, hi = np.searchsorted(coord, [center[a] - reach - vox[a], center[a] + reach + vox[a]])
         sl.append(slice(int(max(0, lo - 1)), int(min(len(coord), hi + 1))))
     crop = tuple(sl)
-    z, y, x = (g[crop] for g in grid)
-    shape = z.shape
+    z, y, x = (g[tuple(sl[b] if g.shape[b] > 1 else slice(None) for b in range(3))] for g in grid)
+    shape = tuple(s.stop - s.start for s in sl)
     full = vol
     vol = full[crop]
     dz, dy, dx = z - center[0], y - center[1], x - center[2]
@@ -282,8 +284,8 @@ def render_lesion(vol: np.ndarray, grid: tuple[np.ndarray, ...], spacing: tuple[
         for p in picks:
             c = np.unravel_index(p, shape)
             rad = rng.uniform(0.8, 2.0)
-            speck = (((z - z[c]) / max(rad, vox[0] / 2)) ** 2 + ((y - y[c]) / rad) ** 2
-                     + ((x - x[c]) / rad) ** 2) <= 1.0
+            speck = (((z - z[c[0], 0, 0]) / max(rad, vox[0] / 2)) ** 2 + ((y - y[0, c[1], 0]) / rad) ** 2
+                     + ((x - x[0, 0, c[2]]) / rad) ** 2) <= 1.0
             speck[c] = True
             speck &= mask
             calc |= speck
