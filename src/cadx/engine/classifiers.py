@@ -6,6 +6,8 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
@@ -15,7 +17,11 @@ from cadx.utils import atomic_write_bytes
 
 
 class EmbeddingSVM:
-    """Standardise + linear ``SVC(probability=True, random_state=seed)`` on ``(N, D)`` embeddings.
+    """Standardise + linear ``SVC`` with Platt-scaled probabilities on ``(N, D)`` embeddings.
+
+    Probabilities: ``CalibratedClassifierCV(SVC, method="sigmoid", ensemble=False)`` with a seeded stratified
+    ``min(5, smallest class)``-fold split (what ``SVC(probability=True)`` did, deprecated in scikit-learn 1.9);
+    with a class of a single item, a softmax of the SVM decision values instead.
 
     ``predict_proba`` returns ``(N, K)`` over *all* ``num_classes`` classes (columns of classes absent from the
     training set are 0). Training on a single class raises CadxDataError.
@@ -31,14 +37,28 @@ class EmbeddingSVM:
         x, y = np.asarray(x, np.float64)[ok], np.asarray(y)[ok]
         if np.unique(y).size < 2:
             raise CadxDataError("the SVM needs at least two classes in the training items", field="label")
-        self.pipeline_: Pipeline = make_pipeline(
-            StandardScaler(), SVC(kernel="linear", C=self.c, probability=True, random_state=self.seed))
+        svc = SVC(kernel="linear", C=self.c, random_state=self.seed)
+        k = int(min(5, np.bincount(y)[np.unique(y)].min()))
+        self.calibrated_ = k >= 2
+        if self.calibrated_:
+            cv = StratifiedKFold(k, shuffle=True, random_state=self.seed)
+            est = CalibratedClassifierCV(svc, method="sigmoid", cv=cv, ensemble=False)
+        else:
+            est = svc
+        self.pipeline_: Pipeline = make_pipeline(StandardScaler(), est)
         self.pipeline_.fit(x, y)
         self.classes_ = self.pipeline_.classes_.astype(int)
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        p = self.pipeline_.predict_proba(np.asarray(x, np.float64))
+        x = np.asarray(x, np.float64)
+        if self.calibrated_:
+            p = self.pipeline_.predict_proba(x)
+        else:
+            d = self.pipeline_.decision_function(x)
+            d = np.stack([-d, d], 1) if d.ndim == 1 else d
+            e = np.exp(d - d.max(1, keepdims=True))
+            p = e / e.sum(1, keepdims=True)
         out = np.zeros((p.shape[0], self.num_classes))
         out[:, self.classes_] = p
         return out

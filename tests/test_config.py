@@ -1,0 +1,96 @@
+"""Experiment config: defaults → file → --set precedence, typo errors naming the key, round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cadx.config import ExperimentConfig, apply_override, load_config, packaged_config_path
+from cadx.errors import CadxConfigError
+
+
+def test_defaults_and_overrides() -> None:
+    cfg = load_config(None, ["train.epochs=3", "train.batch_size=16", "cv.folds=4", "seed=7", "data.root=/x",
+                             "model.kwargs.width=16", "input.size=[24, 24]", "input.window=lung"])
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.cv.folds, cfg.seed) == (3, 16, 4, 7)
+    assert cfg.data.root == "/x"
+    assert cfg.model.kwargs == {"width": 16}
+    assert cfg.input.size_tuple() == (24, 24)
+    assert cfg.input.window == "lung"
+    assert cfg.objective == {"ce": 1.0}
+    assert cfg.eval.bootstrap == 2000 and cfg.eval.aggregation == "mean"
+
+
+def test_file_over_defaults_then_set(tmp_path: Path) -> None:
+    p = tmp_path / "exp.yaml"
+    p.write_text(yaml.safe_dump({"name": "x", "train": {"epochs": 5}, "objective": {"focal": {"weight": 1.0,
+                                                                                              "gamma": 2}}}))
+    cfg = load_config(p, ["train.epochs=2"])
+    assert cfg.name == "x"
+    assert cfg.train.epochs == 2                       # --set wins over the file
+    assert cfg.train.batch_size == 32                  # default kept
+    assert cfg.objective == {"focal": {"weight": 1.0, "gamma": 2}}  # replaced whole, no inherited "ce"
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("train.epoch=3", "train.epoch"),
+    ("input.kind=pixels", "input.kind"),
+    ("train.epochs=0", "train.epochs"),
+    ("optim.name=rmsprop", "optim.name"),
+    ("bogus=1", "bogus"),
+])
+def test_bad_values_name_the_key(override: str, key: str) -> None:
+    with pytest.raises(CadxConfigError, match=key.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_typo_in_file_names_file_and_key(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("train:\n  epochs: 2\n  batchsize: 8\n")
+    with pytest.raises(CadxConfigError, match=r"bad\.yaml.*train\.batchsize: unknown key"):
+        load_config(p)
+
+
+def test_override_syntax_errors() -> None:
+    with pytest.raises(CadxConfigError, match="key=value"):
+        apply_override({}, "train.epochs")
+    with pytest.raises(CadxConfigError, match="not a section"):
+        apply_override({"seed": 1}, "seed.x=2")
+    with pytest.raises(CadxConfigError, match="not found"):
+        load_config("/nonexistent/cfg.yaml")
+
+
+def test_consistency_checks() -> None:
+    with pytest.raises(CadxConfigError, match="at least one"):
+        load_config(None, ["task.classification=false"])
+    with pytest.raises(CadxConfigError, match="svm"):
+        load_config(None, ["task.classification=false", "task.attributes=[a]", "eval.classifier=svm"])
+    with pytest.raises(CadxConfigError, match="window"):
+        load_config(None, ["input.window=[40]"])
+    with pytest.raises(CadxConfigError, match=r"input\.size"):
+        load_config(None, ["input.kind=volume3d", "input.size=[8, 8]"]).input.size_tuple()
+
+
+def test_save_round_trip(tmp_path: Path) -> None:
+    cfg = load_config(None, ["name=rt", "optim.groups=[{prefixes: [head], lr: 0.1}]"])
+    cfg.save(tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg
+    assert again.optim.groups[0].lr == 0.1
+
+
+@pytest.mark.parametrize("name", ["default", "demo_resnet", "demo_dmrn"])
+def test_packaged_configs_validate(name: str) -> None:
+    cfg = load_config(packaged_config_path(name))
+    assert isinstance(cfg, ExperimentConfig)
+    if name == "demo_dmrn":
+        assert cfg.pairs == "balanced" and cfg.eval.classifier == "svm" and "contrastive" in cfg.objective
+
+
+def test_user_configs_validate() -> None:
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.glob("*.yaml"))
+    for f in files:
+        load_config(f)

@@ -1,0 +1,169 @@
+"""Engine data pipeline: study → items, item store, epoch batches/partners, seeded augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cadx.config import AugmentConfig, InputConfig
+from cadx.data.image import ImageData
+from cadx.engine.augment import augment_batch
+from cadx.engine.data import BatchKey, EpochBatchSampler, eval_loader, train_loader
+from cadx.engine.preprocess import StudyPreprocessor, crop_pad, normalize_intensity
+from cadx.engine.store import build_store
+from test_engine_helpers import tiny_cohort, tiny_config
+
+
+def _vol() -> tuple[ImageData, np.ndarray]:
+    arr = np.zeros((1, 10, 30, 30), np.float32)
+    arr[0, 2:7, 10:20, 12:18] = 100.0
+    mask = arr > 0
+    return ImageData(arr, (2.0, 1.0, 1.0)), mask
+
+
+def test_window_and_percentile_normalisation() -> None:
+    a = np.array([[-1000.0, 40.0, 240.0, 1000.0]], np.float32)
+    w = normalize_intensity(a, InputConfig(window=[40, 400]))
+    np.testing.assert_allclose(w, [[0.0, 0.5, 1.0, 1.0]])
+    z = normalize_intensity(np.arange(10, dtype=np.float32)[None], InputConfig(normalize="zscore"))
+    assert abs(z.mean()) < 1e-6 and abs(z.std() - 1) < 1e-6
+    assert (normalize_intensity(np.full((1, 4, 4), 7.0), InputConfig()) == 0).all()  # constant image
+
+
+def test_crop_pad_pads_outside() -> None:
+    a = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    c = crop_pad(a, (-1, 2), (2, 6), fill=-5)
+    assert c.shape == (1, 3, 4)
+    np.testing.assert_array_equal(c[0, 0], [-5, -5, -5, -5])
+    np.testing.assert_array_equal(c[0, 1], [2, 3, -5, -5])
+
+
+def test_slices2d_one_item_per_box_slice_with_25d_channels() -> None:
+    img, mask = _vol()
+    pre = StudyPreprocessor(InputConfig(kind="slices2d", size=16, channels=3, normalize="minmax"))
+    items, _, pos = pre.items(img, mask, [(2, 10, 12, 7, 20, 18)])
+    assert pos == [2, 3, 4, 5, 6]
+    assert all(x.shape == (3, 16, 16) for x in items)
+    # centre channel of the middle slice holds the lesion (bright), the box is centred in the crop
+    assert items[2][1, 8, 8] > 0.9
+    # first slice's lower neighbour (z=1) is background
+    assert items[0][0].max() < 0.1
+    capped = StudyPreprocessor(InputConfig(kind="slices2d", size=8, max_slices=2)).items(img, mask, [(2, 10, 12, 7, 20,
+                                                                                                     18)])
+    assert capped[2] == [2, 6]
+
+
+def test_roi2d_volume3d_image2d_shapes() -> None:
+    img, mask = _vol()
+    roi = StudyPreprocessor(InputConfig(kind="roi2d", size=12, roi="mask"), with_masks=True)
+    items, masks, pos = roi.items(img, mask, [])
+    assert len(items) == 1 and items[0].shape == (1, 12, 12) and masks[0].shape == (1, 12, 12)
+    assert 2 <= pos[0] < 7 and masks[0].sum() > 0
+    vol = StudyPreprocessor(InputConfig(kind="volume3d", size=[4, 8, 8], roi="box"))
+    v, _, _ = vol.items(img, None, [(2, 10, 12, 7, 20, 18)])
+    assert v[0].shape == (1, 4, 8, 8)
+    rgb = ImageData(np.stack([np.full((5, 7), c, np.float32) for c in (0.0, 0.5, 1.0)]), (1.0, 1.0))
+    g, _, pos = StudyPreprocessor(InputConfig(kind="image2d", size=6, normalize="none")).items(rgb, None, [])
+    assert g[0].shape == (1, 6, 6) and np.allclose(g[0], 0.5) and pos == [-1]
+    # no box and no mask: the whole image (volume: its central slice)
+    _, _, pos = StudyPreprocessor(InputConfig(kind="roi2d", size=8)).items(img, None, [])
+    assert pos == [4]
+
+
+def test_diameter_roi_scales_with_diameter() -> None:
+    img, _ = _vol()
+    pre = StudyPreprocessor(InputConfig(kind="roi2d", size=10, roi="diameter", diameter_scale=1.0,
+                                        normalize="none"))
+    small = pre.items(img, None, [(2, 10, 12, 7, 20, 18)], diameter_mm=6.0)[0][0]
+    big = pre.items(img, None, [(2, 10, 12, 7, 20, 18)], diameter_mm=30.0)[0][0]
+    assert small.min() == 100.0          # 6 mm crop lies inside the lesion
+    assert big.min() == 0.0              # 30 mm crop includes background
+
+
+def test_store_targets_and_study_index() -> None:
+    cohort = tiny_cohort(6, attributes=True)
+    cfg = tiny_config("task.attributes=all", "task.segmentation=true")
+    st = build_store(cohort, cfg, progress=False)
+    assert st.images.shape[1:] == (1, 8, 8) and st.masks is not None and st.masks.shape[1:] == (1, 8, 8)
+    assert len(st) == 6 * 4                      # 4 slices per lesion box
+    np.testing.assert_array_equal(np.bincount(st.study), [4] * 6)
+    np.testing.assert_array_equal(st.labels, [0, 1, 0, 1, 0, 1])
+    assert st.attribute_names == ["size"] and st.attributes.shape == (6, 1)
+    np.testing.assert_array_equal(st.items_of_studies(np.array([1])), [4, 5, 6, 7])
+
+
+def test_epoch_batches_are_a_function_of_seed_and_epoch() -> None:
+    y = np.array([0] * 10 + [1] * 3)
+    s = EpochBatchSampler(y, 4, seed=3, kind="oversample", pairs="balanced")
+    s.set_epoch(2)
+    a = list(s)
+    s.set_epoch(2)
+    b = list(s)
+    assert a == b
+    s.set_epoch(3)
+    assert list(s) != a
+    items = [i for k in a for i in k.items]
+    assert len(items) == 20 and np.bincount(y[items]).tolist() == [10, 10]   # oversampled to balance
+    assert all(p != i for k in a for i, p in zip(k.items, k.partners, strict=True))
+    assert len(s) == len(a) and all(len(k.items) >= 2 for k in a)
+
+
+def test_loaders_build_paired_dict_batches() -> None:
+    cohort = tiny_cohort(6)
+    cfg = tiny_config("pairs=balanced", "input.augment.enabled=true", "input.augment.noise=0.1")
+    st = build_store(cohort, cfg, progress=False)
+    items = np.arange(len(st))
+    dl = train_loader(st, items, cfg, seed=1)
+    dl.batch_sampler.set_epoch(0)
+    b1 = next(iter(dl))
+    dl.batch_sampler.set_epoch(0)
+    b2 = next(iter(dl))
+    assert set(b1) >= {"image", "label", "attributes", "score", "study_index", "image_b", "label_b"}
+    assert b1["image"].shape == (8, 1, 8, 8) and b1["label"].dtype == torch.int64
+    assert torch.equal(b1["image"], b2["image"])            # same (seed, epoch, batch) → same augmentation
+    assert not torch.equal(b1["image"], st.images[b1["item_index"]])   # augmented
+    ev = next(iter(eval_loader(st, items, 5, pairs="balanced")))
+    assert torch.equal(ev["image"], st.images[:5]) and "image_b" in ev
+
+
+@pytest.mark.parametrize("shape", [(4, 1, 8, 8), (2, 1, 4, 8, 8)])
+def test_augmentation_reproducible_and_mask_follows(shape: tuple[int, ...]) -> None:
+    x = torch.rand(shape)
+    m = (x > 0.5).float()
+    cfg = AugmentConfig(enabled=True, flip=True, rot90=True, rotate=20, scale=0.1, translate=0.1)
+    a1, m1 = augment_batch(x, m, cfg, np.random.default_rng([1, 2, 3]))
+    a2, m2 = augment_batch(x, m, cfg, np.random.default_rng([1, 2, 3]))
+    assert torch.equal(a1, a2) and torch.equal(m1, m2)
+    a3, _ = augment_batch(x, m, cfg, np.random.default_rng([1, 2, 4]))
+    assert not torch.equal(a1, a3)
+    assert set(torch.unique(m1).tolist()) <= {0.0, 1.0}
+    # flips/turns only: the mask moves exactly with the image
+    flip = AugmentConfig(enabled=True, flip=True, rot90=True)
+    a, mm = augment_batch(x, m, flip, np.random.default_rng(0))
+    assert torch.equal((a > 0.5).float(), mm)
+
+
+def test_batch_key_partner_gather() -> None:
+    cohort = tiny_cohort(4)
+    st = build_store(cohort, tiny_config(), progress=False)
+    from cadx.engine.data import ItemDataset
+
+    ds = ItemDataset(st, np.arange(len(st)))
+    b = ds.__getitems__(BatchKey(0, 0, (0, 5), (5, 0)))
+    assert torch.equal(b["image"][0], b["image_b"][1])
+    assert b["label"].tolist() == [0, 1] and b["label_b"].tolist() == [1, 0]
+
+
+def test_embedding_svm_probabilities_cover_all_classes() -> None:
+    from cadx.engine.classifiers import EmbeddingSVM
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4))
+    y = np.r_[np.zeros(20, int), np.ones(20, int)]
+    x[y == 1] += 3.0
+    svm = EmbeddingSVM(num_classes=3, seed=1).fit(x, y)
+    p = svm.predict_proba(x)
+    assert p.shape == (40, 3) and np.allclose(p.sum(1), 1) and (p[:, 2] == 0).all()
+    assert (p.argmax(1) == y).mean() == 1.0
+    np.testing.assert_array_equal(p, EmbeddingSVM(num_classes=3, seed=1).fit(x, y).predict_proba(x))  # seeded
