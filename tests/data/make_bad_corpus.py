@@ -1,8 +1,8 @@
 """Generate the bad-input corpus in ``tests/data/bad/`` (committed; rerun only to change it).
 
-Run: ``.venv/bin/python tests/data/make_bad_corpus.py``. Deterministic (fixed UID seeds, no randomness).
-Every file is tiny (total well under 300 KB). ``tests/test_bad_input.py`` checks each one raises
-CadxDataError naming the file and the field.
+Run: ``.venv/bin/python tests/data/make_bad_corpus.py``. Content is deterministic (fixed UID seeds, no
+randomness; gzip headers carry a timestamp). Every file is tiny (total well under 300 KB).
+``tests/test_bad_input.py`` checks each one raises CadxDataError naming the file and the field.
 """
 
 from __future__ import annotations
