@@ -4,7 +4,7 @@ Registered losses: ``ce``, ``weighted_ce``, ``focal``, ``aux_ce`` (classificatio
 ``margin_ranking`` (MTMR-Net), ``attribute_mse``, ``dice``, ``seg_ce``. See ``docs/contracts.md`` "Objectives".
 """
 
-from cadx.objectives import classification, contrastive, ranking, regression, segmentation  # noqa: F401
+from cadx.objectives import classification, contrastive, ranking, regression, scnet, segmentation  # noqa: F401
 from cadx.objectives.multitask import Objective, build_objective, term
 from cadx.objectives.registry import LOSSES, Loss, register_loss
 
