@@ -85,7 +85,7 @@ def pair_halves(a: Tensor, b: Tensor | None) -> tuple[Tensor, Tensor]:
 
 def zero_like(t: Tensor) -> Tensor:
     """A zero scalar connected to ``t``'s graph (so ``backward`` works when nothing contributes)."""
-    return t.sum() * 0.0
+    return t.sum() * 0.0 + 0.0  # "+ 0.0" turns −0.0 into 0.0 for the logs
 
 
 def as_float_tensor(value: Any, name: str) -> Tensor:
