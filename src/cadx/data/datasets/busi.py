@@ -24,6 +24,7 @@ from cadx.data.datasets.base import coerce_bool, register_dataset
 from cadx.data.datasets.mednist import dedup_options, mixed_label_groups, read_grey
 from cadx.data.dedup import group_files
 from cadx.data.image import ImageData, LazyImage
+from cadx.data.readers import read_image
 from cadx.data.study import Cohort, Study
 from cadx.errors import CadxConfigError, CadxDataError
 
@@ -33,33 +34,24 @@ _OPTIONS = {"group", "dedup_threshold", "dedup_min_ncc", "cache", "channels", "s
 
 
 def read_rgb_or_grey(path: Path, channels: str = "auto") -> np.ndarray:
-    """PNG → ``(C,H,W)`` uint8: ``auto`` keeps 1 channel when R=G=B everywhere (alpha dropped), else 3;
-    ``1`` converts colour to grey (ITU-R 601 luma); ``3`` always gives RGB."""
-    try:
-        with Image.open(path) as im:
-            if channels == "1":
-                return np.asarray(im.convert("L"))[None]
-            a = np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)
-    except OSError as e:
-        raise CadxDataError(f"cannot read image: {e}", path=path, field="image") from None
-    if a.ndim == 2:
-        return np.repeat(a[None], 3, axis=0) if channels == "3" else a[None]
-    chw = np.moveaxis(a, -1, 0)
-    if channels == "auto" and (chw[0] == chw[1]).all() and (chw[0] == chw[2]).all():
-        return np.ascontiguousarray(chw[:1])
-    return np.ascontiguousarray(chw)
+    """PNG → ``(C,H,W)`` uint8 (via :func:`cadx.data.readers.read_image`, alpha dropped): ``auto`` keeps 1
+    channel when R=G=B everywhere, else 3; ``1`` converts colour to grey (ITU-R 601 luma, rounded);
+    ``3`` always gives RGB."""
+    a = read_image(path).array
+    if a.shape[0] == 1:
+        return np.repeat(a, 3, axis=0) if channels == "3" else a
+    if channels == "1":
+        luma = np.tensordot(np.array([0.299, 0.587, 0.114]), a.astype(np.float64), axes=1)
+        return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[None]
+    if channels == "auto" and (a[0] == a[1]).all() and (a[0] == a[2]).all():
+        return np.ascontiguousarray(a[:1])
+    return a
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """Mask PNG (mode 1, L, RGB or RGBA; 0/255) → ``(H,W)`` bool, true where any colour channel is > 0."""
-    try:
-        with Image.open(path) as im:
-            a = np.asarray(im)
-    except OSError as e:
-        raise CadxDataError(f"cannot read mask: {e}", path=path, field="mask") from None
-    if a.ndim == 3:
-        a = a[..., :3].max(axis=-1)  # RGBA: the alpha channel is not part of the outline
-    return a > 0
+    """Mask PNG (mode 1, L, RGB or RGBA; 0/255) → ``(H,W)`` bool, true where any colour channel is > 0
+    (the reader drops the alpha channel, which is not part of the outline)."""
+    return read_image(path).array.max(axis=0) > 0
 
 
 def _image_size(path: Path) -> tuple[int, int]:

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import tifffile
 
 from cadx.data.datasets.base import register_dataset
 from cadx.data.image import ImageData, LazyImage
+from cadx.data.readers import read_image
 from cadx.data.study import Cohort, Study
 from cadx.errors import CadxConfigError, CadxDataError
 
@@ -67,27 +67,26 @@ def list_slices(folder: Path) -> tuple[list[Path], list[Path], list[int]]:
 
 
 def read_image_volume(images: list[Path]) -> np.ndarray:
-    """Slice TIFFs (each ``(H,W,3)`` RGB) → ``(3,Z,H,W)`` float32: channels pre-contrast, FLAIR, post-contrast.
+    """Slice TIFFs (each RGB, read as ``(3,H,W)``) → ``(3,Z,H,W)`` float32: pre-contrast, FLAIR, post-contrast.
 
     Raises :class:`CadxDataError` naming the slice when one is not RGB or differs in size from the first.
     """
-    slices = [_read(p) for p in images]
+    slices = [read_image(p).array for p in images]
     shape = slices[0].shape
     for p, a in zip(images, slices, strict=True):
-        if a.ndim != 3 or a.shape[-1] != 3 or a.shape != shape:
-            raise CadxDataError(f"expected an RGB slice of shape {shape}, got {a.shape}", path=p, field="image")
-    return np.moveaxis(np.stack(slices), -1, 0).astype(np.float32)
+        if a.ndim != 3 or a.shape[0] != 3 or a.shape != shape:
+            raise CadxDataError(f"expected an RGB slice {shape}, got {a.shape}", path=p, field="image")
+    return np.stack(slices, axis=1).astype(np.float32)
 
 
 def read_mask_volume(masks: list[Path]) -> np.ndarray:
     """Mask TIFFs (each ``(H,W)`` 0/255, or RGB) → ``(1,Z,H,W)`` uint8 {0,1}."""
-    slices = [_read(p) for p in masks]
+    slices = [read_image(p).array for p in masks]
     out = []
     for p, m in zip(masks, slices, strict=True):
-        m = m.max(axis=-1) if m.ndim == 3 else m
-        if m.shape != slices[0].shape[:2]:
-            raise CadxDataError(f"mask shape {m.shape} differs from {slices[0].shape[:2]}", path=p, field="mask")
-        out.append(m > 0)
+        if m.ndim != 3 or m.shape[1:] != slices[0].shape[1:]:
+            raise CadxDataError(f"mask shape {m.shape} differs from {slices[0].shape}", path=p, field="mask")
+        out.append(m.max(axis=0) > 0)
     return np.stack(out)[None].astype(np.uint8)
 
 
@@ -179,10 +178,3 @@ def _loader(images: list[Path], masks: list[Path], which: int) -> Callable[[], I
         arr = read_image_volume(images) if which == 0 else read_mask_volume(masks)
         return ImageData(arr, (1.0, 1.0, 1.0), meta={"folder": str(images[0].parent)})
     return load
-
-
-def _read(path: Path) -> np.ndarray:
-    try:
-        return tifffile.imread(path)
-    except (OSError, ValueError) as e:
-        raise CadxDataError(f"cannot read TIFF: {e}", path=path, field="image") from None

@@ -17,6 +17,7 @@ from PIL import Image
 from cadx.data.datasets.base import coerce_bool, coerce_float, coerce_int, register_dataset
 from cadx.data.dedup import DEFAULT_MIN_NCC, DEFAULT_THRESHOLD, group_files
 from cadx.data.image import ImageData, LazyImage
+from cadx.data.readers import read_image
 from cadx.data.study import Cohort, Study
 from cadx.errors import CadxConfigError, CadxDataError
 
@@ -25,7 +26,7 @@ _OPTIONS = {"group", "dedup_threshold", "dedup_min_ncc", "cache"}
 
 
 def read_grey(path: Path) -> np.ndarray:
-    """One image file → ``(H,W)`` uint8 grey (PIL; colour converted with ITU-R 601 luma)."""
+    """One image file → ``(H,W)`` uint8 grey for hashing (PIL; colour converted with ITU-R 601 luma)."""
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("L") if im.mode != "L" else im)
@@ -35,7 +36,7 @@ def read_grey(path: Path) -> np.ndarray:
 
 def _loader(path: Path) -> Callable[[], ImageData]:
     def load() -> ImageData:
-        return ImageData(read_grey(path)[None], (1.0, 1.0), meta={"file": str(path)})
+        return read_image(path)
     return load
 
 
