@@ -32,7 +32,7 @@ def test_synthetic_flags(tmp_path) -> None:
     img = c.get("test_1").image().load()
     assert img.array.shape == (1, 28, 28) and np.array_equal(img.array[0], arrays["test_images"][1])
 
-    rgb = _npz(tmp_path / "pathmnist.npz", (28, 28, 3), {"train": [0, 3, 8], "test": [2]})
+    rgb = _npz(tmp_path / "pathmnist.npz", (28, 28, 3), {"train": [0, 3, 8], "val": [1], "test": [2]})
     c = load_dataset("medmnist", tmp_path / "pathmnist.npz")  # root = the file, flag from its name
     assert c.classes == [str(k) for k in range(9)] and c.get("train_1").label == "3"
     a = c.get("train_2").image().load().array
@@ -47,14 +47,16 @@ def test_synthetic_flags(tmp_path) -> None:
 
 
 def test_errors(tmp_path) -> None:
-    _npz(tmp_path / "breastmnist.npz", (28, 28), {"train": [0, 1]})
+    _npz(tmp_path / "breastmnist.npz", (28, 28), {"train": [0, 1], "val": [0], "test": [1]})
     with pytest.raises(CadxConfigError, match="flag"):
         load_dataset("medmnist", tmp_path)
     with pytest.raises(CadxDataError, match=r"no chestmnist\.npz"):
         load_dataset("medmnist:chestmnist", tmp_path)
     with pytest.raises(CadxConfigError, match="unknown option"):
         load_dataset("medmnist:breastmnist", tmp_path, size=64)
-    np.savez(tmp_path / "bad.npz", train_images=np.zeros((3, 4, 4), np.uint8), train_labels=np.zeros((2, 1)))
+    np.savez(tmp_path / "bad.npz", train_images=np.zeros((3, 4, 4), np.uint8), train_labels=np.zeros((2, 1)),
+             val_images=np.zeros((1, 4, 4), np.uint8), val_labels=np.zeros((1, 1)),
+             test_images=np.zeros((1, 4, 4), np.uint8), test_labels=np.zeros((1, 1)))
     with pytest.raises(CadxDataError, match="train_labels") as e:
         load_dataset("medmnist:bad", tmp_path)
     assert e.value.field == "train_labels"

@@ -15,6 +15,7 @@ import numpy as np
 
 from cadx.data.datasets.base import register_dataset
 from cadx.data.image import ImageData, LazyImage
+from cadx.data.readers import read_medmnist
 from cadx.data.study import Cohort, Study
 from cadx.errors import CadxConfigError, CadxDataError
 
@@ -59,32 +60,21 @@ def load(root: Path, **options: Any) -> Cohort:
     """Load ``<root>/<flag>.npz`` (or root = the npz itself); option ``flag`` (e.g. ``breastmnist``).
 
     Images: 2D grey ``(1,H,W)``, 2D RGB flags ``(3,H,W)``, 3D ``(1,D,H,W)``, uint8 as stored, spacing 1.
-    The npz is read once at load time and each study indexes into it. Labels: the official class names
-    (:data:`LABEL_NAMES`; classes ordered by label index), multi-label flags (chestmnist) use the first
-    positive index. ``study_id = "<split>_<index>"``; ``metadata``: ``split``, ``index``, ``label_index``.
+    The npz is read once at load time (:func:`cadx.data.readers.read_medmnist`, all three splits needed)
+    and each study indexes into it. Labels: the official class names (:data:`LABEL_NAMES`; classes ordered
+    by label index), multi-label flags (chestmnist) use the first positive index.
+    ``study_id = "<split>_<index>"``; ``metadata``: ``split``, ``index``, ``label_index``.
     """
     unknown = set(options) - _OPTIONS
     if unknown:
         raise CadxConfigError(f"medmnist: unknown option(s) {sorted(unknown)} (known: {sorted(_OPTIONS)})")
     path, flag = _resolve(Path(root), str(options["flag"]) if options.get("flag") else None)
-    try:
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise CadxDataError(f"cannot read npz: {e}", path=path, field="file") from None
-    present = [s for s in SPLITS if f"{s}_images" in arrays]
-    if not present:
-        raise CadxDataError(f"no <split>_images arrays (has {sorted(arrays)})", path=path, field="images")
+    data = read_medmnist(path)  # validates keys and lengths, raises CadxDataError naming the key
     three_d = "3d" in _flag_base(flag)
     max_label = 0
     parsed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for s in present:
-        imgs, labels = arrays[f"{s}_images"], arrays.get(f"{s}_labels")
-        if labels is None or len(labels) != len(imgs):
-            raise CadxDataError(f"{s}_labels missing or not matching {s}_images {imgs.shape}", path=path,
-                                field=f"{s}_labels")
-        lab = np.asarray(labels).reshape(len(labels), -1)
-        idx = lab[:, 0] if lab.shape[1] == 1 else np.argmax(lab > 0, axis=1)
+    for s, (imgs, labels) in data.items():
+        idx = labels if labels.ndim == 1 else np.argmax(labels > 0, axis=1)
         ok = imgs.ndim == 4 if three_d else (imgs.ndim == 3 or (imgs.ndim == 4 and imgs.shape[-1] == 3))
         if not ok:
             raise CadxDataError(f"unexpected image array shape {imgs.shape}", path=path, field=f"{s}_images")
