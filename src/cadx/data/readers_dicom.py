@@ -267,7 +267,11 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Imag
     vol = np.empty((len(dss), *pixels[0].shape[1:]), dtype=np.float32)
     for k, (ds, px) in enumerate(zip(dss, pixels, strict=True)):
         slope, intercept = _rescale_of(ds) or (1.0, 0.0)
-        vol[k] = _rescale(px[0], slope, intercept)
+        vol[k] = px[0]
+        if slope != 1.0:
+            vol[k] *= np.float32(slope)
+        if intercept != 0.0:
+            vol[k] += np.float32(intercept)
     sp = _floats(first, "PixelSpacing", 2, paths[0])
     sy, sx = (float(sp[0]), float(sp[1])) if sp is not None else (1.0, 1.0)
     fallback = first.get("SpacingBetweenSlices") or first.get("SliceThickness")
@@ -297,11 +301,14 @@ def _sort_slices(dss: Sequence[Dataset], paths: Sequence[Path]) -> tuple[
         raise CadxDataError(f"degenerate orientation {iop.tolist()}", path=paths[0],  # type: ignore[union-attr]
                             field="ImageOrientationPatient")
     normal = normal / np.linalg.norm(normal)
+    iop_raw = list(dss[0].ImageOrientationPatient)
     for d, p in zip(dss[1:], paths[1:], strict=True):
+        if list(d.ImageOrientationPatient) == iop_raw:
+            continue
         other = _floats(d, "ImageOrientationPatient", 6, p)
-        if not np.allclose(other, iop, atol=1e-3):  # type: ignore[arg-type]
-            raise CadxDataError(f"orientation {other.tolist()} differs from the first slice's {iop.tolist()}",  # type: ignore[union-attr]
-                                path=p, field="ImageOrientationPatient")
+        if float(np.abs(other - iop).max()) > 1e-3:  # type: ignore[operator]
+            raise CadxDataError(f"orientation {other.tolist()} differs from the first slice's "  # type: ignore[union-attr]
+                                f"{iop.tolist()}", path=p, field="ImageOrientationPatient")  # type: ignore[union-attr]
     pos = np.stack([_floats(d, "ImagePositionPatient", 3, p) for d, p in zip(dss, paths, strict=True)])
     proj = pos @ normal
     order = list(np.argsort(proj, kind="stable"))
