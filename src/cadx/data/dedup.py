@@ -71,7 +71,7 @@ def phash(images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     sets at most the DC bit (the most significant one).
     """
     single = isinstance(images, np.ndarray) and images.ndim == 2
-    stack = _to_grey_stack([images] if single else images, 32)
+    stack = _to_grey_stack([np.asarray(images)] if single else images, 32)
     coef = scipy.fft.dctn(stack, type=2, axes=(1, 2), norm="ortho")[:, :8, :8].reshape(len(stack), 64)
     bits = coef > np.median(coef, axis=1, keepdims=True)
     hashes = np.packbits(bits, axis=1, bitorder="big").view(">u8").ravel().astype(np.uint64)
@@ -112,8 +112,8 @@ def hamming_pairs(hashes: np.ndarray, threshold: int, chunk: int = 1024, embeddi
     """
     h = np.asarray(hashes, dtype=np.uint64).ravel()
     n = len(h)
-    check = min_ncc is not None and embeddings is not None
-    emb = np.asarray(embeddings, dtype=np.float32) if check else None
+    emb = np.asarray(embeddings, dtype=np.float32) if embeddings is not None else None
+    ncc_min = float(min_ncc) if min_ncc is not None else None
     ii, jj, dd, ss = [], [], [], []
     candidates = 0
     for s in range(0, n, chunk):
@@ -122,14 +122,14 @@ def hamming_pairs(hashes: np.ndarray, threshold: int, chunk: int = 1024, embeddi
         ok = d <= threshold
         ok &= np.arange(s, n)[None, :] > np.arange(s, e)[:, None]
         candidates += int(ok.sum())
-        if emb is not None:
+        if emb is not None and ncc_min is not None:
             sim = emb[s:e] @ emb[s:].T
-            ok &= sim >= min_ncc
+            ok &= sim >= ncc_min
         r, c = np.nonzero(ok)
         ii.append(r + s)
         jj.append(c + s)
         dd.append(d[r, c])
-        ss.append(sim[r, c] if emb is not None else np.full(len(r), np.nan, np.float32))
+        ss.append(sim[r, c] if emb is not None and ncc_min is not None else np.full(len(r), np.nan, np.float32))
     if not ii:
         z = np.zeros(0, np.int64)
         return z, z, z, np.zeros(0, np.float32), 0
@@ -237,7 +237,7 @@ def _cache_load(name: str, keys: Sequence[str]) -> dict[str, np.ndarray] | None:
 
 def _cache_save(name: str, **arrays: np.ndarray) -> None:
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
     try:
         atomic_write_bytes(cache_dir() / "dedup" / f"{name}.npz", buf.getvalue())
     except OSError:

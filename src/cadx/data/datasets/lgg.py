@@ -151,7 +151,7 @@ def load(root: Path, **options: Any) -> Cohort:
             pid = d.name
         else:
             row = rows[pid]
-            meta.update({k: _meta_value(v) for k, v in row.items() if k != "Patient"})
+            meta.update({str(k): _meta_value(v) for k, v in row.items() if k != "Patient"})
             label = _label(column, row[column])
         studies.append(Study(
             study_id=d.name, patient_id=pid, label=label,
