@@ -1,8 +1,11 @@
 """SVM classifiers: the DMRN HC baseline on LBP+HOG features, and the DMRN inference SVM on CNN embeddings.
 
 Both are scikit-learn estimators (constructor stores parameters, ``fit`` returns ``self``, learned state ends with
-``_``) wrapping ``StandardScaler → SVC(probability=True, random_state)``; the probabilities come from libsvm's Platt
-scaling with an internal 5-fold CV seeded by ``random_state``, so a fit is deterministic for a seed.
+``_``) wrapping ``StandardScaler → SVC`` with Platt-scaled probabilities. ``SVC(probability=True)`` is deprecated
+since scikit-learn 1.9; its documented replacement is used instead: ``CalibratedClassifierCV(SVC(), method="sigmoid",
+ensemble=False)`` (one SVC fitted on all training rows, sigmoid fitted on its out-of-fold decision values from a
+stratified 5-fold CV — fewer folds when a class has fewer than 5 rows — shuffled with ``random_state``), so a fit is
+deterministic for a seed. Every class needs at least two training rows.
 
 Standardisation: a linear SVM's margin (and so ``C``) depends on the feature scales; CNN embedding dimensions (after
 ReLU/BN/pooling) and the concatenated LBP histograms (values ≤ 1) vs HOG (L2-Hys ≤ 0.2) differ by orders of
@@ -17,6 +20,8 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
@@ -66,8 +71,13 @@ class _ProbaSVM(ClassifierMixin, BaseEstimator):
         feats, y = feats[keep], y[keep]
         if np.unique(y).size < 2:
             raise CadxDataError("the SVM needs at least two classes in the training data", field="label")
-        svc = SVC(kernel=self.kernel, C=self.C, gamma=self.gamma, probability=True, random_state=self.random_state)
-        self.pipeline_ = Pipeline([("scale", StandardScaler()), ("svc", svc)]).fit(feats, y)
+        n_cv = min(5, int(np.unique(y, return_counts=True)[1].min()))
+        if n_cv < 2:
+            raise CadxDataError("Platt scaling needs at least two training samples of every class", field="label")
+        svc = SVC(kernel=self.kernel, C=self.C, gamma=self.gamma, random_state=self.random_state)
+        platt = CalibratedClassifierCV(svc, method="sigmoid", ensemble=False,
+                                       cv=StratifiedKFold(n_cv, shuffle=True, random_state=self.random_state))
+        self.pipeline_ = Pipeline([("scale", StandardScaler()), ("svc", platt)]).fit(feats, y)
         fitted = self.pipeline_.classes_
         if self.classes is not None:
             self.classes_ = np.asarray(self.classes)
@@ -98,7 +108,13 @@ class _ProbaSVM(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """The SVC's decision values on the scaled features (``(N,)`` binary, ``(N, K)`` one-vs-rest)."""
-        return self.pipeline_.decision_function(self._features(x))
+        scaled = self.pipeline_.named_steps["scale"].transform(self._features(x))
+        return self.svc_.decision_function(scaled)
+
+    @property
+    def svc_(self) -> SVC:
+        """The SVC fitted on all training rows (the one whose outputs are Platt-calibrated)."""
+        return self.pipeline_.named_steps["svc"].calibrated_classifiers_[0].estimator
 
 
 class HandcraftedSVM(_ProbaSVM):
