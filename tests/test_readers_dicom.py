@@ -12,6 +12,7 @@ from pydicom.data import get_testdata_file
 from cadx.data.dicom_write import write_dicom_series, write_multiframe
 from cadx.data.readers import list_dicom_series, read_dicom_file, read_dicom_series, read_image
 from cadx.data.readers_dicom import naive_read_series
+from cadx.data.readers_dicom_pixels import frame_pixels
 from cadx.errors import CadxDataError
 from conftest import shared_path
 
@@ -217,3 +218,27 @@ def test_real_ct_series_matches_naive_and_is_hu():
     body = img.array[0, :, 256, 200:312]  # a central line through soft tissue
     assert -200 < float(np.median(body)) < 200
     assert float(np.percentile(img.array, 1)) < -900  # air around the patient
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "emri_small.dcm", "rtdose.dcm", "OBXXXX1A.dcm",
+                                  "liver.dcm", "MR_small_jp2klossless.dcm", "J2K_pixelrep_mismatch.dcm",
+                                  "693_J2KI.dcm", "RG3_J2KI.dcm", "MR_small_bigendian.dcm"])
+def test_fast_pixel_paths_equal_pydicom(name):
+    """The frombuffer (native) and imagecodecs (JPEG 2000) paths give pydicom's stored values exactly."""
+    path = pdfile(name)
+    ds = pydicom.dcmread(path)
+    ref = ds.pixel_array
+    got = frame_pixels(ds, path)
+    assert got.dtype == ref.dtype
+    np.testing.assert_array_equal(got.reshape(ref.shape), ref)
+
+
+def test_signed_12_bit_with_high_bit_garbage(tmp_path):
+    """BitsStored 12, signed: bits above 12 are masked and the sign is extended from bit 11."""
+    (p,) = write_dicom_series(np.zeros((1, 2, 2)), (1, 1, 1), tmp_path, patient_id="P", uid_seed="b")
+    ds = pydicom.dcmread(p)
+    ds.BitsStored, ds.HighBit = 12, 11
+    ds.PixelData = np.array([[0x0FFF, 0x07FF], [0x7800, 0x1001]], dtype="<u2").tobytes()  # -1, 2047, -2048, 1
+    ds.save_as(p)
+    assert frame_pixels(pydicom.dcmread(p), p)[0].tolist() == [[-1, 2047], [-2048, 1]]
+    np.testing.assert_array_equal(read_image(p).array[0], np.array([[-1, 2047], [-2048, 1]]) - 1024.0)

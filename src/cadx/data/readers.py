@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from cadx.data.image import ImageData
-from cadx.data.readers_dicom import _is_dicom, list_dicom_series, read_dicom_file, read_dicom_series
+from cadx.data.readers_dicom import list_dicom_series, read_dicom_file, read_dicom_series
+from cadx.data.readers_dicom_pixels import is_dicom
 from cadx.errors import CadxDataError
 
 __all__ = ["ITK_SUFFIXES", "PIL_SUFFIXES", "TIFF_SUFFIXES", "list_dicom_series", "read_dicom_file",
@@ -50,7 +51,7 @@ def read_image(path: str | Path) -> ImageData:
     if path.is_dir():
         return read_dicom_series(path)
     suf = _suffix(path)
-    if suf == ".dcm" or (suf not in (*ITK_SUFFIXES, *PIL_SUFFIXES, *TIFF_SUFFIXES, ".npy") and _is_dicom(path)):
+    if suf == ".dcm" or (suf not in (*ITK_SUFFIXES, *PIL_SUFFIXES, *TIFF_SUFFIXES, ".npy") and is_dicom(path)):
         return read_dicom_file(path)
     if suf in ITK_SUFFIXES:
         return _read_itk(path)
@@ -72,7 +73,7 @@ def _nifti_voxels(path: Path, size: tuple[int, ...]) -> np.ndarray | None:
     import nibabel as nib
 
     try:
-        data = np.asanyarray(nib.load(path).dataobj)
+        data = np.asanyarray(nib.load(path).dataobj)  # type: ignore[attr-defined]
     except Exception:
         return None
     if data.shape != size:
@@ -129,9 +130,10 @@ def _read_pil(path: Path) -> ImageData:
     try:
         with Image.open(path) as im:
             mode = im.mode
-            if mode not in _PIL_KEEP:
-                im = im.convert("L" if mode in ("1", "LA", "La") else "RGB")  # palette, RGBA, CMYK, YCbCr
-            arr = np.asarray(im)
+            if mode in _PIL_KEEP:
+                arr = np.asarray(im)
+            else:  # bilevel / gray+alpha → L; palette, RGBA, CMYK, YCbCr → RGB
+                arr = np.asarray(im.convert("L" if mode in ("1", "LA", "La") else "RGB"))
     except UnidentifiedImageError:
         raise CadxDataError("not a readable image (content does not match the suffix?)", path=path,
                             field="format") from None

@@ -141,7 +141,8 @@ def load_manifest(path: Path, **options: Any) -> Cohort:
     extra = [c for c in header if c not in REQUIRED and c not in OPTIONAL and c]
     kinds = _column_kinds(rows, extra, forced_meta, csv_path)
     base = csv_path.parent
-    studies, seen = [], {}
+    studies: list[Study] = []
+    seen: dict[str, int] = {}
     for i, r in enumerate(rows):
         line = i + 2
         sid = (r.get("study_id") or "").strip()
