@@ -34,7 +34,8 @@ class DataConfig(_Section):
 class TaskConfig(_Section):
     """What to predict (any combination): the class, attribute scores, a lesion mask.
 
-    ``score`` names an attribute (in [0, 1]) used as the ranking target ``batch["score"]``.
+    ``score`` names an attribute or numeric metadata field (in [0, 1], e.g. LIDC's ``malignancy_score``) used as
+    the ranking target ``batch["score"]``.
     """
 
     classification: bool = True
@@ -73,8 +74,9 @@ class InputConfig(_Section):
     width]``) maps to [0, 1]; otherwise ``normalize`` (``percentile`` = 0.5–99.5 % → [0, 1], ``zscore``,
     ``minmax``, ``none``), always per image so nothing is fitted on the cohort.
     ``roi``: crop from the study's ``box`` (first lesion for ``roi2d``/``volume3d``), the ``mask``'s bounding box,
-    a square of side ``diameter_scale × diameter`` around the lesion centre (``diameter``; the attribute
-    ``diameter_attribute`` in mm, else the box extent), or ``none`` (whole image). ``margin``: extra context
+    a square of side ``diameter_scale × diameter`` around the lesion centre (``diameter``; the attribute or numeric
+    metadata ``diameter_attribute`` in mm, else the box extent; no box: the image centre), or ``none`` (whole
+    image). ``margin``: extra context
     around a box, as a fraction of its size. ``max_slices``: keep at most this many evenly spaced slices per
     lesion (``slices2d``; 0 = all).
     """
@@ -87,7 +89,7 @@ class InputConfig(_Section):
     roi: Literal["box", "mask", "diameter", "none"] = "box"
     margin: float = Field(0.25, ge=0)
     diameter_scale: float = Field(2.0, gt=0)
-    diameter_attribute: str = "diameter"
+    diameter_attribute: str = "diameter_mm"
     max_slices: int = Field(0, ge=0)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
@@ -159,6 +161,19 @@ class EarlyStoppingConfig(_Section):
     monitor: Literal["val_loss", "val_accuracy", "val_auc"] = "val_loss"
 
 
+class TwoPhaseConfig(_Section):
+    """Two-phase training (thesis A.2, after Havaei et al. 2017): phase 1 trains ``train.epochs`` on a balanced
+    ``sampler`` (oversample|undersample towards ``ratio``) set; phase 2 fine-tunes only ``trainable`` (``head`` = the
+    model's classifier layer, or a list of parameter-name prefixes) for ``epochs`` on the original distribution at
+    ``lr_factor`` × the learning rate. See :mod:`cadx.engine.two_phase`."""
+
+    sampler: Literal["oversample", "undersample"] = "oversample"
+    ratio: float = Field(1.0, gt=0, le=1)
+    epochs: int = Field(1, ge=1)
+    lr_factor: float = Field(0.1, gt=0)
+    trainable: Literal["head"] | list[str] = "head"
+
+
 class TrainConfig(_Section):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -168,6 +183,7 @@ class TrainConfig(_Section):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     gradient_clip: float | None = None
     progress: bool = True
+    two_phase: TwoPhaseConfig | None = None
 
 
 class CVConfig(_Section):

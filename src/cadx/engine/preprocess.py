@@ -95,6 +95,19 @@ def _square(lo: float, hi: float, side: float) -> tuple[int, int]:
     return int(np.floor(c - side / 2)), int(np.floor(c - side / 2)) + max(1, round(side))
 
 
+def study_number(study: Study, key: str | None) -> float | None:
+    """A finite number named ``key`` from the study's attributes, else its metadata (e.g. LIDC's ``diameter_mm``,
+    ``malignancy_score``); None when absent or not a finite number."""
+    if not key:
+        return None
+    v = study.attributes.get(key, study.metadata.get(key))
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) else None
+
+
 def _mask_box(mask: np.ndarray) -> tuple[int, ...] | None:
     idx = np.nonzero(mask)
     if not idx[0].size:
@@ -127,8 +140,7 @@ class StudyPreprocessor:
                 raise CadxDataError(f"mask shape {mask.shape[1:]} differs from image {img.array.shape[1:]}",
                                     path=mimg.source, field="mask")
         if diameter is None:
-            d = study.attributes.get(self.cfg.diameter_attribute)
-            diameter = float(d) if d is not None and np.isfinite(d) else None
+            diameter = study_number(study, self.cfg.diameter_attribute)
         return self.items(img, mask, list(study.boxes), diameter, source=study.study_id)
 
     def items(self, img: ImageData, mask: np.ndarray | None, boxes: list[tuple[int, ...]],
@@ -149,11 +161,12 @@ class StudyPreprocessor:
             boxes = []
         if cfg.kind in ("roi2d", "volume3d", "image2d"):
             boxes = boxes[:1]
-        if not boxes:
+        whole = not boxes
+        if whole and cfg.roi == "diameter" and diameter_mm is not None and cfg.kind != "image2d":
+            centre = [s // 2 for s in arr.shape[1:]]          # no box: a diameter-sized square at the centre
+            boxes, whole = [tuple(centre) + tuple(c + 1 for c in centre)], False
+        elif whole:
             boxes = [tuple([0] * nd) + tuple(arr.shape[1:])]
-            whole = True
-        else:
-            whole = False
         spacing = img.spacing
         out_img, out_mask, pos = [], [], []
         for box in boxes:

@@ -10,7 +10,7 @@ import torch
 
 from cadx.config import ExperimentConfig
 from cadx.data.study import Cohort, Study
-from cadx.engine.preprocess import StudyPreprocessor
+from cadx.engine.preprocess import StudyPreprocessor, study_number
 from cadx.errors import CadxConfigError, CadxDataError
 
 
@@ -75,7 +75,7 @@ def study_targets(studies: list[Study], classes: list[str], attributes: list[str
     labels = np.array([lut.get(s.label, -1) if s.label is not None else -1 for s in studies], dtype=np.int64)
     attrs = np.array([[float(s.attributes.get(a, np.nan)) for a in attributes] for s in studies],
                      dtype=np.float32).reshape(len(studies), len(attributes))
-    sc = np.array([float(s.attributes.get(score, np.nan)) if score else np.nan for s in studies], dtype=np.float32)
+    sc = np.array([v if (v := study_number(s, score)) is not None else np.nan for s in studies], dtype=np.float32)
     return labels, attrs, sc
 
 

@@ -129,6 +129,10 @@ def fit(cfg: ExperimentConfig, store: ItemStore, train_items: np.ndarray, val_it
     **best** checkpoint's weights. With ``resume`` and an existing ``checkpoint_last.ckpt`` training continues from
     it (model, optimiser, scheduler, epoch, history, RNG states). Global torch RNG state is left as it was.
     """
+    if cfg.train.two_phase is not None:  # phase 1 balanced, phase 2 head-only (cadx.engine.two_phase)
+        from cadx.engine.two_phase import fit_two_phase
+
+        return fit_two_phase(cfg, store, train_items, val_items, out_dir, seed, resume, callbacks)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = model_spec(cfg, store)
