@@ -38,14 +38,14 @@ def ramp(z: int, y: int, x: int) -> np.ndarray:
 # --- writer + series reader ---------------------------------------------------------------------------------
 def test_series_round_trip_shuffled_files(tmp_path):
     vol = ramp(5, 8, 9)
-    paths = write_dicom_series(vol, (2.5, 0.7, 0.8), tmp_path / "s", patient_id="P1", origin=(10.0, -5.0, 3.0),
+    paths = write_dicom_series(vol, (2.5, 0.7, 0.8), tmp_path / "s", patient_id="P1", origin=(-1234.56789, -5.0, 3.0),
                                uid_seed="t1", shuffle_files=True)
     assert [p.name for p in paths] != sorted(p.name for p in paths)  # file order is not slice order
     img = read_dicom_series(tmp_path / "s")
     assert img.array.shape == (1, 5, 8, 9) and img.array.dtype == np.float32
     np.testing.assert_array_equal(img.array[0], vol)
     assert img.spacing == pytest.approx((2.5, 0.7, 0.8))
-    assert img.origin == pytest.approx((10.0, -5.0, 3.0))
+    assert img.origin == pytest.approx((-1234.56789, -5.0, 3.0), abs=1e-9)  # full DS precision kept
     assert img.direction == pytest.approx(tuple(np.eye(3).ravel()))
     assert [Path(f).name for f in img.meta["files"]] == [p.name for p in paths]
     assert img.meta["patient_id"] == "P1"

@@ -20,6 +20,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     generate_uid,
 )
+from pydicom.valuerep import format_number_as_ds
 
 INTERCEPT = -1024.0
 
@@ -29,6 +30,11 @@ def _uid(seed: str | None, *parts: object) -> str:
     if seed is None:
         return generate_uid()
     return generate_uid(entropy_srcs=[seed, *[str(p) for p in parts]])
+
+
+def _ds(value: float) -> str:
+    """Decimal String with the most precision DICOM's 16 characters allow."""
+    return format_number_as_ds(float(value))
 
 
 def _stored(volume_hu: np.ndarray) -> np.ndarray:
@@ -110,11 +116,11 @@ def write_dicom_series(volume_hu: np.ndarray, spacing: Sequence[float], folder: 
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.InstanceNumber = k + 1
         z = oz + k * sz
-        ds.ImagePositionPatient = [f"{ox:.6g}", f"{oy:.6g}", f"{z:.6g}"]
+        ds.ImagePositionPatient = [_ds(ox), _ds(oy), _ds(z)]
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.SliceLocation = f"{z:.6g}"
-        ds.PixelSpacing = [f"{sy:.6g}", f"{sx:.6g}"]
-        ds.SliceThickness = f"{sz:.6g}"
+        ds.SliceLocation = _ds(z)
+        ds.PixelSpacing = [_ds(sy), _ds(sx)]
+        ds.SliceThickness = _ds(sz)
         ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
         path = folder / names[k]
         ds.save_as(path, enforce_file_format=True)
@@ -147,8 +153,8 @@ def write_multiframe(volume_hu: np.ndarray, spacing: Sequence[float], path: Path
     ds.NumberOfFrames = nz
     shared = Dataset()
     pm = Dataset()
-    pm.PixelSpacing = [f"{sy:.6g}", f"{sx:.6g}"]
-    pm.SliceThickness = f"{sz:.6g}"
+    pm.PixelSpacing = [_ds(sy), _ds(sx)]
+    pm.SliceThickness = _ds(sz)
     po = Dataset()
     po.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
     pvt = Dataset()
@@ -164,7 +170,7 @@ def write_multiframe(volume_hu: np.ndarray, spacing: Sequence[float], path: Path
         for k in order:
             fr = Dataset()
             pp = Dataset()
-            pp.ImagePositionPatient = [f"{ox:.6g}", f"{oy:.6g}", f"{oz + k * sz:.6g}"]
+            pp.ImagePositionPatient = [_ds(ox), _ds(oy), _ds(oz + k * sz)]
             fr.PlanePositionSequence = [pp]
             frames.append(fr)
         ds.PerFrameFunctionalGroupsSequence = frames
