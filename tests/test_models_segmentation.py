@@ -146,7 +146,7 @@ def test_ppm_bins_and_shortcut() -> None:
     assert ppm.out_channels == 16 + 3 * 4 and ppm.bins(16, 12) == [(8, 6), (4, 3), (2, 1)]
     seen: list[tuple[int, ...]] = []
     for br in ppm.branches:
-        br.register_forward_hook(lambda _m, inp, _o: seen.append(tuple(inp[0].shape[-2:])))
+        br[0].register_forward_hook(lambda _m, inp, _o: seen.append(tuple(inp[0].shape[-2:])))
     x = torch.randn(2, 16, 16, 12, generator=torch.Generator().manual_seed(2))
     y = ppm(x)
     assert y.shape == (2, 28, 16, 12) and seen == [(8, 6), (4, 3), (2, 1)]
@@ -155,6 +155,9 @@ def test_ppm_bins_and_shortcut() -> None:
         manual = F.interpolate(br(F.adaptive_avg_pool2d(x, size)), size=(16, 12), mode="bilinear")
         torch.testing.assert_close(y[:, 16 + 4 * k: 20 + 4 * k], manual)
     assert n_params(ppm.branches[0]) == 16 * 4 + 2 * 4  # 1×1 conv (no bias) + BN
+    ppm.train()
+    y1 = ppm(x[:1, :, :8, :8])  # batch of 1 with a 1×1 bin (8 // 8) trains without a BatchNorm error
+    assert y1.shape == (1, 28, 8, 8) and torch.isfinite(y1).all()
 
 
 def test_pspnet_forward_and_parameter_counts() -> None:

@@ -103,7 +103,8 @@ class PyramidPooling(nn.Module):
     as SCNet §II-B, instead of PSPNet's fixed 1, 2, 3, 6 bins), applies 1×1 conv + BN + ReLU to ``C_b``
     channels (default ``C // 4``, PSPNet's 2048 → 512) and bilinearly up-samples back to ``(h, w)``
     (``align_corners=False``). The output concatenates the input itself (the "direct short-cut") and the
-    branches, in that order.
+    branches, in that order. A 1×1 bin in a training batch of one uses the BN running statistics (batch
+    statistics of a single value are undefined).
     """
 
     def __init__(self, in_channels: int, ratios: tuple[int, ...] = (2, 4, 8), branch_channels: int | None = None
@@ -126,7 +127,14 @@ class PyramidPooling(nn.Module):
         h, w = x.shape[-2:]
         outs = [x]
         for branch, size in zip(self.branches, self.bins(h, w), strict=True):
-            y = branch(F.adaptive_avg_pool2d(x, size))
+            conv, bn, act = branch
+            y = conv(F.adaptive_avg_pool2d(x, size))
+            if self.training and y.shape[0] * y.shape[2] * y.shape[3] == 1:
+                # one value per channel (batch of 1, 1×1 bin): batch statistics are undefined → running stats
+                y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+            else:
+                y = bn(y)
+            y = act(y)
             outs.append(F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False))
         return torch.cat(outs, dim=1)
 
