@@ -242,3 +242,21 @@ def test_signed_12_bit_with_high_bit_garbage(tmp_path):
     ds.save_as(p)
     assert frame_pixels(pydicom.dcmread(p), p)[0].tolist() == [[-1, 2047], [-2048, 1]]
     np.testing.assert_array_equal(read_image(p).array[0], np.array([[-1, 2047], [-2048, 1]]) - 1024.0)
+
+
+def test_legacy_file_without_preamble_and_non_dicom(tmp_path):
+    """A dataset written without preamble/file meta (ACR-NEMA style) reads like the original; text does not."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    ds = pydicom.dcmread(pdfile("CT_small.dcm"))
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_dataset(fp, ds)
+    (tmp_path / "legacy.dcm").write_bytes(fp.getvalue())
+    img = read_image(tmp_path / "legacy.dcm")
+    np.testing.assert_array_equal(img.array, read_image(pdfile("CT_small.dcm")).array)
+    (tmp_path / "text.dcm").write_text("patient,label\nnot dicom at all\n")
+    with pytest.raises(CadxDataError) as e:
+        read_image(tmp_path / "text.dcm")
+    assert e.value.field == "format" and "text.dcm" in str(e.value)

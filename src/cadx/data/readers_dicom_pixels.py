@@ -17,7 +17,13 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless
+from pydicom.uid import (
+    JPEG2000,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+)
 
 from cadx.errors import CadxDataError
 
@@ -31,14 +37,38 @@ def workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+def _read_legacy(path: Path, header_only: bool) -> Dataset | None:
+    """A file without preamble / file meta (old ACR-NEMA style), or None when it does not parse as DICOM.
+
+    The transfer syntax is set from the encoding pydicom detected, so pixel decoding works."""
+    try:
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=header_only)
+    except Exception:
+        return None
+    if "SOPClassUID" not in ds and "PixelData" not in ds:
+        return None
+    if "TransferSyntaxUID" not in ds.file_meta:
+        implicit, little = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                          ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    return ds
+
+
 def dcmread(path: Path, header_only: bool = False) -> Dataset:
-    """``pydicom.dcmread`` with its errors turned into :class:`CadxDataError` naming ``path``."""
+    """``pydicom.dcmread`` with its errors turned into :class:`CadxDataError` naming ``path``.
+
+    Files lacking the ``DICM`` preamble are read with ``force=True`` when they carry a SOPClassUID or pixel
+    data; anything else is CadxDataError field ``format``."""
     try:
         if header_only:
             return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
         return pydicom.dcmread(path)
-    except InvalidDicomError as e:
-        raise CadxDataError(f"not a DICOM file ({e})", path=path, field="format") from None
+    except InvalidDicomError:
+        legacy = _read_legacy(path, header_only)
+        if legacy is None:
+            raise CadxDataError("not a DICOM file (no 'DICM' preamble and no DICOM dataset)", path=path,
+                                field="format") from None
+        return legacy
     except Exception as e:  # truncated headers surface as EOFError, struct.error, OSError, ...
         raise CadxDataError(f"unreadable DICOM header ({type(e).__name__}: {e})", path=path,
                             field="header") from None
