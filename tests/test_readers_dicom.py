@@ -120,6 +120,7 @@ def test_multiframe_sorted_by_per_frame_positions(tmp_path):
     assert img.array.shape == (1, 4, 5, 6)
     np.testing.assert_array_equal(img.array[0], vol)
     assert img.spacing == pytest.approx((2.0, 0.5, 0.6)) and img.origin == pytest.approx((7.0, 1.0, 2.0))
+    assert read_image(tmp_path / "mf.dcm").array.shape == read_dicom_series(tmp_path).array.shape
     flat = write_multiframe(vol, (2.0, 0.5, 0.6), tmp_path / "flat.dcm", patient_id="P",
                             per_frame_positions=False, frame_order=[1, 0, 2, 3])
     img = read_dicom_file(flat)  # no positions: file order, z spacing from SliceThickness

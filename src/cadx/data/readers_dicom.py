@@ -125,7 +125,8 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Imag
     positions (not SliceThickness) and irregular gaps or duplicate positions raise CadxDataError (field
     ``ImagePositionPatient``). Without positions, slices follow InstanceNumber and z spacing falls back to
     SpacingBetweenSlices / SliceThickness. Values are ``stored * RescaleSlope + RescaleIntercept`` per slice.
-    A one-file series yields Z = 1. ``meta["files"]`` lists the files in slice order.
+    A one-file series yields Z = 1, or the frames of a multi-frame file. ``meta["files"]`` lists the files in
+    slice order.
     """
     folder = Path(folder)
     files = _candidate_files(folder)
@@ -147,6 +148,8 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Imag
                                 field="SeriesInstanceUID")
         dss = [datasets[i] for i in groups[series_uid]]
         paths = [files[i] for i in groups[series_uid]]
+        if len(dss) == 1 and int(dss[0].get("NumberOfFrames", 1) or 1) > 1:
+            return read_dicom_file(paths[0])  # one multi-frame (e.g. Enhanced CT) file is the series
         first = dss[0]
         fallback = first.get("SpacingBetweenSlices") or first.get("SliceThickness")
         fallback = float(fallback) if fallback else None
