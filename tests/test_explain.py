@@ -1,0 +1,161 @@
+"""cadx.explain: Grad-CAM on tiny models with a known answer (2D and 3D), filters/feature maps via hooks, t-SNE."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cadx.errors import CadxConfigError, CadxDataError
+from cadx.explain import (
+    default_perplexity,
+    feature_maps_figure,
+    first_layer_filters,
+    first_layer_filters_figure,
+    grad_cam,
+    last_conv_layer,
+    overlay_figure,
+    tsne_figure,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class HalvesNet(nn.Module):
+    """Logit 0 = mean of ReLU(conv(x * left half)), logit 1 = the same for the right half (2D or 3D).
+
+    The depthwise conv has an identity kernel and no bias, so channel k of its output is the masked input itself:
+    Grad-CAM for class 0 has weight 0 on channel 1, so its map is exactly zero on the right half, and vice versa.
+    """
+
+    def __init__(self, spatial_dims: int = 2) -> None:
+        super().__init__()
+        self.spatial_dims = spatial_dims
+        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        self.conv = conv(2, 2, 3, padding=1, groups=2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[(slice(None), 0, *[1] * spatial_dims)] = 1.0
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        w = x.shape[-1]
+        left = torch.zeros_like(x)
+        left[..., : w // 2] = 1
+        a = torch.relu(self.conv(torch.cat([x * left, x * (1 - left)], dim=1)))
+        logits = a.flatten(2).mean(dim=2)
+        return {"logits": logits, "features": logits}
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_grad_cam_heat_follows_the_half_the_logit_reads(dims):
+    g = torch.Generator().manual_seed(0)
+    shape = (2, 1, 8, 8) if dims == 2 else (2, 1, 4, 8, 8)
+    x = 0.5 + 0.5 * torch.rand(shape, generator=g)
+    x[..., :4] += 1.0  # brighter left half: class 0 is predicted
+    model = HalvesNet(dims).train()
+    assert last_conv_layer(model, x) == "conv"
+    h0 = grad_cam(model, x)  # default target = predicted class = 0
+    assert h0.shape == (2, *shape[2:]) and h0.min() >= 0 and h0.max() == pytest.approx(1.0)
+    assert np.all(h0[..., 4:] == 0) and np.all(h0[..., :4] > 0)
+    # cam = w_0 * A_0 with w_0 > 0 constant, then min-max scaled: the left half equals the scaled input
+    xl = x[:, 0, ..., :4].numpy()
+    want = np.concatenate([xl / xl.reshape(2, -1).max(axis=1).reshape(2, *[1] * dims),
+                           np.zeros_like(xl)], axis=-1)
+    np.testing.assert_allclose(h0, want, atol=1e-6)
+    h1 = grad_cam(model, x, target=1, layer="conv")
+    assert np.all(h1[..., :4] == 0) and np.all(h1[..., 4:] > 0)
+    assert model.training  # mode restored
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_grad_cam_upsamples_and_validates():
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(3, 2))
+    x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    h = grad_cam(net, x, target=[0, 1, 1])
+    assert h.shape == (3, 16, 16) and h.min() >= 0 and h.max() <= 1
+    with pytest.raises(CadxConfigError):
+        grad_cam(net, x, layer="nope")
+    with pytest.raises(CadxDataError):
+        grad_cam(net, x, target=5)
+    with pytest.raises(CadxConfigError):
+        last_conv_layer(nn.Sequential(nn.Flatten(), nn.Linear(256, 2)), x)
+
+
+def test_grad_cam_on_a_cadx_model_and_overlay(tmp_path):
+    from cadx.models import create_model
+
+    model = create_model("cnn3d_small", num_classes=2, spatial_dims=3)
+    x = torch.rand(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    h = grad_cam(model, x[0])  # unbatched (C, D, H, W) is accepted
+    assert h.shape == (1, 16, 16, 16) and h.min() >= 0 and h.max() <= 1
+    p3 = overlay_figure(x[0].numpy(), h[0], tmp_path / "cam3d.png", title="3D")
+    p2 = overlay_figure(np.random.default_rng(0).random((3, 20, 20)), np.zeros((20, 20)), tmp_path / "cam2d.png")
+    assert p3.read_bytes()[:8] == PNG and p2.read_bytes()[:8] == PNG
+    assert not list(tmp_path.glob(".*.tmp"))
+    with pytest.raises(CadxDataError):
+        overlay_figure(np.zeros((10, 10)), np.zeros((12, 12)), tmp_path / "bad.png")
+
+
+def test_first_layer_filters_are_the_scaled_kernels(tmp_path):
+    conv = nn.Conv2d(1, 4, 3, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.arange(36, dtype=torch.float32).reshape(4, 1, 3, 3))
+        conv.weight[3] = 2.0  # a constant kernel is drawn mid-grey
+    model = nn.Sequential(conv, nn.ReLU(), nn.Conv2d(4, 2, 3))
+    tiles = first_layer_filters(model)
+    assert tiles.shape == (4, 3, 3)
+    np.testing.assert_allclose(tiles[0], np.arange(9).reshape(3, 3) / 8)
+    assert np.all(tiles[3] == 0.5)
+    rgb = first_layer_filters(nn.Sequential(nn.Conv2d(3, 6, 5)), max_filters=4)
+    assert rgb.shape == (4, 5, 5, 3) and rgb.min() == 0 and rgb.max() == 1
+    assert first_layer_filters(nn.Sequential(nn.Conv3d(1, 2, 3))).shape == (2, 3, 3)
+    out = first_layer_filters_figure(model, tmp_path / "filters.png")
+    assert out.read_bytes()[:8] == PNG
+
+
+def test_feature_maps_figure_returns_the_hooked_activation(tmp_path):
+    conv = nn.Conv2d(1, 20, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[:, 0, 1, 1] = torch.arange(1, 21, dtype=torch.float32)  # map k = (k + 1) * x
+    model = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    x = torch.rand(1, 12, 12, generator=torch.Generator().manual_seed(0))
+    maps = feature_maps_figure(model, x, "0", tmp_path / "maps.png", max_maps=12)
+    assert maps.shape == (12, 12, 12)
+    np.testing.assert_allclose(maps[4], 5 * x[0].numpy(), rtol=1e-6)
+    assert (tmp_path / "maps.png").read_bytes()[:8] == PNG
+    with pytest.raises(CadxConfigError):
+        feature_maps_figure(model, x, "3", tmp_path / "flat.png")  # (1, 20): no spatial axes
+    with pytest.raises(CadxConfigError):
+        feature_maps_figure(model, x, "missing", tmp_path / "m.png")
+
+
+def test_tsne_figure_keeps_clusters_and_is_seeded(tmp_path):
+    rng = np.random.default_rng(0)
+    emb = np.concatenate([rng.normal(0, 1, (20, 64)), rng.normal(0, 1, (20, 64)) + 6.0])
+    labels = np.repeat([0, 1], 20)
+    xy = tsne_figure(emb, labels, ["benign", "malignant"], tmp_path / "tsne.png", seed=3, title="demo")
+    assert xy.shape == (40, 2)
+    assert (tmp_path / "tsne.png").read_bytes()[:8] == PNG
+    # every point's nearest neighbour in the map has its label (the clusters are far apart in 64-D)
+    d = np.linalg.norm(xy[:, None] - xy[None], axis=2)
+    np.fill_diagonal(d, np.inf)
+    assert (labels[d.argmin(axis=1)] == labels).all()
+    again = tsne_figure(emb, np.where(labels == 0, "benign", "malignant"), ["benign", "malignant"],
+                        tmp_path / "tsne2.pdf", seed=3)
+    np.testing.assert_allclose(again, xy)
+    assert default_perplexity(10) == 3.0 and default_perplexity(1000) == 30.0
+    with pytest.raises(CadxDataError):
+        tsne_figure(emb[:2], labels[:2], ["a", "b"], tmp_path / "x.png")
+    with pytest.raises(CadxDataError):
+        tsne_figure(emb, labels + 5, ["a", "b"], tmp_path / "x.png")
