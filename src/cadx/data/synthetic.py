@@ -31,7 +31,7 @@ from cadx.errors import CadxConfigError, CadxDataError
 from cadx.utils import atomic_write_json, read_json
 
 #: Bump when the generator changes what it writes: cohorts of another version are regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 DEFAULT_SHAPE: tuple[int, int, int] = (28, 64, 64)
 META_FILE, MANIFEST_FILE = "synthetic.json", "manifest.csv"
 ATTRIBUTES = ("size_mm", "heterogeneity", "fat", "calcification", "necrosis", "margin_irregularity",

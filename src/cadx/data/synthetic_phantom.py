@@ -35,7 +35,7 @@ PHASE_PROBS: tuple[float, ...] = (0.2, 0.2, 0.4, 0.2)
 # kinetics per phase, texture heterogeneity range, necrosis (probability, fraction range), fat fraction
 # (beta a, b; 0 = none), calcification probability, lobulation range, roughness range, elongation range.
 SPECS: dict[str, dict[str, Any]] = {
-    "ACA": dict(size=(38.0, 0.28), hu=(34.0, 10.0), enh=(40.0, 15.0), kin=(0.0, 0.6, 1.0, 0.85),
+    "ACA": dict(size=(36.0, 0.28), hu=(34.0, 10.0), enh=(40.0, 15.0), kin=(0.0, 0.6, 1.0, 0.85),
                 het=(0.35, 0.85), nec=(0.75, (0.10, 0.40)), fat=None, calc=0.30, lob=(0.15, 0.45),
                 rough=(0.05, 0.20), elong=(1.0, 1.35)),
     "NAA": dict(size=(23.0, 0.30), hu=(10.0, 16.0), enh=(45.0, 15.0), kin=(0.0, 0.7, 1.0, 0.45),
@@ -103,7 +103,7 @@ def _uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
 def sample_lesion(label: str, rng: np.random.Generator) -> Lesion:
     """Draw one lesion of class ``label`` (one of :data:`CLASSES`)."""
     s = SPECS[label]
-    size = float(np.clip(s["size"][0] * np.exp(rng.normal(0.0, s["size"][1])), 10.0, 56.0))
+    size = float(np.clip(s["size"][0] * np.exp(rng.normal(0.0, s["size"][1])), 10.0, 50.0))
     p_nec, nec_range = s["nec"]
     necrosis = _uniform(rng, nec_range) if rng.random() < p_nec else 0.0
     fat = float(rng.beta(*s["fat"]) * 0.8 + 0.03) if s["fat"] else 0.0
@@ -142,11 +142,12 @@ def _ellipsoid(z: np.ndarray, y: np.ndarray, x: np.ndarray, c: tuple[float, floa
 
 
 def render_anatomy(shape: tuple[int, int, int], spacing: tuple[float, float, float], phase: int,
-                   side: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, float]]:
+                   side: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
     """Noise-free body: air, subcutaneous fat, muscle wall, visceral fat, liver, kidneys, aorta, vertebra.
 
     ``side`` is −1 (patient right, image left) or +1: the side of the adrenal lesion. Returns the HU volume
-    ``(Z, Y, X)`` float32 and the layout (body semi-axes and the adrenal position in mm).
+    ``(Z, Y, X)`` float32 and the layout: body semi-axes and the adrenal position in mm, and ``core``, the
+    ``(Z, Y, X)`` bool region inside the muscle wall (where a lesion may grow).
     """
     z, y, x = body_grid(shape, spacing)
     fov_y, fov_x = shape[1] * spacing[1], shape[2] * spacing[2]
@@ -202,7 +203,7 @@ def render_anatomy(shape: tuple[int, int, int], spacing: tuple[float, float, flo
     vol[np.broadcast_to(aorta, shape)] = hu("aorta")
     adrenal = (0.15 * zc + rng.normal(0, 2.0), 0.18 * ay + rng.normal(0, 2.0), side * 0.3 * ax)
     return vol, {"ax": float(ax), "ay": float(ay), "az": float(zc), "adrenal_z": adrenal[0],
-                 "adrenal_y": adrenal[1], "adrenal_x": adrenal[2]}
+                 "adrenal_y": adrenal[1], "adrenal_x": adrenal[2], "core": core <= 1}
 
 
 def _lesion_axes(les: Lesion, rng: np.random.Generator, z_room: float) -> tuple[tuple[float, float, float], float]:
@@ -221,8 +222,9 @@ def _lesion_axes(les: Lesion, rng: np.random.Generator, z_room: float) -> tuple[
 
 def render_lesion(vol: np.ndarray, grid: tuple[np.ndarray, ...], spacing: tuple[float, float, float],
                   les: Lesion, phase: int, center: tuple[float, float, float],
-                  rng: np.random.Generator) -> tuple[np.ndarray, dict[str, float]]:
-    """Paint ``les`` into the noise-free HU volume ``vol`` (in place) at ``center`` (mm, z/y/x).
+                  rng: np.random.Generator, inside: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, float]]:
+    """Paint ``les`` into the noise-free HU volume ``vol`` (in place) at ``center`` (mm, z/y/x), restricted to
+    the ``inside`` region ``(Z, Y, X)`` bool when given (a mass abutting the body wall is flattened against it).
 
     Returns the lesion mask ``(Z, Y, X)`` bool (never empty: at least the centre voxel) and measured scores:
     ``size_mm`` (equivalent-sphere diameter of the mask), ``fat``, ``calcification``, ``necrosis`` (voxel
@@ -257,6 +259,8 @@ def render_lesion(vol: np.ndarray, grid: tuple[np.ndarray, ...], spacing: tuple[
     boundary = 1.0 + 0.5 * les.lobulation * lob + les.roughness * rough
     t = rho / np.maximum(boundary, 0.3)
     mask = t <= 1.0
+    if inside is not None:
+        mask &= inside[crop]
     lab, n_comp = ndi.label(mask)
     if n_comp > 1:  # roughness can detach specks: keep the main body only
         mask = lab == 1 + int(np.argmax(ndi.sum_labels(mask, lab, index=np.arange(1, n_comp + 1))))
@@ -342,7 +346,8 @@ def render_case(label: str, shape: tuple[int, int, int], rng: np.random.Generato
         half = (shape[a] - 1) / 2.0 * spacing[a]
         ext = r * (1.0 + les.lobulation) * les.elongation ** (2 / 3) + 2 * spacing[a]
         center[a] = float(np.clip(center[a], -half + ext, half - ext)) if ext < half else 0.0
-    lesion, attrs = render_lesion(vol, grid, spacing, les, phase, (center[0], center[1], center[2]), rng)
+    lesion, attrs = render_lesion(vol, grid, spacing, les, phase, (center[0], center[1], center[2]), rng,
+                                  inside=layout.pop("core"))
     mask = annotate(lesion, rng)
     # partial volume (scanner PSF), then correlated quantum noise
     vol = ndi.gaussian_filter(vol, (0.35, 0.6, 0.6))
