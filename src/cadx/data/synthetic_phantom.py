@@ -66,7 +66,7 @@ FAT_HU, NECROSIS_HU, CALC_HU = -95.0, 16.0, (350.0, 900.0)
 
 @dataclass
 class Lesion:
-    """Sampled parameters of one lesion (mm and HU); ``attributes()`` gives the stored scores."""
+    """Sampled parameters of one lesion (mm, HU, fractions); the stored scores are measured by render_lesion."""
 
     label: str
     size_mm: float
