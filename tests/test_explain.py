@@ -9,6 +9,7 @@ from torch import nn
 
 from cadx.errors import CadxConfigError, CadxDataError
 from cadx.explain import (
+    default_cam_layer,
     default_perplexity,
     feature_maps_figure,
     first_layer_filters,
@@ -83,12 +84,37 @@ def test_grad_cam_upsamples_and_validates():
     x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
     h = grad_cam(net, x, target=[0, 1, 1])
     assert h.shape == (3, 16, 16) and h.min() >= 0 and h.max() <= 1
+    assert default_cam_layer(net, x) == "1"  # the ReLU'd 8x8 map; the 1x1 pooled map is not spatial
     with pytest.raises(CadxConfigError):
         grad_cam(net, x, layer="nope")
     with pytest.raises(CadxDataError):
         grad_cam(net, x, target=5)
     with pytest.raises(CadxConfigError):
         last_conv_layer(nn.Sequential(nn.Flatten(), nn.Linear(256, 2)), x)
+
+
+class SegAndClassify(nn.Module):
+    """Encoder feeding both a classifier and a 1x1-conv segmentation head that runs last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Conv2d(1, 4, 3, padding=1)
+        self.dec = nn.Conv2d(4, 1, 1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        a = torch.relu(self.enc(x))
+        return {"logits": self.fc(a.mean(dim=(2, 3))), "seg_logits": self.dec(a)}
+
+
+def test_default_layer_is_the_last_one_the_score_depends_on():
+    model = SegAndClassify()
+    x = torch.rand(2, 1, 10, 10, generator=torch.Generator().manual_seed(0))
+    assert last_conv_layer(model, x) == "dec"
+    assert default_cam_layer(model, x) == "enc"
+    np.testing.assert_array_equal(grad_cam(model, x, target=1), grad_cam(model, x, target=1, layer="enc"))
+    with pytest.raises(CadxConfigError, match="does not depend"):
+        grad_cam(model, x, layer="dec")
 
 
 def test_grad_cam_on_a_cadx_model_and_overlay(tmp_path):

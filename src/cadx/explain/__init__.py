@@ -8,11 +8,11 @@ from cadx.explain.filters import (
     first_layer_filters,
     first_layer_filters_figure,
 )
-from cadx.explain.gradcam import grad_cam, last_conv_layer, overlay_figure
+from cadx.explain.gradcam import default_cam_layer, grad_cam, last_conv_layer, overlay_figure
 from cadx.explain.tsne import default_perplexity, save_figure, tsne_embed, tsne_figure
 
 __all__ = [
-    "default_perplexity", "feature_maps", "feature_maps_figure", "first_conv", "first_layer_filters",
-    "first_layer_filters_figure", "grad_cam", "last_conv_layer", "overlay_figure", "save_figure", "tsne_embed",
-    "tsne_figure",
+    "default_cam_layer", "default_perplexity", "feature_maps", "feature_maps_figure", "first_conv",
+    "first_layer_filters", "first_layer_filters_figure", "grad_cam", "last_conv_layer", "overlay_figure",
+    "save_figure", "tsne_embed", "tsne_figure",
 ]
