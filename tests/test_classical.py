@@ -14,6 +14,7 @@ from cadx.classical import (
     ROI_FEATURE_NAMES,
     AttributeRegressor,
     EmbeddingSVM,
+    HandcraftedFeatures,
     HandcraftedSVM,
     absolute_error,
     attribute_relatedness,
@@ -133,6 +134,7 @@ def test_handcrafted_svm_separates_textures_deterministically():
     assert p.shape == (8, 2) and np.allclose(p.sum(axis=1), 1)
     assert (svm.predict(x[te]) == y[te]).all()
     feats = handcrafted_features(x)
+    np.testing.assert_array_equal(HandcraftedFeatures().fit_transform(x[:3]), feats[:3])
     pre = HandcraftedSVM(random_state=3, precomputed=True).fit(feats[tr], y[tr])
     np.testing.assert_allclose(pre.predict_proba(feats[te]), p, atol=1e-12)
     again = clone(pre).fit(feats[tr], y[tr])

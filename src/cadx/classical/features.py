@@ -11,8 +11,9 @@ these numbers on a common grid is a **192 x 192** input (:data:`HC_SIZE`):
   ``(192/32)^2 = 36`` non-overlapping patches → ``36 * 36 = 1296``.
 
 Images of any other size are resized (bilinear, anti-aliased) to ``size x size`` first, so every image gives the
-same dimensions. LBP codes and HOG gradients are computed on the whole resized image and then pooled per patch
-(no artificial patch borders).
+same dimensions; each image is then min-max scaled on its own (window CT in HU before, e.g. with
+``cadx.data.transforms.window``, or the 256 LBP grey levels span the whole HU range). LBP codes and HOG gradients
+are computed on the whole resized image and then pooled per patch (no artificial patch borders).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def lbp_features(image2d: np.ndarray, patch: int = 64, P: int = 8, R: float = 1,
     """Concatenated per-patch LBP histograms, ``(n_patches * lbp_dim(P, method),)`` float64; 531 by default.
 
     The image (``(H, W)`` or ``(C, H, W)``) is resized to ``size x size`` (``None`` = use as is; then each side must
-    be a multiple of ``patch``), scaled to uint8 [0, 255] (LBP on floats is tie-unstable), coded with
+    be a multiple of ``patch``), min-max scaled to uint8 [0, 255] (LBP on floats is tie-unstable), coded with
     ``skimage.feature.local_binary_pattern(img, P, R, method)`` and histogrammed over non-overlapping
     ``patch x patch`` tiles in row-major order; each histogram is normalised to sum 1.
     """
@@ -97,7 +98,7 @@ def hog_features(image2d: np.ndarray, patch: int = 32, orientations: int = 9, ce
                  size: int | None = HC_SIZE) -> np.ndarray:
     """HOG of non-overlapping ``patch x patch`` tiles, ``(n_patches * cells_per_patch^2 * orientations,)``; 1296.
 
-    ``skimage.feature.hog`` runs once on the whole image (resized to ``size x size``, scaled to [0, 1]) with
+    ``skimage.feature.hog`` runs once on the whole image (resized to ``size x size``, min-max scaled to [0, 1]) with
     ``pixels_per_cell = patch / cells_per_patch`` and ``cells_per_block = cells_per_patch`` (L2-Hys); of its
     overlapping blocks (stride = one cell) the ones aligned with the patch grid are kept (row-major), so each
     32-px patch is described by one 2 x 2-cell block of 9-bin histograms = 36 values.

@@ -17,7 +17,7 @@ from cadx.explain.tsne import save_figure
 __all__ = ["feature_maps", "feature_maps_figure", "first_conv", "first_layer_filters", "first_layer_filters_figure"]
 
 
-def first_conv(model: nn.Module) -> tuple[str, nn.Module]:
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d | nn.Conv3d]:
     """``(name, module)`` of the first ``Conv2d``/``Conv3d`` in registration order (the input convolution of
     every cadx model). Raises ``CadxConfigError`` when there is none."""
     for name, m in model.named_modules():
