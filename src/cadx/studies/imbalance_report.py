@@ -210,9 +210,43 @@ def summary_markdown(agg: pd.DataFrame, methods: list[str], tol: float, concl: d
             cells.append(f"**{val}**" if m in row.within_tol and val else val)
         mu = "" if row.mu < 0 else f" μ={row.mu:g}"
         lines.append(f"| {row.kind} ρ={row.rho:g}{mu} | " + " | ".join(cells) + f" | {row.best} |")
-    lines += ["", "## Evidence for the conclusions", "", "```json",
-              _json(concl), "```", ""]
+    lines += ["", "## A.2 conclusions against this table", "", *verdict_lines(concl), "",
+              "Full evidence (`conclusions.json`):", "", "```json", _json(concl), "```", ""]
     return "\n".join(lines)
+
+
+def _verdict(v: Any) -> str:
+    return "not measured" if v is None else ("supported" if v else "NOT supported")
+
+
+def verdict_lines(c: dict[str, Any]) -> list[str]:
+    """One markdown bullet per conclusion with its headline numbers."""
+    out = []
+    if "i_imbalance_hurts" in c:
+        d = c["i_imbalance_hurts"]
+        pans = "; ".join(f"{p['panel']}: {100 * p['auc_rho1']:.1f} → {100 * p['auc_rho_max']:.1f} at ρ="
+                         f"{p['rho_max']:g}" for p in d["panels"])
+        out.append(f"- (i) imbalance hurts — {_verdict(d['supported'])}: baseline AUC {pans}")
+    if "ii_oversampling_dominates" in c:
+        d = c["ii_oversampling_dominates"]
+        out.append(f"- (ii) oversampling dominates — {_verdict(d['supported'])}: wins or ties (±{d['tolerance']:g}) "
+                   f"in {d['settings']} imbalanced settings: {d['wins_or_ties']}")
+    if "iii_resampling_ratio" in c:
+        d = c["iii_resampling_ratio"]
+        f = d.get("full_oversampling_best_fraction")
+        under = d.get("undersampling", {}).get("best_ratio_counts", {})
+        out.append(f"- (iii) full oversampling best in {'n/a' if f is None else f'{100 * f:.0f} %'} of settings; "
+                   f"undersampling's best ratio per setting: {under}")
+    if "iv_no_overfitting" in c:
+        d = c["iv_no_overfitting"]
+        out.append(f"- (iv) oversampling does not overfit — {_verdict(d['supported'])}: AUC drop from the best "
+                   f"epoch {d['auc_drop_from_best_epoch']}, train−test accuracy {d['train_minus_test_accuracy']}")
+    if "v_thresholding_accuracy" in c:
+        d = c["v_thresholding_accuracy"]
+        gains = {k: round(v["mean_gain"], 4) for k, v in d.items() if isinstance(v, dict)}
+        out.append(f"- (v) prior thresholding raises accuracy — {_verdict(d['supported'])}: mean accuracy gain "
+                   f"(prior − argmax) {gains}")
+    return out
 
 
 def _json(obj: Any) -> str:
