@@ -118,7 +118,8 @@ def handcrafted_features(images: np.ndarray, lbp_patch: int = 64, hog_patch: int
                          size: int = HC_SIZE) -> np.ndarray:
     """DMRN HC features ``[LBP | HOG]`` of a stack: ``(N, H, W)`` or ``(N, C, H, W)`` → ``(N, 1827)`` float64.
 
-    Empty stacks give ``(0, D)``. See the module docstring for the parametrisation.
+    Channels of ``(N, C, H, W)`` are averaged (grey), so pass 3D data as slices (e.g. ``extract_slices``), not
+    ``(N, D, H, W)`` volumes. Empty stacks give ``(0, D)``. See the module docstring for the parametrisation.
     """
     arr = np.asarray(images)
     if arr.ndim not in (3, 4):
