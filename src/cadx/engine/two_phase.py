@@ -12,7 +12,7 @@ updates). :func:`cadx.engine.trainer.fit` dispatches here when ``train.two_phase
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -76,13 +76,13 @@ class FreezeExceptHead(Callback):
         return any(name.startswith(p) or f"{name}.".startswith(p) for p in self.prefixes)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        model = pl_module.model  # type: ignore[attr-defined]
+        model = cast(torch.nn.Module, pl_module.model)
         model.load_state_dict(self.state_dict_)
         for n, p in model.named_parameters():
             p.requires_grad_(self._is_trainable(n))
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        model = pl_module.model  # type: ignore[attr-defined]
+        model = cast(torch.nn.Module, pl_module.model)
         model.eval()
         for n, m in model.named_modules():
             if n and self._is_trainable(n):

@@ -163,7 +163,7 @@ class StudyRunner:
         samp = spec.sampler if tp is None else SamplerConfig(kind=tp.sampler, ratio=tp.ratio)
         if fixed:
             items = tr_items[resample_items(y, samp.kind, samp.ratio, seed, setting)]
-            n, run_sampler = int(items.size), SamplerConfig()
+            n, run_sampler = int(items.size), SamplerConfig(kind="plain", ratio=1.0)
             if self.st.iterations is not None:  # fit the budget into max_epochs by repeating small sets
                 bs = self.cfg.experiment.train.batch_size
                 items = np.tile(items, max(1, math.ceil(self.st.iterations * bs / (n * self.st.max_epochs))))
@@ -191,8 +191,8 @@ class StudyRunner:
 
                 c1, c2 = phase_configs(cfg)
                 if phase1 is None:
-                    phase1, curve1 = self._fit(c1.model_copy(update={"sampler": SamplerConfig()}), items, key1,
-                                               tseed)
+                    c1 = c1.model_copy(update={"sampler": SamplerConfig(kind="plain", ratio=1.0)})
+                    phase1, curve1 = self._fit(c1, items, key1, tseed)
                 rc = self._curve()
                 model = finetune(c2, self.store, phase1, tp.trainable, tr_items, np.zeros(0, np.int64),
                                  self.runs_dir / key, tseed, callbacks=[rc] if self.st.epoch_curve else []).model
@@ -265,7 +265,7 @@ def run_imbalance_study(cfg: StudyConfig | str | Path, out_dir: str | Path, resu
     test_items = store.items_of_studies(fold.indices(cohort, "test"))
     done = pd.read_csv(res_path) if res_path.is_file() else pd.DataFrame(columns=RESULT_COLUMNS)
     done_keys = set(done["key"].astype(str))
-    rows = done.to_dict("records")
+    rows: list[dict[str, Any]] = [{str(k_): v for k_, v in r.items()} for r in done.to_dict("records")]
     runner = StudyRunner(cfg, store, train_studies, test_items, out / "runs")
     grid = [(s, seed) for s in make_grid(st) for seed in st.seeds]
     k = len(store.classes)

@@ -42,7 +42,7 @@ class MethodSpec(_Strict):
     """One imbalance method: a training change (``sampler``, ``objective`` — None = the experiment's —,
     ``two_phase``) and the decision rule (``prior`` = softmax ÷ training class priors before resampling)."""
 
-    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    sampler: SamplerConfig = Field(default_factory=lambda: SamplerConfig(kind="plain", ratio=1.0))
     objective: dict[str, Any] | None = None
     two_phase: TwoPhaseConfig | None = None
     decision: Literal["argmax", "prior"] = "argmax"
@@ -69,7 +69,7 @@ class StudySettings(_Strict):
     base: int | None = Field(None, ge=1)
     rhos: list[float] = Field(default_factory=lambda: [1.0, 2.0, 10.0, 50.0, 100.0])
     mus: list[float] = Field(default_factory=lambda: [0.2, 0.5, 0.8])
-    kinds: list[Literal["step", "linear"]] = Field(default_factory=lambda: ["step", "linear"])
+    kinds: list[Literal["step", "linear"]] = ["step", "linear"]
     minority: Literal["random", "lowest"] = "random"
     iterations: int | None = Field(None, ge=1)
     max_epochs: int = Field(100, ge=1)
@@ -95,7 +95,7 @@ class StudySettings(_Strict):
 class StudyConfig(_Strict):
     name: str = "imbalance"
     experiment: ExperimentConfig
-    study: StudySettings = Field(default_factory=StudySettings)
+    study: StudySettings = Field(default_factory=lambda: StudySettings.model_validate({}))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -8,7 +8,7 @@ conclusion iii); thresholded variants share a model with their argmax twin (same
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -120,7 +120,7 @@ def conclusions(df: pd.DataFrame, agg: pd.DataFrame, methods: dict[str, MethodSp
     out: dict[str, Any] = {}
     # (i) imbalance hurts: baseline AUC at ρ=1 vs the largest ρ of each panel
     if base is not None:
-        drops = []
+        drops: list[dict[str, Any]] = []
         for ptitle, kind, mu in panels(agg):
             t = panel_table(agg, kind, mu)
             t = t[t.method == base]
@@ -130,8 +130,8 @@ def conclusions(df: pd.DataFrame, agg: pd.DataFrame, methods: dict[str, MethodSp
                               "spearman_auc_vs_rho": float(t[["rho", "auc"]].corr("spearman").iloc[0, 1])
                               if len(t) > 2 else None})
         out["i_imbalance_hurts"] = {"baseline": base, "panels": drops,
-                                    "supported": (bool(drops) and all(d["auc_rho_max"] < d["auc_rho1"]
-                                                                     for d in drops)) or None}
+                                    "supported": all(float(d["auc_rho_max"]) < float(d["auc_rho1"])
+                                                     for d in drops) if drops else None}
     # (ii) oversampling dominates: wins / within-tolerance counts over settings with ρ > 1
     trained = [m for m in r["trained"] if m in set(agg.method)]
     w = winners(imb, trained, tol) if not imb.empty else pd.DataFrame()
@@ -148,7 +148,8 @@ def conclusions(df: pd.DataFrame, agg: pd.DataFrame, methods: dict[str, MethodSp
         if len(variants) < 2:
             continue
         per = []
-        for (kind, rho, mu), t in imb[imb.method.isin(variants.values())].groupby(["kind", "rho", "mu"]):
+        for keys, t in imb[imb.method.isin(variants.values())].groupby(["kind", "rho", "mu"]):
+            kind, rho, mu = cast(tuple[str, float, float], keys)
             by = {float(ratio): float(t.loc[t.method == name, "auc"].mean()) for ratio, name in variants.items()
                   if (t.method == name).any()}
             if len(by) >= 2:
@@ -174,7 +175,7 @@ def conclusions(df: pd.DataFrame, agg: pd.DataFrame, methods: dict[str, MethodSp
                 "supported": bool(g.loc[over, "peak_drop"] <= g.loc[base, "peak_drop"] + tol)
                 if np.isfinite(g.loc[over, "peak_drop"]) else None}
     # (v) thresholding by priors raises accuracy (baseline, oversampling) but not after undersampling
-    v = {}
+    v: dict[str, Any] = {}
     for role, name in (("baseline", base), ("oversampling", over), ("undersampling", under)):
         d = df[(df.rho > 1) & (df.method == name)]
         if name is not None and not d.empty:
