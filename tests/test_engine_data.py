@@ -167,3 +167,12 @@ def test_embedding_svm_probabilities_cover_all_classes() -> None:
     assert p.shape == (40, 3) and np.allclose(p.sum(1), 1) and (p[:, 2] == 0).all()
     assert (p.argmax(1) == y).mean() == 1.0
     np.testing.assert_array_equal(p, EmbeddingSVM(num_classes=3, seed=1).fit(x, y).predict_proba(x))  # seeded
+
+
+def test_fixed_fov_keeps_absolute_lesion_size() -> None:
+    img, _ = _vol()                                   # 1 mm in-plane, lesion 10 × 6 px
+    pre = StudyPreprocessor(InputConfig(kind="roi2d", size=20, fov_mm=20.0, normalize="none"))
+    item = pre.items(img, None, [(2, 10, 12, 7, 20, 18)])[0][0]
+    assert item.shape == (1, 20, 20)
+    assert int((item[0, :, 10] == 100.0).sum()) == 10   # 20 mm → 20 px: no rescaling of the lesion
+    assert int((item[0, 10, :] == 100.0).sum()) == 6

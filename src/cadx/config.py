@@ -77,8 +77,9 @@ class InputConfig(_Section):
     a square of side ``diameter_scale × diameter`` around the lesion centre (``diameter``; the attribute or numeric
     metadata ``diameter_attribute`` in mm, else the box extent; no box: the image centre), or ``none`` (whole
     image). ``margin``: extra context
-    around a box, as a fraction of its size. ``max_slices``: keep at most this many evenly spaced slices per
-    lesion (``slices2d``; 0 = all).
+    around a box, as a fraction of its size. ``fov_mm``: instead, a fixed field of view (mm per axis) centred on the
+    lesion, so that its absolute size survives the resize. ``max_slices``: keep at most this many evenly spaced
+    slices per lesion (``slices2d``; 0 = all).
     """
 
     kind: Literal["slices2d", "roi2d", "image2d", "volume3d"] = "slices2d"
@@ -91,6 +92,7 @@ class InputConfig(_Section):
     diameter_scale: float = Field(2.0, gt=0)
     diameter_attribute: str = "diameter_mm"
     max_slices: int = Field(0, ge=0)
+    fov_mm: float | None = Field(None, gt=0)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     @field_validator("window")

@@ -49,14 +49,16 @@ def run_demo(out_dir: str | Path, overrides: list[str] | None = None, console: C
     result = {"runs": runs, "run_dirs": [str(p) for p in run_dirs],
               "report": str(report[0]) if report else None, "seconds": round(time.perf_counter() - t0, 1)}
     atomic_write_json(out_dir / "metrics.json", result)
-    table = Table("run", *_SHOWN, "seconds", title="synthetic adrenal CT, pooled out-of-fold (95% CI)")
+    table = Table("run", "accuracy (95% CI)", "AUC (95% CI)", "F1", "s",
+                  title="synthetic adrenal CT, pooled out-of-fold")
     for name, m in runs.items():
         cells = []
-        for k in _SHOWN:
+        for k in ("accuracy", "auc"):
             v, ci = m.get(k), m["ci"].get(k)
-            band = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and None not in ci else ""
+            band = f" [{ci[0]:.2f}-{ci[1]:.2f}]" if ci and None not in ci else ""
             cells.append("n/a" if v is None else f"{v:.3f}{band}")
-        table.add_row(name, *cells, f"{m['seconds']:.0f}")
+        f1 = m.get("f1")
+        table.add_row(name, *cells, "n/a" if f1 is None else f"{f1:.3f}", f"{m['seconds']:.0f}")
     con.print(table)
     con.print(f"report: {result['report'] or '(report module not installed)'}  ·  metrics: {out_dir / 'metrics.json'}"
               f"  ·  {result['seconds']:.0f} s")

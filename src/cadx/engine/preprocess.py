@@ -213,7 +213,9 @@ class StudyPreprocessor:
         if whole:
             return [int(lo[a]) for a in axes], [int(hi[a]) for a in axes]
         ext = np.array([hi[a] - lo[a] for a in axes])
-        if cfg.roi == "diameter":
+        if cfg.fov_mm is not None:                       # fixed field of view: the lesion keeps its true size
+            side = np.array([cfg.fov_mm / float(spacing[a]) for a in axes])
+        elif cfg.roi == "diameter":
             if diameter_mm is not None:
                 d_px = max(diameter_mm / float(spacing[a]) for a in axes)
             else:
