@@ -50,7 +50,7 @@ def toy_cohort(n_per: int = 16, k: int = 3, seed: int = 0) -> Cohort:
 
 def test_study_config_file_overrides_and_errors() -> None:
     cfg = load_study_config(ROOT / "configs/papers/imbalance_mednist.yaml", ["train.epochs=2", "study.seeds=[4]"])
-    assert cfg.experiment.model.name == "lenet" and cfg.experiment.input.size == 28
+    assert cfg.experiment.model.name == "lenet" and cfg.experiment.input.size == 32 and cfg.study.iterations == 200
     assert cfg.experiment.data.root == "../shared/data/mednist" and cfg.experiment.train.epochs == 2
     assert cfg.study.seeds == [4] and cfg.study.rhos == [1, 2, 10, 50, 100] and cfg.study.mus == [0.2, 0.5, 0.8]
     m = cfg.study.methods

@@ -45,7 +45,7 @@ from cadx.studies.imbalance_grid import (
 from cadx.utils import atomic_write_text
 
 __all__ = ["DEFAULT_METHODS", "MethodSpec", "Setting", "StudyConfig", "StudySettings", "imbalanced_studies",
-           "load_study_config", "make_grid", "run_imbalance_study"]
+           "load_study_config", "make_grid", "rewrite_outputs", "run_imbalance_study"]
 
 RESULT_COLUMNS = ["key", "kind", "rho", "mu", "method", "seed", "auc", "accuracy", "accuracy_argmax",
                   "accuracy_prior", "train_auc", "train_accuracy", "n_train", "n_fit", "class_counts", "epochs",
@@ -293,6 +293,17 @@ def run_imbalance_study(cfg: StudyConfig | str | Path, out_dir: str | Path, resu
         (out / "runs").rmdir()
     write_study_outputs(df, out, st)
     return df
+
+
+def rewrite_outputs(out_dir: str | Path) -> dict[str, Any]:
+    """Recompute the figures, ``summary.md`` and ``conclusions.json`` of a study folder from its
+    ``results.csv`` and ``study_config.yaml`` (no training). Returns the conclusions."""
+    from cadx.studies.imbalance_report import write_study_outputs
+
+    out = Path(out_dir)
+    saved = yaml.safe_load((out / "study_config.yaml").read_text(encoding="utf-8"))
+    st = StudySettings.model_validate(saved["study"])
+    return write_study_outputs(pd.read_csv(out / "results.csv"), out, st)
 
 
 def _check_saved(cfg: StudyConfig, out: Path, resuming: bool, refuse: bool) -> None:

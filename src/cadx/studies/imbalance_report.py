@@ -240,8 +240,10 @@ def verdict_lines(c: dict[str, Any]) -> list[str]:
                    f"undersampling's best ratio per setting: {under}")
     if "iv_no_overfitting" in c:
         d = c["iv_no_overfitting"]
+        drop = {k: round(v, 4) for k, v in d["auc_drop_from_best_epoch"].items()}
+        gap = {k: round(v, 4) for k, v in d["train_minus_test_accuracy"].items()}
         out.append(f"- (iv) oversampling does not overfit — {_verdict(d['supported'])}: AUC drop from the best "
-                   f"epoch {d['auc_drop_from_best_epoch']}, train−test accuracy {d['train_minus_test_accuracy']}")
+                   f"epoch {drop}, train−test accuracy {gap}")
     if "v_thresholding_accuracy" in c:
         d = c["v_thresholding_accuracy"]
         gains = {k: round(v["mean_gain"], 4) for k, v in d.items() if isinstance(v, dict)}
