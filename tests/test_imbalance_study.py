@@ -141,6 +141,16 @@ def test_study_end_to_end_resume_and_protocol_guard(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(trainer_mod, "_fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
     again = run_imbalance_study(cfg, out, cohort=toy_cohort(), progress=False)
     pd.testing.assert_frame_equal(again.reset_index(drop=True), pd.read_csv(out / "results.csv"), check_dtype=False)
+    # methods may be added on resume: class-balanced batches and weighted CE train only their own rows
+    monkeypatch.undo()
+    more = cfg.model_copy(update={"study": cfg.study.model_copy(update={"select": None, "methods": {
+        **cfg.study.methods, "balanced-batches": MethodSpec.model_validate({"sampler": {"kind": "balanced"}}),
+        "weighted-ce": MethodSpec.model_validate({"objective": {"weighted_ce": 1.0}})}})})
+    more.study.select = [*(cfg.study.select or []), "balanced-batches", "weighted-ce"]
+    grown = run_imbalance_study(more, out, cohort=toy_cohort(), progress=False)
+    assert len(grown) == 3 * 7 and (grown.iloc[:15].auc.to_numpy() == df.auc.to_numpy()).all()
+    bb = grown[(grown.method == "balanced-batches") & (grown.kind == "step")].iloc[0]
+    assert bb.n_fit == step.loc["baseline", "n_fit"] and not bb.reused and 0 <= bb.auc <= 1
     with pytest.raises(CadxConfigError, match="different protocol"):
         run_imbalance_study(cfg.model_copy(update={"study": cfg.study.model_copy(update={"base": 3})}), out,
                             cohort=toy_cohort(), progress=False)

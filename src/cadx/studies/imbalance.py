@@ -162,8 +162,12 @@ class StudyRunner:
         tp = spec.two_phase
         samp = spec.sampler if tp is None else SamplerConfig(kind=tp.sampler, ratio=tp.ratio)
         if fixed:
-            items = tr_items[resample_items(y, samp.kind, samp.ratio, seed, setting)]
-            n, run_sampler = int(items.size), SamplerConfig(kind="plain", ratio=1.0)
+            if samp.kind == "balanced":  # class-balanced batches: a batch sampler, not a resampled set
+                items, run_sampler = tr_items, samp
+            else:
+                items = tr_items[resample_items(y, samp.kind, samp.ratio, seed, setting)]
+                run_sampler = SamplerConfig(kind="plain", ratio=1.0)
+            n = int(items.size)
             if self.st.iterations is not None:  # fit the budget into max_epochs by repeating small sets
                 bs = self.cfg.experiment.train.batch_size
                 items = np.tile(items, max(1, math.ceil(self.st.iterations * bs / (n * self.st.max_epochs))))
