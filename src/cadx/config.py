@@ -209,6 +209,31 @@ class EvalConfig(_Section):
     svm_features: Literal["features", "embedding"] = "features"
 
 
+class SegmentationConfig(_Section):
+    """Volume-level segmentation pipeline (:mod:`cadx.engine.segmentation`); the section's presence selects it.
+
+    Every 2D slice of a volume (or the whole 2D image) becomes a resized item with its mask; slice predictions are
+    put back into the volume at the original resolution, optionally reduced to the ``largest_component``
+    (``connectivity`` 1 = 6-neighbourhood in 3D, A.3) and scored by Dice per volume. Training: slices whose
+    ``tissue_channel`` holds less than ``min_tissue_fraction`` tissue (intensity mask, below) are dropped, lesion
+    slices are repeated ``oversample_lesion`` times (A.3: 3). ``tissue_class``: add a middle class "tissue" (mask
+    value 1, lesion 2; SCNet's ternary background / organ / tumour) from the intensity mask = normalised
+    ``tissue_channel`` > ``tissue_threshold``. ``lesion_class``: the output channel that is the lesion (None = the
+    last). Classification: majority vote over the slices with at least ``vote_min_pixels`` predicted lesion pixels
+    (none: all slices). ``overlays``: cases drawn in the overlay figure."""
+
+    largest_component: bool = True
+    connectivity: int = Field(1, ge=1, le=3)
+    tissue_class: bool = False
+    tissue_channel: int = Field(0, ge=0)
+    tissue_threshold: float = Field(0.1, ge=0, le=1)
+    min_tissue_fraction: float = Field(0.0, ge=0, lt=1)
+    oversample_lesion: int = Field(1, ge=1)
+    lesion_class: int | None = Field(None, ge=1)
+    vote_min_pixels: int = Field(1, ge=1)
+    overlays: int = Field(4, ge=0)
+
+
 class ExperimentConfig(_Section):
     name: str = "experiment"
     seed: int = 0
@@ -224,6 +249,7 @@ class ExperimentConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     cv: CVConfig = Field(default_factory=CVConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    segmentation: SegmentationConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
@@ -233,6 +259,8 @@ class ExperimentConfig(_Section):
             raise ValueError("objective: at least one loss is needed")
         if self.eval.classifier == "svm" and not self.task.classification:
             raise ValueError("eval.classifier=svm needs task.classification")
+        if self.segmentation is not None and not self.task.segmentation:
+            raise ValueError("segmentation: the section needs task.segmentation: true")
         return self
 
     def to_dict(self) -> dict[str, Any]:
