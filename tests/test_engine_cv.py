@@ -31,6 +31,8 @@ def _pred(run: Path) -> pd.DataFrame:
     return pd.read_csv(run / "predictions.csv")
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 def test_run_folder_contents_and_determinism(tmp_path: Path) -> None:
     cfg = tiny_config("cv.val_fraction=0.3", "train.early_stopping.patience=5")
     m1 = run_cv(cfg, tmp_path / "a")
@@ -83,6 +85,8 @@ class _Crash(Callback):
             raise RuntimeError("simulated crash")
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 def test_resume_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tiny_config("train.epochs=3", "input.augment.enabled=true", "input.augment.noise=0.05",
                       "model.kwargs={dropout: 0.3}")
@@ -115,6 +119,8 @@ def test_resume_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyP
         run_cv(tiny_config("train.epochs=4"), run, resume=True)
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 def test_pairs_svm_youden_and_final_predict_evaluate(tmp_path: Path) -> None:
     cfg = tiny_config("pairs=balanced", "objective={contrastive: 1.0}", "eval.classifier=svm",
                       "eval.decision=youden", "eval.aggregation=vote")
