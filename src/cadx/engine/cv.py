@@ -138,7 +138,12 @@ def run_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> 
     ``resume``: folds with a ``DONE`` marker are skipped; an unfinished fold continues from its
     ``checkpoint_last.ckpt``; the config must equal the one saved in the folder. Without ``resume`` a folder that
     already holds fold results is refused. An existing ``splits.json`` is reused (and checked).
+    A config with a ``segmentation`` section runs :func:`cadx.engine.segmentation.run_segmentation_cv` instead.
     """
+    if cfg.segmentation is not None:
+        from cadx.engine.segmentation import run_segmentation_cv
+
+        return run_segmentation_cv(cfg, out_dir, resume)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_resume(cfg, out_dir, resume)
