@@ -36,12 +36,14 @@ def default_perplexity(n: int) -> float:
 
 
 def tsne_embed(embeddings: np.ndarray, seed: int = 0, perplexity: float | None = None,
-               pca_dims: int = 50) -> np.ndarray:
+               pca_dims: int = 50, exact_max: int = 1000) -> np.ndarray:
     """2-D t-SNE coordinates ``(N, 2)`` of ``embeddings (N, D)``.
 
     Features are z-scored (constant dimensions → 0); when ``D > pca_dims`` they are first reduced by PCA to
     ``min(pca_dims, N)`` dimensions (as the original t-SNE toolbox does). PCA initialisation, ``learning_rate
-    ='auto'``, ``random_state=seed``: the result is deterministic for a seed. Needs ``N >= 3``.
+    ='auto'``, ``random_state=seed``: the result is deterministic for a seed. Needs ``N >= 3``. Up to
+    ``exact_max`` points the exact O(N²) gradient is used (faster than Barnes-Hut there, and it does not spin
+    OpenMP threads); above it, Barnes-Hut.
     """
     x = np.asarray(embeddings, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 3:
@@ -57,7 +59,9 @@ def tsne_embed(embeddings: np.ndarray, seed: int = 0, perplexity: float | None =
     perp = default_perplexity(x.shape[0]) if perplexity is None else float(perplexity)
     if not 0 < perp < x.shape[0]:
         raise CadxDataError(f"perplexity must be in (0, N={x.shape[0]}), got {perp}", field="perplexity")
-    tsne = TSNE(n_components=2, perplexity=perp, init="pca", learning_rate="auto", random_state=seed)
+    method = "exact" if x.shape[0] <= exact_max else "barnes_hut"
+    tsne = TSNE(n_components=2, perplexity=perp, init="pca", learning_rate="auto", random_state=seed,
+                method=method)
     return np.asarray(tsne.fit_transform(x), dtype=np.float64)
 
 
