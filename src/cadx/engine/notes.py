@@ -31,7 +31,9 @@ def write_notes(out_dir: Path, cfg: ExperimentConfig, cohort: Cohort, store: Ite
         f"classes {store.classes}; {len(store)} input items of shape {tuple(store.images.shape[1:])}.",
         f"- Splits: {len(splits)} fold(s), kind `{splits.kind}`, made on patients (seed {splits.seed}); "
         "splits.json is the source of truth and was checked for leakage.",
-        f"- Input: `{cfg.input.kind}`, ROI `{cfg.input.roi}` (margin {cfg.input.margin}), size {cfg.input.size}, "
+        f"- Input: `{cfg.input.kind}`, ROI `{cfg.input.roi}` ("
+        + (f"fixed {cfg.input.fov_mm} mm field of view" if cfg.input.fov_mm else f"margin {cfg.input.margin}")
+        + f"), size {cfg.input.size}, "
         f"{store.in_channels} channel(s); intensity "
         + (f"window {cfg.input.window}" if cfg.input.window is not None else f"`{cfg.input.normalize}` per image")
         + "; preprocessing done once per run, in memory.",
