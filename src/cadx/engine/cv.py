@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from cadx.config import ExperimentConfig
-from cadx.data.splits import Fold, Splits, make_splits
+from cadx.data.splits import Fold, Splits, holdout_split, make_splits
 from cadx.data.study import Cohort
 from cadx.engine.classifiers import EmbeddingSVM
 from cadx.engine.inference import decide_rows, infer, slice_rows, study_rows
@@ -60,8 +60,12 @@ def get_splits(cfg: ExperimentConfig, cohort: Cohort, out_dir: Path) -> Splits:
         splits = Splits.load(path)
         splits.check(cohort, source=path)
         return splits
-    splits = make_splits(cohort, folds=cfg.cv.folds, seed=cfg.seed, val_fraction=cfg.cv.val_fraction,
-                         use_official=cfg.cv.use_official)
+    if cfg.cv.kind == "holdout" and not (cfg.cv.use_official and cohort.official_split() is not None):
+        splits = holdout_split(cohort, test_fraction=cfg.cv.test_fraction, seed=cfg.seed,
+                               val_fraction=cfg.cv.val_fraction)
+    else:
+        splits = make_splits(cohort, folds=cfg.cv.folds, seed=cfg.seed, val_fraction=cfg.cv.val_fraction,
+                             use_official=cfg.cv.use_official)
     splits.check(cohort)
     splits.save(path)
     return splits
