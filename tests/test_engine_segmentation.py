@@ -150,3 +150,15 @@ def test_unet_cv_end_to_end(tmp_path: Path) -> None:
     assert all((run / p).is_file() for p in figs) and len(figs) == 2
     assert "## Segmentation" in (run / "notes.md").read_text()
     assert (run / "report.html").is_file()
+
+
+def test_engine_study_rows_dice_follows_the_empty_rule() -> None:
+    from cadx.engine.inference import study_rows
+
+    slices = pd.DataFrame({"study_id": ["a", "a", "b", "c"], "patient_id": ["a", "a", "b", "c"], "fold": 0,
+                           "y_true": None, "item": [0, 1, 2, 3], "slice": [0, 1, 0, 0],
+                           "inter": [2, 1, 0, 0], "pred_sum": [3, 1, 0, 4], "true_sum": [2, 2, 0, 0]})
+    r = study_rows(slices, [], "mean").set_index("study_id")
+    assert r.loc["a", "dice"] == pytest.approx(2 * 3 / 8)
+    assert r.loc["b", "dice"] == dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0   # both empty
+    assert r.loc["c", "dice"] == 0.0                                                   # one empty

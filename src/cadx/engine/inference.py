@@ -76,7 +76,8 @@ def slice_rows(store: ItemStore, items: np.ndarray, outputs: dict[str, np.ndarra
 
 
 def study_rows(slices: pd.DataFrame, classes: Sequence[str], method: str) -> pd.DataFrame:
-    """Aggregate item rows per study (``aggregate_predictions``); per-study Dice from summed voxel counts."""
+    """Aggregate item rows per study (``aggregate_predictions``); per-study Dice from summed voxel counts (both masks
+    empty → 1.0, the rule of :func:`cadx.evaluation.dice`)."""
     from cadx.evaluation.aggregation import aggregate_predictions
 
     seg = [c for c in ("inter", "pred_sum", "true_sum") if c in slices.columns]
@@ -93,8 +94,11 @@ def study_rows(slices: pd.DataFrame, classes: Sequence[str], method: str) -> pd.
     if seg:
         sums = slices.groupby("study_id", sort=False)[seg].sum().reindex(out["study_id"])
         den = (sums["pred_sum"] + sums["true_sum"]).to_numpy(float)
+        from cadx.evaluation.segmentation import dice
+
+        both_empty = dice(np.zeros(0, bool), np.zeros(0, bool))  # the documented rule: both empty → 1.0
         with np.errstate(invalid="ignore", divide="ignore"):
-            out["dice"] = np.where(den > 0, 2 * sums["inter"].to_numpy(float) / den, np.nan)
+            out["dice"] = np.where(den > 0, 2 * sums["inter"].to_numpy(float) / den, both_empty)
         out["lesion_voxels"] = sums["true_sum"].to_numpy()
     return out
 
