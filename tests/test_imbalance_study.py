@@ -151,6 +151,12 @@ def test_study_end_to_end_resume_and_protocol_guard(tmp_path: Path, monkeypatch:
     assert len(grown) == 3 * 7 and (grown.iloc[:15].auc.to_numpy() == df.auc.to_numpy()).all()
     bb = grown[(grown.method == "balanced-batches") & (grown.kind == "step")].iloc[0]
     assert bb.n_fit == step.loc["baseline", "n_fit"] and not bb.reused and 0 <= bb.auc <= 1
+    # a saved config written before a schema gained a setting (here: cv.use_official) still resumes
+    import yaml
+    saved = yaml.safe_load((out / "study_config.yaml").read_text())
+    del saved["experiment"]["cv"]["use_official"]
+    (out / "study_config.yaml").write_text(yaml.safe_dump(saved))
+    assert len(run_imbalance_study(more, out, cohort=toy_cohort(), progress=False)) == 3 * 7
     with pytest.raises(CadxConfigError, match="different protocol"):
         run_imbalance_study(cfg.model_copy(update={"study": cfg.study.model_copy(update={"base": 3})}), out,
                             cohort=toy_cohort(), progress=False)

@@ -26,7 +26,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from cadx.config import ExperimentConfig, SamplerConfig
+from cadx.config import ExperimentConfig, SamplerConfig, config_from_dict
 from cadx.errors import CadxConfigError
 from cadx.studies.imbalance_grid import (
     DEFAULT_METHODS,
@@ -318,7 +318,10 @@ def _check_saved(cfg: StudyConfig, out: Path, resuming: bool, refuse: bool) -> N
     saved = out / "study_config.yaml"
     if not (resuming and saved.is_file()):
         return
-    old = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    raw = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    # re-validate the saved parts so settings added to the schemas since then compare at their defaults
+    old = {"name": raw.get("name"), "experiment": config_from_dict(raw["experiment"], defaults=True).to_dict(),
+           "study": StudySettings.model_validate(raw["study"]).model_dump(mode="json")}
     new = cfg.model_dump(mode="json")
     old_methods = old["study"].get("methods") or {}
     changed = [m for m, spec in cfg.study.methods.items()
