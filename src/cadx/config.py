@@ -93,7 +93,7 @@ class InputConfig(_Section):
     diameter_attribute: str = "diameter_mm"
     max_slices: int = Field(0, ge=0)
     fov_mm: float | None = Field(None, gt=0)
-    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    augment: AugmentConfig = Field(default_factory=lambda: AugmentConfig.model_validate({}))
 
     @field_validator("window")
     @classmethod
@@ -182,7 +182,7 @@ class TrainConfig(_Section):
     eval_batch_size: int = Field(256, ge=1)
     precision: Literal["auto", "32", "16-mixed", "bf16-mixed"] = "auto"
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
-    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=lambda: EarlyStoppingConfig.model_validate({}))
     gradient_clip: float | None = None
     progress: bool = True
     two_phase: TwoPhaseConfig | None = None
@@ -243,18 +243,18 @@ class SegmentationConfig(_Section):
 class ExperimentConfig(_Section):
     name: str = "experiment"
     seed: int = 0
-    data: DataConfig = Field(default_factory=DataConfig)
-    task: TaskConfig = Field(default_factory=TaskConfig)
-    input: InputConfig = Field(default_factory=InputConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=lambda: DataConfig.model_validate({}))
+    task: TaskConfig = Field(default_factory=lambda: TaskConfig.model_validate({}))
+    input: InputConfig = Field(default_factory=lambda: InputConfig.model_validate({}))
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig.model_validate({}))
     objective: dict[str, Any] = Field(default_factory=lambda: {"ce": 1.0})
     pairs: Literal["none", "balanced", "random"] = "none"
-    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    cv: CVConfig = Field(default_factory=CVConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
+    sampler: SamplerConfig = Field(default_factory=lambda: SamplerConfig.model_validate({}))
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig.model_validate({}))
+    schedule: ScheduleConfig = Field(default_factory=lambda: ScheduleConfig.model_validate({}))
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig.model_validate({}))
+    cv: CVConfig = Field(default_factory=lambda: CVConfig.model_validate({}))
+    eval: EvalConfig = Field(default_factory=lambda: EvalConfig.model_validate({}))
     segmentation: SegmentationConfig | None = None
 
     @model_validator(mode="after")

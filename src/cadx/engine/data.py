@@ -159,7 +159,7 @@ class EpochBatchSampler(Sampler):
         if isinstance(self.inner, ClassBalancedBatchSampler):
             return len(self.inner)
         self.inner.set_epoch(self.epoch)  # type: ignore[attr-defined]
-        n = len(self.inner)
+        n = len(self.inner)  # type: ignore[arg-type]
         return max(1, n // self.batch_size + (1 if n % self.batch_size > 1 else 0)) if n else 0
 
 

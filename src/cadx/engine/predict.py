@@ -65,7 +65,8 @@ def run_config(run_dir: Path, model_dirs: list[Path]) -> ExperimentConfig:
 def ensemble_outputs(cfg: ExperimentConfig, model_dirs: list[Path], images: torch.Tensor,
                      masks: torch.Tensor | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Mean over the models in ``model_dirs`` of the item outputs (SVM probabilities where a fold has one)."""
-    tables, spec = [], {}
+    tables: list[dict[str, np.ndarray]] = []
+    spec: dict[str, Any] = {}
     for d in model_dirs:
         model, spec = load_module(d / "checkpoint_best.ckpt")
         if images.shape[1] != spec["in_channels"]:

@@ -168,7 +168,9 @@ class StudyPreprocessor:
         elif whole:
             boxes = [tuple([0] * nd) + tuple(arr.shape[1:])]
         spacing = img.spacing
-        out_img, out_mask, pos = [], [], []
+        out_img: list[np.ndarray] = []
+        out_mask: list[np.ndarray | None] = []
+        pos: list[int] = []
         for box in boxes:
             lo, hi = np.array(box[:nd], float), np.array(box[nd:], float)
             if cfg.kind == "volume3d":
@@ -181,10 +183,11 @@ class StudyPreprocessor:
                 continue
             ax = range(nd - 2, nd)
             starts, stops = self._region(lo, hi, spacing, diameter_mm, whole, axes=ax)
+            zs: list[int | None]
             if nd == 2:
                 zs = [None]
             elif cfg.kind == "slices2d" and not whole:
-                zs = list(range(int(lo[0]), max(int(hi[0]), int(lo[0]) + 1)))
+                zs = [*range(int(lo[0]), max(int(hi[0]), int(lo[0]) + 1))]
                 if cfg.max_slices and len(zs) > cfg.max_slices:
                     zs = [zs[i] for i in np.linspace(0, len(zs) - 1, cfg.max_slices).round().astype(int)]
             elif mask is not None and mask.any() and not whole:
@@ -209,7 +212,12 @@ class StudyPreprocessor:
                 whole: bool, axes: range) -> tuple[list[int], list[int]]:
         """Crop starts/stops over ``axes``: margin-extended box, square in-plane (diameter-adaptive if asked)."""
         cfg = self.cfg
-        axes = list(axes)
+        axes_l = list(axes)
+        return self._region_axes(lo, hi, spacing, diameter_mm, whole, axes_l, cfg)
+
+    @staticmethod
+    def _region_axes(lo: np.ndarray, hi: np.ndarray, spacing: Sequence[float], diameter_mm: float | None,
+                     whole: bool, axes: list[int], cfg: InputConfig) -> tuple[list[int], list[int]]:
         if whole:
             return [int(lo[a]) for a in axes], [int(hi[a]) for a in axes]
         ext = np.array([hi[a] - lo[a] for a in axes])

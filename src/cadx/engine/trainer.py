@@ -176,7 +176,7 @@ def _fit(cfg: ExperimentConfig, store: ItemStore, spec: dict[str, Any], train_it
     best = out_dir / "checkpoint_best.ckpt"
     state = torch.load(best if best.is_file() else last, map_location="cpu", weights_only=False)
     module.load_state_dict(state["state_dict"])
-    module.best_epoch = int(state.get("epoch", -1))  # type: ignore[attr-defined]
+    module.best_epoch = int(state.get("epoch", -1))  # type: ignore[assignment]
     return module.cpu().eval()
 
 
