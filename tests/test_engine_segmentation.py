@@ -15,10 +15,12 @@ import torch
 
 from cadx.config import load_config
 from cadx.data.datasets.base import DATASETS, register_dataset
-from cadx.data.image import LazyImage
+from cadx.data.image import ImageData, LazyImage
+from cadx.data.readers import read_image, write_image
 from cadx.data.study import Cohort, Study
 from cadx.engine import run_cv
 from cadx.engine.seg_data import build_seg_data, image_items, training_items
+from cadx.engine.seg_predict import predict_segmentation
 from cadx.engine.segmentation import final_masks, vote_rows
 from cadx.evaluation.segmentation import dice
 
@@ -150,6 +152,53 @@ def test_unet_cv_end_to_end(tmp_path: Path) -> None:
     assert all((run / p).is_file() for p in figs) and len(figs) == 2
     assert "## Segmentation" in (run / "notes.md").read_text()
     assert (run / "report.html").is_file()
+    # cadx predict for a segmentation run: a NIfTI mask beside the result, same shape and spacing as the input
+    study = seg_cohort(4)[1]
+    write_image(study.image().load(), tmp_path / "new.nii.gz")
+    res = predict_segmentation(run, tmp_path / "new.nii.gz", tmp_path / "out")
+    out = read_image(res["mask"])
+    assert res["mask"].endswith("new_mask.nii.gz") and out.array.shape == (1, 5, 16, 16) and res["models"] == 2
+    gt = study.mask().load().array[0] > 0
+    assert res["lesion_voxels"] == int(out.array.sum()) and dice(out.array[0] > 0, gt) > 0.5
+    assert "prediction" not in res
+
+
+@pytest.mark.slow
+def test_scnet_2d_classification_vote_and_png_prediction(tmp_path: Path) -> None:
+    cfg = seg_config("data.options={two_d: true, n: 6}", "task.classification=true", "model.name=scnet",
+                     "model.kwargs={num_seg_classes: 2, depth: 18, width: 4, two_step: false}",
+                     "objective={ternary: {loss: scnet, part: ternary}, cls: {loss: scnet, part: cls}}",
+                     "segmentation={largest_component: false}", "train.epochs=2")
+    m = run_cv(cfg, tmp_path / "run")
+    pred = pd.read_csv(tmp_path / "run" / "predictions.csv")
+    assert len(pred) == 6 and (pred["n_slices"] == 1).all() and (pred["lesion_voxels"] == 16).all()
+    assert {"y_pred", "p_G2", "p_G3", "vote_slices", "vote_fallback", "dice"} <= set(pred.columns)
+    # one image per study: its own argmax decides, the vote probabilities are 0/1
+    assert set(pred["p_G2"].round(6)) <= {0.0, 1.0}
+    assert (pred["vote_slices"] == np.where(pred["vote_fallback"], 0, 1)).all()
+    acc = float((pred["y_pred"] == pred["y_true"]).mean())
+    assert m["pooled"]["accuracy"] == pytest.approx(acc) and m["pooled"]["dice_mean"] == pytest.approx(
+        pred["dice"].mean())
+    img = seg_cohort(6, two_d=True)[0].image().load()
+    write_image(ImageData(np.clip(img.array, 0, 255).astype(np.uint8), (1.0, 1.0)), tmp_path / "us.png")
+    res = predict_segmentation(tmp_path / "run", tmp_path / "us.png", tmp_path / "out")
+    out = read_image(res["mask"])
+    assert res["mask"].endswith("us_mask.png") and out.array.shape == (1, 16, 16)
+    assert set(np.unique(out.array).tolist()) <= {0, 255}
+    assert res["prediction"] in ("G2", "G3") and sum(res["probabilities"].values()) == pytest.approx(1.0)
+
+
+def test_paired_comparison() -> None:
+    from cadx.studies.segmentation import compare_paired
+
+    a = pd.DataFrame({"study_id": ["x", "y", "z"], "patient_id": ["x", "y", "z"], "dice": [0.8, 0.5, 0.9],
+                      "y_true": ["G2", "G3", "G2"], "y_pred": ["G2", "G3", "G3"]})
+    b = a.assign(dice=[0.7, 0.6, 0.9], y_pred=["G3", "G3", "G3"])
+    c = compare_paired(a, b, n_bootstrap=200)
+    assert c["n"] == 3 and c["dice_diff_mean"] == pytest.approx(0.0)
+    assert (c["wins"], c["losses"], c["ties"]) == (1, 1, 1)
+    assert c["accuracy_a"] == pytest.approx(2 / 3) and c["accuracy_b"] == pytest.approx(1 / 3)
+    assert c["dice_diff_ci"][0] <= 0.0 <= c["dice_diff_ci"][1]
 
 
 def test_engine_study_rows_dice_follows_the_empty_rule() -> None:
