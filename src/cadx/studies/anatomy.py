@@ -56,16 +56,29 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
     return {"runtime_s": round(float(hist["seconds"].sum()), 1), "epochs": len(hist), "best_epoch": best,
             "val_loss": float(row["val_loss"].iloc[0]), "val_accuracy": float(row["val_accuracy"].iloc[0]),
             "test_accuracy": float(p["accuracy"]), "test_ci_low": float(lo), "test_ci_high": float(hi),
-            "test_auc": float(p.get("auc", float("nan"))), "train_items": int(done.get("train_items", 0)),
+            "test_auc": float(p.get("auc") if p.get("auc") is not None else "nan"),
+            "train_items": int(done.get("train_items", 0)),
             "val_items": int(done.get("val_items", 0)), "test_items": int(done.get("test_items", 0)),
             "test_groups": int(p.get("n_patients", 0)), "fold_seconds": float(done.get("seconds", float("nan")))}
+
+
+def _finished_with(cfg: ExperimentConfig, run_dir: Path) -> bool:
+    """True when ``run_dir`` holds a finished run of exactly ``cfg`` (progress flag aside)."""
+    from cadx.config import load_config
+
+    if not all((run_dir / f).is_file() for f in ("metrics.json", "config.yaml", "fold_0/DONE")):
+        return False
+    old, new = load_config(run_dir / "config.yaml").to_dict(), cfg.to_dict()
+    old["train"].pop("progress", None)
+    new["train"].pop("progress", None)
+    return bool(old == new)
 
 
 def _run_net(cfg: ExperimentConfig, cohort: Any, sizes: Mapping[str, int | None] | None, run_dir: Path,
              resume: bool, clamp: bool = False) -> dict[str, Any]:
     """Write the shared fixed split into ``run_dir`` (unless resuming) and run the engine there."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / "metrics.json").is_file() and (run_dir / "fold_0" / "DONE").is_file() and resume:
+    if resume and _finished_with(cfg, run_dir):
         return run_summary(run_dir)
     if not (run_dir / "splits.json").is_file():
         fixed_split(cohort, cfg, sizes, clamp).save(run_dir / "splits.json")
