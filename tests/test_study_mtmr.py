@@ -11,7 +11,7 @@ import pytest
 from cadx.config import load_config
 from cadx.data.datasets.lidc import ATTRIBUTES
 from cadx.errors import CadxConfigError
-from cadx.studies.mtmr import run_mtmr_tables, variant_config
+from cadx.studies.mtmr import _run_variant, run_mtmr_tables, variant_config
 from cadx.studies.mtmr_tables import handcrafted_matrix, inter_reader_row, table2
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +133,9 @@ def test_study_end_to_end_tiny(tmp_path) -> None:
         assert (out / f["path"]).stat().st_size > 1000
     assert (out / "report.html").is_file() and "Table III" in (out / "report.md").read_text()
     assert "largest slice" in (out / "notes.md").read_text()
-    # resumable: a second call reuses the finished variants (no new training)
+    # resumable: a finished variant with the same config is reused (no new training)
     done = (out / "mtmr" / "fold_0" / "DONE").stat().st_mtime
-    run_mtmr_tables(ROOT / "configs" / "papers" / "mtmr_lidc.yaml", out, sets, regressors=False)
+    cfg = load_config(ROOT / "configs" / "papers" / "mtmr_lidc.yaml", sets)
+    again = _run_variant(variant_config(cfg, "mtmr"), out / "mtmr", None)
     assert (out / "mtmr" / "fold_0" / "DONE").stat().st_mtime == done
+    assert again["pooled"]["auc"] == m["pooled"]["auc"]
