@@ -1,10 +1,11 @@
 """Training objectives by name: ``LOSSES`` registry and ``build_objective(spec, **context) -> Objective``.
 
 Registered losses: ``ce``, ``weighted_ce``, ``focal``, ``aux_ce`` (classification), ``contrastive`` (DMRN),
-``margin_ranking`` (MTMR-Net), ``attribute_mse``, ``dice``, ``seg_ce``. See ``docs/contracts.md`` "Objectives".
+``margin_ranking`` (MTMR-Net), ``attribute_mse``, ``dice``, ``seg_ce``, ``sdl`` (SDL synergic).
+See ``docs/contracts.md`` "Objectives".
 """
 
-from cadx.objectives import classification, contrastive, ranking, regression, scnet, segmentation  # noqa: F401
+from cadx.objectives import classification, contrastive, ranking, regression, scnet, segmentation, synergic  # noqa: F401
 from cadx.objectives.multitask import Objective, build_objective, term
 from cadx.objectives.registry import LOSSES, Loss, register_loss
 
