@@ -21,12 +21,12 @@ from cadx.studies.anatomy import run_anatomy_study
 from cadx.studies.anatomy_curve import learning_curve_cli, run_learning_curve
 from cadx.studies.anatomy_setup import (
     NETS,
+    balanced_groups,
     fixed_split,
     naive_config,
     net_config,
     net_input_size,
-    stratified_order,
-    subsample_split,
+    reduced_split,
 )
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "papers" / "anatomy_mednist.yaml"
@@ -88,28 +88,31 @@ def test_reduced_nets_build_at_64px() -> None:
         assert model(x)["logits"].shape == (1, 6)
 
 
-def test_split_stratified_prefixes_and_holdout_hook(tiny_mednist: Path, tmp_path: Path) -> None:
+def test_balanced_reduced_split_and_holdout_hook(tiny_mednist: Path, tmp_path: Path) -> None:
     cfg = _cfg(tiny_mednist)
     cohort = load_dataset("mednist", tiny_mednist, group="dedup")
     assert len(cohort.patients) == 18  # the near-copies are grouped
     strata = patient_strata(cohort)
-    order = stratified_order(cohort, list(strata), seed=0)
-    assert sorted(order) == sorted(strata) and order == stratified_order(cohort, list(strata), seed=0)
-    assert Counter(strata[p] for p in order[:6]) == {0: 2, 1: 2, 2: 2}  # every prefix balanced
-    full = fixed_split(cohort, cfg)
-    f = full[0]
-    assert full.kind == "holdout" and len(f.train) + len(f.val) + len(f.test) == 18
-    assert 4 <= len(f.test) <= 6 and 3 <= len(f.val) <= 5  # StratifiedGroupKFold parts (1/0.25 = 4 folds)
-    assert not (set(f.train) | set(f.val)) & set(f.test)
-    sub = subsample_split(cohort, full, {"train": 6, "test": 3}, seed=0)[0]
-    assert (len(sub.train), len(sub.val), len(sub.test)) == (6, len(f.val), 3) and set(sub.train) <= set(f.train)
-    assert Counter(strata[p] for p in sub.test) == {0: 1, 1: 1, 2: 1}
-    with pytest.raises(CadxConfigError, match="train size 10"):
-        subsample_split(cohort, full, {"train": 10}, seed=0)
-    # the engine hook: cv.kind=holdout makes the same split as holdout_split, saved as splits.json
+    chosen = balanced_groups(cohort, list(strata), 12, seed=0)
+    assert chosen == balanced_groups(cohort, list(strata), 12, seed=0)
+    assert Counter(strata[p] for p in chosen) == {0: 2, 1: 2, 2: 2}  # 12 images = 2 groups of 2 per class
+    # quotas 1, 1, 0: no group fits a quota of 1, so the smallest is kept; a quota of 0 keeps nothing
+    assert Counter(strata[p] for p in balanced_groups(cohort, list(strata), 2, seed=0)) == {0: 1, 1: 1}
+    red = reduced_split(cohort, {"train": 12, "val": 6, "test": 6}, seed=0)
+    f = red[0]
+    assert red.kind == "holdout" and (len(f.train), len(f.val), len(f.test)) == (6, 3, 3)
+    assert not set(f.train) & set(f.val) and not (set(f.train) | set(f.val)) & set(f.test)
+    assert Counter(strata[p] for p in f.test) == {0: 1, 1: 1, 2: 1}
+    with pytest.raises(CadxConfigError, match="train size 40"):
+        reduced_split(cohort, {"train": 40, "val": 6, "test": 6}, seed=0)
+    with pytest.raises(CadxConfigError, match="missing"):
+        reduced_split(cohort, {"train": 12}, seed=0)
+    # the full split and the engine hook: cv.kind=holdout makes holdout_split's split, saved as splits.json
+    full = fixed_split(cohort, cfg)[0]
+    assert len(full.train) + len(full.val) + len(full.test) == 18 and 4 <= len(full.test) <= 6
     engine = get_splits(cfg, cohort, tmp_path)
-    assert engine.kind == "holdout" and engine[0].to_dict() == f.to_dict()
-    assert Splits.load(tmp_path / "splits.json")[0].test == f.test
+    assert engine.kind == "holdout" and engine[0].to_dict() == full.to_dict()
+    assert Splits.load(tmp_path / "splits.json")[0].test == full.test
 
 
 @pytest.mark.slow
@@ -117,22 +120,22 @@ def test_table_ii_end_to_end(tiny_mednist: Path, tmp_path: Path) -> None:
     cfg = _cfg(tiny_mednist)
     out = tmp_path / "study"
     over = {"proposed": {"fc_units": 16}}
-    df = run_anatomy_study(cfg, out, nets=["lenet", "proposed"], input_mode="reduced",
-                           sizes={"train": 6}, net_overrides=over)
+    sizes = {"train": 12, "val": 6, "test": 6}
+    df = run_anatomy_study(cfg, out, nets=["lenet", "proposed"], input_mode="reduced", sizes=sizes,
+                           net_overrides=over)
     assert list(df["net"]) == ["lenet", "proposed"] and list(df["input_px"]) == [32, 64]
     assert (df["runtime_s"] > 0).all() and (df["epochs"] == 2).all()
     for pre in ("test", "naive"):
         acc = df["test_accuracy" if pre == "test" else "naive_test_accuracy"]
         assert ((df[f"{pre}_ci_low"] <= acc) & (acc <= df[f"{pre}_ci_high"])).all()
-    n_test = len(json.loads((out / "runs" / "lenet" / "splits.json").read_text())["folds"][0]["test"])
-    assert (df["train_items"] == 12).all() and (df["test_items"] == 2 * n_test).all()  # 2 images per group
+    assert (df["train_items"] == 12).all() and (df["test_items"] == 6).all() and (df["val_items"] == 6).all()
     s_lenet = json.loads((out / "runs" / "lenet" / "splits.json").read_text())
     s_prop = json.loads((out / "runs" / "proposed" / "splits.json").read_text())
-    assert s_lenet["folds"] == s_prop["folds"] and s_lenet["subsampled"] == {"train": 6}
+    assert s_lenet["folds"] == s_prop["folds"] and s_lenet["sizes_images"] == sizes
     naive = json.loads((out / "runs" / "lenet_naive" / "splits.json").read_text())["folds"][0]
-    assert len(naive["train"]) == 12 and all("/" in p for p in naive["train"])  # per-image patients, same images
+    assert len(naive["train"]) == 12 and all("/" in p for p in naive["train"])  # per-image patients, same sizes
     preds = pd.read_csv(out / "runs" / "proposed" / "fold_0" / "predictions.csv")
-    assert len(preds) == 2 * n_test and set(preds["patient_id"]) <= set(s_prop["folds"][0]["test"])
+    assert len(preds) == 6 and set(preds["patient_id"]) <= set(s_prop["folds"][0]["test"])
     m = json.loads((out / "metrics.json").read_text())
     t = m["extra"]["tables"][0]
     assert len(t["rows"]) == 2 and t["columns"][-1].startswith("Naive") and t["rows"][0][0] == "LeNet"
@@ -144,26 +147,26 @@ def test_table_ii_end_to_end(tiny_mednist: Path, tmp_path: Path) -> None:
     assert "no patient ids" in notes and "Naive per-image split" in notes and "Input mode `reduced`" in notes
     report = (out / "report.md").read_text()
     assert "Table II on MedNIST" in report and "first-layer filters" in report
-    again = run_anatomy_study(cfg, out, nets=["lenet", "proposed"], input_mode="reduced", sizes={"train": 6},
+    again = run_anatomy_study(cfg, out, nets=["lenet", "proposed"], input_mode="reduced", sizes=sizes,
                               net_overrides=over, resume=True, figures=False)
     pd.testing.assert_frame_equal(again[df.columns[:8]], df[df.columns[:8]])  # finished runs are reused
 
 
 @pytest.mark.slow
 def test_learning_curve(tiny_mednist: Path, tmp_path: Path) -> None:
-    cfg = _cfg(tiny_mednist, "train.epochs=1")
+    cfg = _cfg(tiny_mednist, "train.epochs=1", "cv.val_fraction=0.5")
     out = tmp_path / "lc"
-    df = run_learning_curve(cfg, [8, 4], out, nets=["lenet"], input_mode="reduced", test_size=3)
-    assert list(df["size_groups"]) == [4, 8] and list(df["val_groups"]) == [1, 2]
-    assert list(df["train_groups"]) == [3, 6] and list(df["train_images"]) == [6, 12]
+    df = run_learning_curve(cfg, [24, 12], out, nets=["lenet"], input_mode="reduced", test_size=6)
+    assert list(df["size_images"]) == [12, 24] and list(df["val_images"]) == [6, 12]  # 50 % (whole groups)
+    assert list(df["train_images"]) == [6, 12] and list(df["train_groups"]) == [3, 6]
     assert (df["test_images"] == 6).all() and df["accuracy"].between(0, 1).all()
     assert (out / "learning_curve.png").stat().st_size > 1000 and not list(out.glob("runs/*/*.ckpt"))
-    assert (out / "runs" / "lenet_n8" / "history.csv").is_file()
-    again = learning_curve_cli(CONFIG, "4,8", out, overrides=[f"data.root={tiny_mednist}", "train.epochs=1",
+    assert (out / "runs" / "lenet_n24" / "history.csv").is_file()
+    again = learning_curve_cli(CONFIG, "12,24", out, overrides=[f"data.root={tiny_mednist}", "train.epochs=1",
                                                               "train.batch_size=8", "train.progress=false",
                                                               "eval.bootstrap=50", "cv.test_fraction=0.25",
-                                                              "cv.val_fraction=0.25"],
-                               nets="lenet", input_mode="reduced", test_size=3)
+                                                              "cv.val_fraction=0.5"],
+                               nets="lenet", input_mode="reduced", test_size=6)
     pd.testing.assert_frame_equal(again.astype(str), df.astype(str))  # resumed: rows reused, nothing retrained
-    with pytest.raises(CadxConfigError, match="training groups"):
+    with pytest.raises(CadxConfigError, match="training images"):
         run_learning_curve(cfg, [100], tmp_path / "lc2", nets=["lenet"], input_mode="reduced")

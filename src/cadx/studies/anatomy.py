@@ -74,14 +74,14 @@ def _finished_with(cfg: ExperimentConfig, run_dir: Path) -> bool:
     return bool(old == new)
 
 
-def _run_net(cfg: ExperimentConfig, cohort: Any, sizes: Mapping[str, int | None] | None, run_dir: Path,
-             resume: bool, clamp: bool = False) -> dict[str, Any]:
+def _run_net(cfg: ExperimentConfig, cohort: Any, sizes: Mapping[str, int] | None, run_dir: Path,
+             resume: bool) -> dict[str, Any]:
     """Write the shared fixed split into ``run_dir`` (unless resuming) and run the engine there."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume and _finished_with(cfg, run_dir):
         return run_summary(run_dir)
     if not (run_dir / "splits.json").is_file():
-        fixed_split(cohort, cfg, sizes, clamp).save(run_dir / "splits.json")
+        fixed_split(cohort, cfg, sizes).save(run_dir / "splits.json")
     run_cv(cfg, run_dir, resume=resume)
     return run_summary(run_dir)
 
@@ -126,7 +126,8 @@ def study_notes(cfg: ExperimentConfig, df: pd.DataFrame, input_mode: InputMode, 
         "mixed labels) and the group is used as the patient for every split, so no near-duplicate straddles "
         "train/val/test.",
         f"- Fixed stratified holdout over the groups (seed {cfg.seed}): test fraction {cfg.cv.test_fraction}, "
-        f"validation fraction {cfg.cv.val_fraction} of the rest; subsampled groups per part: "
+        f"validation fraction {cfg.cv.val_fraction} of the rest; reduced run, images per part (whole groups, "
+        "class-balanced; groups larger than a class quota left out): "
         + (", ".join(f"{p} {n}" for p, n in sizes.items() if n is not None) or "none (full split)") + ". "
         "All nets share the same split (the same `splits.json`).",
         f"- Training (all nets alike): {cfg.optim.name.upper()} lr {cfg.optim.lr}, momentum {cfg.optim.momentum}, "
@@ -160,12 +161,12 @@ def study_notes(cfg: ExperimentConfig, df: pd.DataFrame, input_mode: InputMode, 
 
 def run_anatomy_study(cfg: ExperimentConfig, out_dir: str | Path, nets: Sequence[str] = tuple(PAPER_ORDER),
                       naive_split: bool = True, input_mode: InputMode = "paper",
-                      sizes: Mapping[str, int | None] | None = None,
+                      sizes: Mapping[str, int] | None = None,
                       net_overrides: Mapping[str, Mapping[str, Any]] | None = None, resume: bool = False,
                       figures: bool = True) -> pd.DataFrame:
     """Train ``nets`` on the fixed group-aware split (and the naive per-image split) and write Table II.
 
-    ``sizes``: optional ``{"train"|"val"|"test": number of groups}`` subsample of the fixed split (reduced runs).
+    ``sizes``: optional ``{"train", "val", "test": images}``: a reduced class-balanced split of whole groups.
     ``net_overrides``: extra model kwargs per net. Run folders: ``out_dir/runs/<net>`` and
     ``out_dir/runs/<net>_naive``. Returns Table II as a DataFrame (one row per net, fractions in [0, 1]).
     """
@@ -178,8 +179,7 @@ def run_anatomy_study(cfg: ExperimentConfig, out_dir: str | Path, nets: Sequence
     figs: list[dict[str, str]] = []
     split = fixed_split(cohort, cfg, sizes)
     # the naive split gets as many images per part as the grouped one (its patients are single images)
-    # (capped at what the naive holdout has; parts not subsampled stay whole)
-    naive_sizes = {p: len(split[0].indices(cohort, p)) for p, n in sizes.items() if n is not None}
+    naive_sizes = {p: len(split[0].indices(cohort, p)) for p in sizes}
     image = _example_image(cfg, cohort, split) if figures else None
     for net in nets:
         over = (net_overrides or {}).get(net)
@@ -189,8 +189,7 @@ def run_anatomy_study(cfg: ExperimentConfig, out_dir: str | Path, nets: Sequence
         row.update(_run_net(ncfg, cohort, sizes, out / "runs" / net, resume))
         if naive_cohort is not None:
             ncfg_naive = net_config(naive_config(cfg), net, input_mode, over)
-            s = _run_net(ncfg_naive, naive_cohort, naive_sizes, out / "runs" / f"{net}_naive", resume,
-                         clamp=True)
+            s = _run_net(ncfg_naive, naive_cohort, naive_sizes, out / "runs" / f"{net}_naive", resume)
             row.update({"naive_test_accuracy": s["test_accuracy"], "naive_ci_low": s["test_ci_low"],
                         "naive_ci_high": s["test_ci_high"], "naive_runtime_s": s["runtime_s"]})
         rows.append(row)

@@ -1,13 +1,13 @@
 """Paper 001 Fig. 13: test accuracy against training-set size for the four nets (one plot).
 
 The cohort is preprocessed once; the fixed group-aware holdout (:func:`~cadx.studies.anatomy_setup.fixed_split`)
-gives the test groups (never changed across sizes) and the training pool (its train + val groups). For a size ``n``
-(number of **groups**, the MedNIST stand-in for patients) the first ``n`` groups of a seeded stratified order of
-the pool are taken (so sizes are nested and class-balanced); as in the paper ("each experiment was validated using
-the randomly selected 20 % data from the training data set") ``cv.val_fraction`` of those ``n`` groups validate
-(checkpoint = best validation loss) and the rest train. Each (net, size) trains through the engine's
-:func:`~cadx.engine.trainer.fit`; one row per run is appended to ``learning_curve.csv`` (resumable: rows there
-are skipped) and checkpoints are deleted after each run (only ``history.csv`` stays).
+gives the test groups (never changed across sizes) and the training pool (its train + val groups). A size ``n`` is a
+number of **images**: whole near-duplicate groups (the MedNIST stand-in for patients) holding about ``n`` images,
+balanced over the classes (:func:`~cadx.studies.anatomy_setup.balanced_groups`); as in the paper ("each experiment
+was validated using the randomly selected 20 % data from the training data set") groups with ``cv.val_fraction``
+of those images validate (checkpoint = best validation loss) and the rest train. Each (net, size) trains through
+the engine's :func:`~cadx.engine.trainer.fit`; one row per run is appended to ``learning_curve.csv`` (resumable:
+rows there are skipped) and checkpoints are deleted after each run (only ``history.csv`` stays).
 """
 
 from __future__ import annotations
@@ -27,50 +27,56 @@ from cadx.engine.store import build_store
 from cadx.engine.trainer import fit, fold_seed
 from cadx.errors import CadxConfigError
 from cadx.evaluation.summary import evaluate_predictions
-from cadx.studies.anatomy_setup import NETS, PAPER_ORDER, InputMode, fixed_split, net_config, stratified_order
+from cadx.studies.anatomy_setup import NETS, PAPER_ORDER, InputMode, balanced_groups, fixed_split, net_config
 from cadx.utils import atomic_write_json, atomic_write_text
 
 __all__ = ["curve_figure", "learning_curve_cli", "run_learning_curve"]
 
-COLUMNS = ["net", "size_groups", "train_groups", "val_groups", "train_images", "test_images", "accuracy",
-           "ci_low", "ci_high", "best_epoch", "seconds"]
+COLUMNS = ["net", "size_images", "train_groups", "val_groups", "train_images", "val_images", "test_images",
+           "accuracy", "ci_low", "ci_high", "best_epoch", "seconds"]
 
 
 def run_learning_curve(cfg: ExperimentConfig, sizes: Sequence[int], out_dir: str | Path,
                        nets: Sequence[str] = tuple(PAPER_ORDER), input_mode: InputMode = "paper",
                        test_size: int | None = None,
                        net_overrides: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
-    """Accuracy on the fixed test groups against the number of training groups ``sizes`` for every net.
+    """Accuracy on the fixed test groups against the training-set size ``sizes`` (images) for every net.
 
-    ``test_size``: optional stratified subsample of the test groups (fixed for all sizes and nets).
+    ``test_size``: optional class-balanced subsample of the test groups, in images (fixed for all sizes and nets).
     Writes ``learning_curve.csv``, ``learning_curve.png``, ``metrics.json`` (``extra`` table + figure),
     ``notes.md`` and the report into ``out_dir``; returns the table.
     """
     sizes = sorted({int(s) for s in sizes})
     if not sizes or sizes[0] < 2:
-        raise CadxConfigError(f"sizes must be integers ≥ 2 (groups), got {sizes}")
+        raise CadxConfigError(f"sizes must be integers ≥ 2 (images), got {sizes}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     cohort = load_cohort(cfg, out)
-    split = fixed_split(cohort, cfg, {"test": test_size})[0]
-    pool = stratified_order(cohort, split.train + split.val, cfg.seed)
-    if sizes[-1] > len(pool):
-        raise CadxConfigError(f"size {sizes[-1]} > {len(pool)} training groups available")
+    if test_size is not None:  # a class-balanced test set of whole groups; every other group is the training pool
+        test = balanced_groups(cohort, sorted(set(cohort.patient_ids)), test_size, cfg.seed)
+        split = Fold(0, sorted(set(cohort.patient_ids) - set(test)), [], test)
+    else:
+        split = fixed_split(cohort, cfg)[0]
+    pool = split.train + split.val
+    n_pool = int(sum(p in set(pool) for p in cohort.patient_ids))
+    if sizes[-1] > n_pool:
+        raise CadxConfigError(f"size {sizes[-1]} > {n_pool} training images available")
     store = build_store(cohort, cfg, progress=cfg.train.progress)
     te = store.items_of_studies(split.indices(cohort, "test"))
     path = out / "learning_curve.csv"
     df = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=COLUMNS)
     for n in sizes:
-        chosen = pool[:n]
-        n_val = round(cfg.cv.val_fraction * n) if cfg.cv.val_fraction > 0 else 0
-        n_val = min(max(n_val, 1 if cfg.cv.val_fraction > 0 else 0), n - 1)
-        val = stratified_order(cohort, chosen, cfg.seed + n)[:n_val]
+        chosen = balanced_groups(cohort, pool, n, cfg.seed)
+        val = (balanced_groups(cohort, chosen, max(1, round(cfg.cv.val_fraction * n)), cfg.seed + 1)
+               if cfg.cv.val_fraction > 0 and len(chosen) > 1 else [])
+        if len(val) >= len(chosen):
+            val = val[:-1]
         train = sorted(set(chosen) - set(val))
         fold = Fold(0, train, val, split.test)
         tr, va = (store.items_of_studies(fold.indices(cohort, part)) for part in ("train", "val"))
         for net in nets:
-            if ((df["net"] == net) & (df["size_groups"] == n)).any():
+            if ((df["net"] == net) & (df["size_images"] == n)).any():
                 continue
             ncfg = net_config(cfg, net, input_mode, (net_overrides or {}).get(net))
             run_dir = out / "runs" / f"{net}_n{n}"
@@ -82,14 +88,14 @@ def run_learning_curve(cfg: ExperimentConfig, sizes: Sequence[int], out_dir: str
             lo, hi = m["pooled"].get("ci", {}).get("accuracy", [float("nan")] * 2)
             for ck in run_dir.glob("*.ckpt"):
                 ck.unlink()
-            row = {"net": net, "size_groups": n, "train_groups": len(train), "val_groups": len(val),
-                   "train_images": int(tr.size), "test_images": int(te.size),
+            row = {"net": net, "size_images": n, "train_groups": len(train), "val_groups": len(val),
+                   "train_images": int(tr.size), "val_images": int(va.size), "test_images": int(te.size),
                    "accuracy": float(m["pooled"]["accuracy"]), "ci_low": float(lo), "ci_high": float(hi),
                    "best_epoch": int(getattr(module, "best_epoch", -1)),
                    "seconds": round(time.perf_counter() - t1, 1)}
             df = pd.concat([df.astype(object), pd.DataFrame([row])], ignore_index=True)
             atomic_write_text(path, df.to_csv(index=False))
-    df = df[df["net"].isin(list(nets)) & df["size_groups"].isin(sizes)].reset_index(drop=True)
+    df = df[df["net"].isin(list(nets)) & df["size_images"].isin(sizes)].reset_index(drop=True)
     fig = curve_figure(df, out / "learning_curve.png")
     _write(cfg, out, df, fig, input_mode, time.perf_counter() - t0)
     return df
@@ -104,7 +110,7 @@ def curve_figure(df: pd.DataFrame, path: Path) -> Path:
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot(1, 1, 1)
     for net in [n for n in PAPER_ORDER if n in set(df["net"])]:
-        d = df[df["net"] == net].sort_values("size_groups")
+        d = df[df["net"] == net].sort_values("size_images")
         x = d["train_images"].astype(float)
         y = 100 * d["accuracy"].astype(float)
         err = [y - 100 * d["ci_low"].astype(float), 100 * d["ci_high"].astype(float) - y]
@@ -123,9 +129,9 @@ def _write(cfg: ExperimentConfig, out: Path, df: pd.DataFrame, fig: Path, input_
     from cadx.report import write_report
 
     cols = ["Model", "Training groups", "Training images", "Test accuracy (%) [95% CI]", "Seconds"]
-    rows = [[NETS[r["net"]]["label"], int(r["size_groups"]), int(r["train_images"]),
+    rows = [[NETS[r["net"]]["label"], int(r["train_groups"]), int(r["train_images"]),
              f"{100 * r['accuracy']:.1f} [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]", r["seconds"]]
-            for _, r in df.sort_values(["net", "size_groups"]).iterrows()]
+            for _, r in df.sort_values(["net", "size_images"]).iterrows()]
     metrics = {"run": {"name": f"{cfg.name}_learning_curve", "dataset": cfg.data.dataset,
                        "model": ", ".join(sorted(set(df["net"]))), "folds": 1, "seconds": round(wall_s, 1),
                        "input_mode": input_mode},
@@ -135,10 +141,10 @@ def _write(cfg: ExperimentConfig, out: Path, df: pd.DataFrame, fig: Path, input_
     atomic_write_json(out / "metrics.json", metrics)
     test_n = int(df["test_images"].iloc[0]) if len(df) else 0
     notes = [f"# {cfg.name}: accuracy against training-set size (paper 001 Fig. 13)", "",
-             "- Sizes count near-duplicate **groups** (MedNIST has no patient ids; groups stand in for patients); "
-             "training images per size are in the table. Sizes are nested, stratified prefixes of the training pool.",
-             f"- {cfg.cv.val_fraction:.0%} of each size's groups validate (best validation loss checkpoint); the "
-             f"test set is fixed ({test_n} images) for every size and net.",
+             "- Sizes count images, drawn as whole near-duplicate **groups** (MedNIST has no patient ids; groups "
+             "stand in for patients), balanced over the classes; exact counts per size are in the table.",
+             f"- {cfg.cv.val_fraction:.0%} of each size's images (whole groups) validate (best validation loss "
+             f"checkpoint); the test set is fixed ({test_n} images) for every size and net.",
              f"- {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, {cfg.optim.name} lr {cfg.optim.lr}; input "
              f"mode `{input_mode}`. Wall time {wall_s:.0f} s."]
     atomic_write_text(out / "notes.md", "\n".join(notes) + "\n")

@@ -15,13 +15,14 @@ Input sizes (``input_mode``), a documented choice because MedNIST is 64 px and t
 MedNIST has no patient ids: the ``mednist`` adapter puts the near-duplicate group (perceptual hash + NCC,
 :mod:`cadx.data.dedup`) in ``patient_id`` (``data.options.group: dedup``); ``group: image`` is the naive per-image
 split. The split is :func:`~cadx.data.splits.holdout_split` on those groups (``cv.test_fraction`` to test, then
-``cv.val_fraction`` of the rest to validation), optionally subsampled per part to a number of groups, stratified
-(:func:`subsample_split`) — a reduced but honest run keeps the same test distribution.
+``cv.val_fraction`` of the rest to validation); reduced runs instead draw whole groups holding given numbers of
+images per part, balanced over the classes (:func:`reduced_split`) — MedNIST itself is balanced (2000 per class).
 """
 
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -76,49 +77,63 @@ def net_config(cfg: ExperimentConfig, net: str, input_mode: InputMode = "paper",
     return config_from_dict(d, source=f"{cfg.name}[{net}]", defaults=False)
 
 
-def stratified_order(cohort: Cohort, pids: Sequence[str], seed: int) -> list[str]:
-    """Patients ``pids`` in a seeded order whose every prefix is (nearly) stratified by the patient's class:
-    shuffle within each class, then interleave the classes in proportion to their sizes."""
+def balanced_groups(cohort: Cohort, pids: Sequence[str], n_images: int, seed: int) -> list[str]:
+    """Whole patients (groups) from ``pids`` holding about ``n_images`` images, split evenly over the classes.
+
+    MedNIST's near-duplicate groups differ wildly in size and number per class (BreastMRI 83 groups, CXR 1860; one
+    Hand group has 576 images), so a group-stratified sample is badly imbalanced in images. Per class (patient
+    majority label): walk the class's groups in a seeded random order and keep each one that still fits the quota
+    ``n_images // K`` (the remainder to the first classes); a class whose every group is too big keeps its smallest.
+    """
     strata = patient_strata(cohort)
-    rng = np.random.default_rng(seed)
+    sizes = Counter(cohort.patient_ids)
     by: dict[int, list[str]] = {}
     for p in sorted(pids):
         by.setdefault(strata[p], []).append(p)
-    keyed: list[tuple[float, int, str]] = []
-    for k, members in sorted(by.items()):
-        perm = rng.permutation(len(members))
-        n = len(members)
-        keyed += [((i + 0.5) / n, k, members[j]) for i, j in enumerate(perm)]
-    return [p for _, _, p in sorted(keyed)]
+    rng = np.random.default_rng(seed)
+    k = len(by)
+    out: list[str] = []
+    for i, (_, members) in enumerate(sorted(by.items())):
+        quota = n_images // k + (1 if i < n_images % k else 0)
+        order = [members[j] for j in rng.permutation(len(members))]
+        taken, count = [], 0
+        for p in order:
+            if count + sizes[p] <= quota:
+                taken.append(p)
+                count += sizes[p]
+            if count == quota:
+                break
+        out += taken or ([min(members, key=lambda q: (sizes[q], q))] if quota > 0 else [])
+    return sorted(out)
 
 
-def subsample_split(cohort: Cohort, splits: Splits, sizes: Mapping[str, int | None], seed: int,
-                    clamp: bool = False) -> Splits:
-    """Keep, per part (``train``/``val``/``test``), the first ``sizes[part]`` patients of
-    :func:`stratified_order` (None or missing = all; ``clamp``: at most all, else a too-large size raises).
-    Returns a new one-fold ``Splits`` (kind kept, sizes in meta)."""
-    f = splits[0]
+def reduced_split(cohort: Cohort, sizes: Mapping[str, int], seed: int) -> Splits:
+    """A one-fold holdout of whole groups holding about ``sizes[part]`` **images** per part, balanced over the
+    classes: test first, then val from the remaining groups, then train (:func:`balanced_groups`). Groups bigger
+    than a class's quota are left out (MedNIST has a few with hundreds of near-identical slices)."""
+    missing = [p for p in ("train", "val", "test") if p not in sizes]
+    if missing:
+        raise CadxConfigError(f"reduced split: sizes for {missing} missing (need train, val and test image counts)")
+    rest = sorted(set(cohort.patient_ids))
     parts: dict[str, list[str]] = {}
-    for i, part in enumerate(("train", "val", "test")):
-        pids = f.part(part)
-        n = sizes.get(part)
-        if n is not None:
-            n = min(n, len(pids)) if clamp else n
-            if n < 1 or n > len(pids):
-                raise CadxConfigError(f"{part} size {n}: the split has {len(pids)} patients in {part}")
-            pids = stratified_order(cohort, pids, seed + i)[:n]
-        parts[part] = pids
-    meta = {**splits.meta, "subsampled": {k: v for k, v in sizes.items() if v is not None}}
-    return Splits([Fold(0, parts["train"], parts["val"], parts["test"])], splits.seed, splits.kind, meta)
+    for i, part in enumerate(("test", "val", "train")):
+        n = int(sizes[part])
+        have = sum(1 for p in cohort.patient_ids if p in set(rest))
+        if n < 1 or n > have:
+            raise CadxConfigError(f"{part} size {n}: {have} images left for {part}")
+        parts[part] = balanced_groups(cohort, rest, n, seed + i) if n > 0 else []
+        rest = sorted(set(rest) - set(parts[part]))
+    meta = {"sizes_images": {p: int(sizes[p]) for p in ("train", "val", "test")}, "patients": len(set(
+        cohort.patient_ids)), "studies": len(cohort), "cohort": cohort.name}
+    return Splits([Fold(0, parts["train"], parts["val"], parts["test"])], seed, "holdout", meta)
 
 
-def fixed_split(cohort: Cohort, cfg: ExperimentConfig, sizes: Mapping[str, int | None] | None = None,
-                clamp: bool = False) -> Splits:
-    """The study's fixed holdout (``cv.test_fraction``, ``cv.val_fraction``, ``seed``), optionally subsampled."""
-    s = holdout_split(cohort, test_fraction=cfg.cv.test_fraction, seed=cfg.seed, val_fraction=cfg.cv.val_fraction)
-    if sizes and any(v is not None for v in sizes.values()):
-        return subsample_split(cohort, s, sizes, cfg.seed, clamp=clamp)
-    return s
+def fixed_split(cohort: Cohort, cfg: ExperimentConfig, sizes: Mapping[str, int] | None = None) -> Splits:
+    """The study's fixed split: :func:`reduced_split` with ``sizes`` (images per part), else the full
+    :func:`~cadx.data.splits.holdout_split` (``cv.test_fraction``, ``cv.val_fraction``, ``seed``)."""
+    if sizes:
+        return reduced_split(cohort, sizes, cfg.seed)
+    return holdout_split(cohort, test_fraction=cfg.cv.test_fraction, seed=cfg.seed, val_fraction=cfg.cv.val_fraction)
 
 
 def naive_config(cfg: ExperimentConfig) -> ExperimentConfig:
