@@ -59,7 +59,8 @@ def run_learning_curve(cfg: ExperimentConfig, sizes: Sequence[int], out_dir: str
     else:
         split = fixed_split(cohort, cfg)[0]
     pool = split.train + split.val
-    n_pool = int(sum(p in set(pool) for p in cohort.patient_ids))
+    pool_set = set(pool)
+    n_pool = sum(1 for p in cohort.patient_ids if p in pool_set)
     if sizes[-1] > n_pool:
         raise CadxConfigError(f"size {sizes[-1]} > {n_pool} training images available")
     store = build_store(cohort, cfg, progress=cfg.train.progress)

@@ -118,7 +118,8 @@ def reduced_split(cohort: Cohort, sizes: Mapping[str, int], seed: int) -> Splits
     parts: dict[str, list[str]] = {}
     for i, part in enumerate(("test", "val", "train")):
         n = int(sizes[part])
-        have = sum(1 for p in cohort.patient_ids if p in set(rest))
+        rest_set = set(rest)
+        have = sum(1 for p in cohort.patient_ids if p in rest_set)
         if n < 1 or n > have:
             raise CadxConfigError(f"{part} size {n}: {have} images left for {part}")
         parts[part] = balanced_groups(cohort, rest, n, seed + i) if n > 0 else []
