@@ -199,8 +199,12 @@ class Cohort(Sequence[Study]):
         (all of them when it is smaller); intensities use a strided sample of each image's voxels.
         """
         n = len(self.studies)
-        idx = np.unique(np.linspace(0, n - 1, min(n, max_images)).round().astype(int)) if n else []
-        shapes, spacings, samples, channels = [], [], [], set()
+        idx: list[int] = (np.unique(np.linspace(0, n - 1, min(n, max_images)).round().astype(int)).tolist()
+                          if n else [])
+        shapes: list[tuple[int, ...]] = []
+        spacings: list[tuple[float, ...]] = []
+        samples: list[np.ndarray] = []
+        channels: set[int] = set()
         it: Iterable[int] = idx
         if progress:
             from rich.progress import track
@@ -231,11 +235,11 @@ class Cohort(Sequence[Study]):
             pct.update(mean=float(allv.mean()), std=float(allv.std()))
         attrs = self.attribute_names()
         attr_summary = {}
-        for a in attrs:
-            vals = np.array([s.attributes[a] for s in self.studies if a in s.attributes], dtype=float)
+        for name in attrs:
+            vals = np.array([s.attributes[name] for s in self.studies if name in s.attributes], dtype=float)
             vals = vals[np.isfinite(vals)]
             if vals.size:
-                attr_summary[a] = {"n": int(vals.size), "mean": float(vals.mean()), "min": float(vals.min()),
+                attr_summary[name] = {"n": int(vals.size), "mean": float(vals.mean()), "min": float(vals.min()),
                                    "max": float(vals.max())}
         return {
             "name": self.name,

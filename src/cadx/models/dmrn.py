@@ -68,7 +68,7 @@ class DMRN(CadxModel):
         self.multiscale = bool(multiscale)
         chans = self.backbone.stage_channels if self.multiscale else self.backbone.stage_channels[-1:]
         self.rpus = nn.ModuleList(ResidualPoolingUnit(c, spatial_dims) for c in chans)
-        self.embedding_dims = [r.out_dim for r in self.rpus]
+        self.embedding_dims = [int(r.out_dim) for r in self.rpus]  # type: ignore[arg-type]
         self.feature_dim = self.embedding_dims[-1]
         self._init_head()
 

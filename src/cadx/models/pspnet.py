@@ -127,7 +127,7 @@ class PyramidPooling(nn.Module):
         h, w = x.shape[-2:]
         outs = [x]
         for branch, size in zip(self.branches, self.bins(h, w), strict=True):
-            conv, bn, act = branch
+            conv, bn, act = branch[0], branch[1], branch[2]  # type: ignore[index]
             y = conv(F.adaptive_avg_pool2d(x, size))
             if self.training and y.shape[0] * y.shape[2] * y.shape[3] == 1:
                 # one value per channel (batch of 1, 1×1 bin): batch statistics are undefined → running stats

@@ -8,7 +8,7 @@ our classifier is ``head``). Bottleneck blocks stride in the 3×3 conv (torchvis
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from monai.networks.nets.resnet import ResNet as _MonaiResNet
 from monai.networks.nets.resnet import ResNetBlock, ResNetBottleneck
@@ -75,7 +75,8 @@ class ResNet(CadxModel):
         if width < 1:
             raise CadxConfigError(f"ResNet width must be >= 1, got {width}")
         k, s, pool = STEMS[stem]
-        net = _MonaiResNet(block=block or kind, layers=layers, block_inplanes=[width * m for m in (1, 2, 4, 8)],
+        net = _MonaiResNet(block=cast(Any, block or kind), layers=layers,
+                           block_inplanes=[width * m for m in (1, 2, 4, 8)],
                            spatial_dims=spatial_dims, n_input_channels=in_channels, conv1_t_size=k,
                            conv1_t_stride=s, no_max_pool=not pool, feed_forward=False, bias_downsample=False)
         self.depth, self.width, self.stem = depth, width, stem
