@@ -61,8 +61,8 @@ def test_handcrafted_matrix_disk_features() -> None:
     x = rng.random((3, 1, 24, 24)).astype(np.float32)
     x[1, 0, 9:15, 9:15] = 5.0  # bright nodule in the centre disk (diameter 24 / 2 = 12)
     f = handcrafted_matrix(x, 2.0)
-    assert f.shape == (3, 1827 + 19) and np.isfinite(f).all()
-    assert f[1, 1827 + 3] > f[0, 1827 + 3] + 1.0  # "mean" inside the disk
+    assert f.shape == (3, 812 + 19) and np.isfinite(f).all()
+    assert f[1, 812 + 3] > f[0, 812 + 3] + 1.0  # "mean" inside the disk
 
 
 class _S:
