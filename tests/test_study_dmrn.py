@@ -69,6 +69,9 @@ def test_every_variant_is_a_valid_config_and_builds() -> None:
     mn = load_config(MNIST3D)
     assert mn.cv.use_official and mn.input.kind == "volume3d" and mn.input.roi == "none"
     assert mn.model.name == "dmrn" and mn.input.augment.flip
+    small = variant_config(MNIST3D, "cnn3d_small")  # keeps the whole 28^3 volume of the base
+    assert small.model.name == "cnn3d_small" and small.input.size_tuple() == (28, 28, 28)
+    assert not small.input.augment.rot90
 
 
 def _tiny_base(tmp: Path) -> Path:

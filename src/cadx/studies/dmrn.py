@@ -47,6 +47,8 @@ VARIANTS: dict[str, list[str]] = {
     "resnet152": _resnet(152),
     "cnn3d": ["model.name=cnn3d", "model.kwargs={width: 8, fc_dims: [128, 64]}", "input.kind=volume3d",
               "input.size=[16, 32, 32]", "input.augment.rot90=true", *_HEAD],
+    "cnn3d_small": ["model.name=cnn3d_small", "model.kwargs={}", "input.kind=volume3d", "input.size=[16, 32, 32]",
+                    "input.augment.rot90=true", *_HEAD],
     "arl": ["model.name=arl", "model.kwargs={depth: 50, width: 16, stem: small}", *_HEAD],
     "sdl": ["model.name=sdl", "model.kwargs={depth: 50, width: 16, stem: small}", "objective={sdl: 1.0}",
             "pairs=none", "eval.classifier=head"],
@@ -58,12 +60,16 @@ TSNE_MODELS = ("dmrn", "resnet18")
 def variant_config(base: str | Path, model: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """The config of ``model``: ``base`` YAML → :data:`VARIANTS` ``[model]`` → ``overrides``; ``name`` = model.
 
-    ``hc_svm`` ignores ``model.*`` overrides (they address the networks, e.g. ``model.kwargs.width``)."""
+    ``hc_svm`` ignores ``model.*`` overrides (they address the networks, e.g. ``model.kwargs.width``). On a base
+    whose input is already ``volume3d`` (AdrenalMNIST3D) the 3D variants keep the base's ``input`` section."""
     if model not in VARIANTS:
         raise CadxConfigError(f"dmrn study: unknown model {model!r} (known: {', '.join(VARIANTS)})")
     if model == HC_NAME:
         overrides = [o for o in overrides if not o.strip().startswith("model.")]
-    return load_config(base, [*VARIANTS[model], f"name={model}", *overrides])
+    own = VARIANTS[model]
+    if load_config(base).input.kind == "volume3d":
+        own = [o for o in own if not o.startswith("input.")]
+    return load_config(base, [*own, f"name={model}", *overrides])
 
 
 def _shared_root(cfg: ExperimentConfig, out: Path) -> list[str]:
