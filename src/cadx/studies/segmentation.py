@@ -109,12 +109,35 @@ def _f(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def partial_metrics(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame] | None:
+    """Metrics of the finished folds of an unfinished run (None when no fold is done); ``run.partial`` says how
+    many folds of how many."""
+    from cadx.engine.segmentation import evaluate_seg
+
+    cfg = load_config(run_dir / "config.yaml")
+    done = sorted(run_dir.glob("fold_*/DONE"))
+    if not done:
+        return None
+    df = pd.concat([pd.read_csv(f.parent / "predictions.csv") for f in done], ignore_index=True)
+    classes = [c[2:] for c in df.columns if c.startswith("p_")] if cfg.task.classification else []
+    m = evaluate_seg(df, classes, cfg.eval.bootstrap, cfg.seed)
+    secs = sum(float(read_json(f).get("seconds", 0.0)) for f in done)
+    m["run"] = {"folds": cfg.cv.folds, "items": None, "input_size": list(cfg.input.size_tuple()),
+                "seconds": round(secs, 1), "partial": f"{len(done)} of {cfg.cv.folds} folds"}
+    return m, df
+
+
 def summarize(work_dir: Path, results_dir: Path) -> dict[str, Any]:
-    """Summary of the finished runs (and copies of their small files) in ``results_dir``."""
+    """Summary of the finished runs (and copies of their small files) in ``results_dir``; runs still going
+    contribute their finished folds, marked ``partial``."""
     rows, preds = [], {}
     for name in RUNS:
         d = work_dir / name
         if not (d / "DONE_STUDY").is_file():
+            part = partial_metrics(d) if (d / "config.yaml").is_file() else None
+            if part is not None:
+                rows.append({**_row(name, part[0]), "partial": part[0]["run"]["partial"]})
+                preds[name] = part[1]
             continue
         rows.append(_row(name, read_json(d / "metrics.json")))
         preds[name] = pd.read_csv(d / "predictions.csv")
@@ -127,11 +150,12 @@ def summarize(work_dir: Path, results_dir: Path) -> dict[str, Any]:
             (dst / "figures").mkdir(exist_ok=True)
             shutil.copyfile(png, dst / "figures" / png.name)
     out: dict[str, Any] = {"runs": rows, "comparisons": {}}
-    if {"scnet_lgg", "scnet_lgg_no2step"} <= set(preds):
+    if {"scnet_lgg", "scnet_lgg_no2step"} <= set(preds):  # paired: only studies both have predicted
         out["comparisons"]["two_step_minus_ternary_lgg"] = compare_paired(preds["scnet_lgg"],
                                                                           preds["scnet_lgg_no2step"])
     by = {r["run"]: r for r in rows}
-    if {"scnet_busi_grouped", "scnet_busi_naive"} <= set(by):
+    if {"scnet_busi_grouped", "scnet_busi_naive"} <= set(by) and not by["scnet_busi_grouped"].get("partial") \
+            and not by["scnet_busi_naive"].get("partial"):
         g, n = by["scnet_busi_grouped"], by["scnet_busi_naive"]
         out["comparisons"]["busi_naive_minus_grouped"] = {
             k: (n[k] - g[k]) if n[k] is not None and g[k] is not None else None
@@ -141,7 +165,8 @@ def summarize(work_dir: Path, results_dir: Path) -> dict[str, Any]:
              "| run | studies | Dice mean [95% CI] | Dice median [95% CI] | accuracy [95% CI] | folds | input | s |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['run']} | {r['studies']} | {_f(r['dice_mean'])} {_f(r['dice_mean_ci'])} | "
+        tag = f" ({r['partial']})" if r.get("partial") else ""
+        lines.append(f"| {r['run']}{tag} | {r['studies']} | {_f(r['dice_mean'])} {_f(r['dice_mean_ci'])} | "
                      f"{_f(r['dice_median'])} {_f(r['dice_median_ci'])} | {_f(r['accuracy'])} "
                      f"{_f(r['accuracy_ci'])} | {r['folds']} | {r['input_size']} | {r['seconds']} |")
     lines += ["", "Comparisons:", "", "```", *(f"{k}: {v}" for k, v in out["comparisons"].items()), "```", "",
