@@ -18,7 +18,7 @@ from cadx.data.splits import Splits, patient_strata
 from cadx.engine.cv import get_splits
 from cadx.errors import CadxConfigError
 from cadx.studies.anatomy import run_anatomy_study
-from cadx.studies.anatomy_curve import learning_curve_cli, run_learning_curve
+from cadx.studies.anatomy_curve import learning_curve_cli, render_learning_curve, run_learning_curve
 from cadx.studies.anatomy_setup import (
     NETS,
     balanced_groups,
@@ -168,5 +168,8 @@ def test_learning_curve(tiny_mednist: Path, tmp_path: Path) -> None:
                                                               "cv.val_fraction=0.5"],
                                nets="lenet", input_mode="reduced", test_size=6)
     pd.testing.assert_frame_equal(again.astype(str), df.astype(str))  # resumed: rows reused, nothing retrained
+    redo = render_learning_curve(cfg, out, "reduced")  # from learning_curve.csv alone (an interrupted run)
+    table = json.loads((out / "metrics.json").read_text())["extra"]["tables"][0]
+    assert len(redo) == 2 and [r[:3] for r in table["rows"]] == [["LeNet", 3, 6], ["LeNet", 6, 12]]
     with pytest.raises(CadxConfigError, match="training images"):
         run_learning_curve(cfg, [100], tmp_path / "lc2", nets=["lenet"], input_mode="reduced")

@@ -30,7 +30,7 @@ from cadx.evaluation.summary import evaluate_predictions
 from cadx.studies.anatomy_setup import NETS, PAPER_ORDER, InputMode, balanced_groups, fixed_split, net_config
 from cadx.utils import atomic_write_json, atomic_write_text
 
-__all__ = ["curve_figure", "learning_curve_cli", "run_learning_curve"]
+__all__ = ["curve_figure", "learning_curve_cli", "render_learning_curve", "run_learning_curve"]
 
 COLUMNS = ["net", "size_images", "train_groups", "val_groups", "train_images", "val_images", "test_images",
            "accuracy", "ci_low", "ci_high", "best_epoch", "seconds"]
@@ -97,8 +97,18 @@ def run_learning_curve(cfg: ExperimentConfig, sizes: Sequence[int], out_dir: str
             df = pd.concat([df.astype(object), pd.DataFrame([row])], ignore_index=True)
             atomic_write_text(path, df.to_csv(index=False))
     df = df[df["net"].isin(list(nets)) & df["size_images"].isin(sizes)].reset_index(drop=True)
+    return render_learning_curve(cfg, out, input_mode, df, time.perf_counter() - t0)
+
+
+def render_learning_curve(cfg: ExperimentConfig, out_dir: str | Path, input_mode: InputMode,
+                          df: pd.DataFrame | None = None, wall_s: float | None = None) -> pd.DataFrame:
+    """Figure, ``metrics.json``, ``notes.md`` and report of the rows in ``df`` (default: ``learning_curve.csv``
+    in ``out_dir``, e.g. of an interrupted run); ``wall_s`` defaults to the sum of the runs' seconds."""
+    out = Path(out_dir)
+    if df is None:
+        df = pd.read_csv(out / "learning_curve.csv")
     fig = curve_figure(df, out / "learning_curve.png")
-    _write(cfg, out, df, fig, input_mode, time.perf_counter() - t0)
+    _write(cfg, out, df, fig, input_mode, float(df["seconds"].sum()) if wall_s is None else wall_s)
     return df
 
 
