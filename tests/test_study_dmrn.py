@@ -138,3 +138,17 @@ def test_study_runs_models_in_the_same_folds_with_tsne_and_report(tmp_path: Path
     # a second call resumes every finished run (no retraining) and gives the same numbers
     again = run_dmrn_study(_tiny_base(tmp_path), out, models=["dmrn", "hc_svm"], overrides=_TINY, tsne=False)
     assert again["accuracy"].tolist() == df.set_index("model").loc[["dmrn", "hc_svm"], "accuracy"].tolist()
+
+
+@pytest.mark.slow
+def test_evaluate_checkpoint_reproduces_a_finished_fold(tmp_path: Path) -> None:
+    from cadx.engine.cv import run_cv
+    from cadx.studies.dmrn_partial import evaluate_checkpoint
+
+    cfg = variant_config(_tiny_base(tmp_path), "dmrn", _TINY)
+    run_cv(cfg, tmp_path / "run")
+    m = evaluate_checkpoint(tmp_path / "run", fold=0, checkpoint="checkpoint_best.ckpt", n_bootstrap=10)
+    got = pd.read_csv(tmp_path / "run" / "partial" / "predictions.csv").set_index("study_id").sort_index()
+    want = pd.read_csv(tmp_path / "run" / "fold_0" / "predictions.csv").set_index("study_id").sort_index()
+    assert np.allclose(got["p_malignant"], want["p_malignant"], atol=1e-6)
+    assert m["partial"] == {**m["partial"], "epochs_trained": 1, "epochs_scheduled": 1, "model": "dmrn"}
