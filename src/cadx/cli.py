@@ -221,6 +221,90 @@ def demo_cmd(
     run_demo(out_dir)
 
 
+study_app = typer.Typer(no_args_is_help=True, help="Multi-run paper studies: tables and figures in one report.")
+app.add_typer(study_app, name="study")
+
+
+def _split_list(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+@app.command("imbalance-study")
+def imbalance_study_cmd(
+    config: Annotated[Path, typer.Argument(help="Study YAML, e.g. configs/papers/imbalance_mednist.yaml.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Study folder (results.csv, plots, summary.md).")]
+    = Path("runs/imbalance"),
+    set_: SetList = None,
+    resume: Annotated[bool, typer.Option(help="Skip grid cells already in results.csv.")] = True,
+) -> None:
+    """Thesis A.2: imbalance grid (step/linear, rho, mu) x methods x seeds; AUC/accuracy plots and winners."""
+    from cadx.studies import load_study_config, run_imbalance_study
+
+    cfg = load_study_config(config, list(set_ or []))
+    df = run_imbalance_study(cfg, out_dir, resume=resume)
+    out.print(f"{len(df)} runs; summary: {out_dir / 'summary.md'}")
+
+
+@app.command("learning-curve")
+def learning_curve_cmd(
+    config: Annotated[Path, typer.Argument(help="Anatomy experiment YAML (configs/papers/anatomy_mednist.yaml).")],
+    sizes: Annotated[str, typer.Option(help="Training-set sizes, comma separated (7 as in Fig. 13).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/learning_curve"),
+    nets: Annotated[str | None, typer.Option(help="Nets, comma separated (default: all four).")] = None,
+    set_: SetList = None,
+) -> None:
+    """Accuracy against training-set size for the anatomy nets, one plot."""
+    from cadx.studies.anatomy_curve import learning_curve_cli
+
+    df = learning_curve_cli(config, sizes, out_dir, overrides=list(set_ or []), nets=nets)
+    out.print(f"{len(df)} points → {out_dir}")
+
+
+@study_app.command("anatomy")
+def study_anatomy_cmd(
+    config: Annotated[Path, typer.Argument(help="configs/papers/anatomy_mednist.yaml")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Study folder.")] = Path("runs/anatomy"),
+    nets: Annotated[str | None, typer.Option(help="Nets, comma separated (default: all four).")] = None,
+    set_: SetList = None,
+    resume: Annotated[bool, typer.Option(help="Reuse finished runs with the same config.")] = True,
+) -> None:
+    """Khan & Yong Table II on MedNIST: four nets on a fixed group split, beside a naive per-image split."""
+    from cadx.config import load_config
+    from cadx.studies.anatomy import PAPER_ORDER, run_anatomy_study
+
+    cfg = load_config(config, list(set_ or []))
+    df = run_anatomy_study(cfg, out_dir, nets=_split_list(nets) or list(PAPER_ORDER), resume=resume)
+    out.print(df.to_string(index=False))
+
+
+@study_app.command("dmrn")
+def study_dmrn_cmd(
+    config: Annotated[Path, typer.Argument(help="configs/papers/dmrn_adrenal.yaml or dmrn_adrenalmnist3d.yaml")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Study folder.")] = Path("runs/dmrn"),
+    models: Annotated[str | None, typer.Option(help="Models/variants, comma separated (default set).")] = None,
+    set_: SetList = None,
+) -> None:
+    """DMRN Tables 2-4: DMRN, its ablation and the baselines in the same folds, t-SNE, one report."""
+    from cadx.studies.dmrn import run_dmrn_study
+
+    df = run_dmrn_study(config, out_dir, models=_split_list(models), overrides=list(set_ or []))
+    out.print(df.to_string(index=False))
+
+
+@study_app.command("mtmr")
+def study_mtmr_cmd(
+    config: Annotated[Path, typer.Argument(help="configs/papers/mtmr_lidc.yaml")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Study folder.")] = Path("runs/mtmr"),
+    set_: SetList = None,
+) -> None:
+    """MTMR-Net Tables II-IV on LIDC: ablations, ABE vs regressors and readers, RFE relatedness, cards."""
+    from cadx.studies.mtmr import run_mtmr_tables
+
+    metrics = run_mtmr_tables(config, out_dir, overrides=list(set_ or []))
+    _print_pooled(metrics.get("pooled", {}), title="MTMR-Net pooled out-of-fold")
+    out.print(f"study folder: {out_dir}")
+
+
 def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
