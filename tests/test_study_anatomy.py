@@ -148,8 +148,10 @@ def test_table_ii_end_to_end(tiny_mednist: Path, tmp_path: Path) -> None:
     report = (out / "report.md").read_text()
     assert "Table II on MedNIST" in report and "first-layer filters" in report
     again = run_anatomy_study(cfg, out, nets=["lenet", "proposed"], input_mode="reduced", sizes=sizes,
-                              net_overrides=over, resume=True, figures=False)
+                              net_overrides=over, resume=True, figures=False, naive_nets=["lenet"])
     pd.testing.assert_frame_equal(again[df.columns[:8]], df[df.columns[:8]])  # finished runs are reused
+    rows = json.loads((out / "metrics.json").read_text())["extra"]["tables"][0]["rows"]
+    assert rows[1][-1] == "not run" and rows[0][-1] != "not run"  # naive split only for the listed nets
 
 
 @pytest.mark.slow

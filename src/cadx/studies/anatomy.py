@@ -40,6 +40,8 @@ __all__ = ["net_figures", "run_anatomy_study", "run_summary", "study_notes"]
 
 
 def _fmt_ci(v: float, lo: float, hi: float) -> str:
+    if not np.isfinite(v):
+        return "not run"
     return f"{100 * v:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
@@ -150,11 +152,11 @@ def study_notes(cfg: ExperimentConfig, df: pd.DataFrame, input_mode: InputMode, 
                          f"({100 * r['val_accuracy']:.1f} %, chance {100 / k:.1f} %): it did not start to learn "
                          "within this budget (from-scratch deep nets at lr 0.01 need more updates).")
     if "naive_test_accuracy" in df.columns:
-        gap = (df["naive_test_accuracy"] - df["test_accuracy"]) * 100
+        gap = (df["naive_test_accuracy"].astype(float) - df["test_accuracy"]) * 100
         lines.append("- Naive per-image split (`data.options.group: image`, same sizes, leaky: near-duplicates of "
                      "training images are in its test set): accuracy minus grouped accuracy per net: "
-                     + ", ".join(f"{NETS[n]['label']} {g:+.1f} pp" for n, g in zip(df["net"], gap, strict=True))
-                     + ".")
+                     + ", ".join(f"{NETS[n]['label']} {g:+.1f} pp"
+                                 for n, g in zip(df["net"], gap, strict=True) if np.isfinite(g)) + ".")
     lines.append(f"- Wall time of the whole study: {wall_s:.0f} s.")
     return "\n".join(lines) + "\n"
 
@@ -163,11 +165,12 @@ def run_anatomy_study(cfg: ExperimentConfig, out_dir: str | Path, nets: Sequence
                       naive_split: bool = True, input_mode: InputMode = "paper",
                       sizes: Mapping[str, int] | None = None,
                       net_overrides: Mapping[str, Mapping[str, Any]] | None = None, resume: bool = False,
-                      figures: bool = True) -> pd.DataFrame:
+                      figures: bool = True, naive_nets: Sequence[str] | None = None) -> pd.DataFrame:
     """Train ``nets`` on the fixed group-aware split (and the naive per-image split) and write Table II.
 
     ``sizes``: optional ``{"train", "val", "test": images}``: a reduced class-balanced split of whole groups.
-    ``net_overrides``: extra model kwargs per net. Run folders: ``out_dir/runs/<net>`` and
+    ``net_overrides``: extra model kwargs per net. ``naive_nets``: the nets that also get the naive split (default:
+    all of ``nets`` when ``naive_split``; the others show "not run"). Run folders: ``out_dir/runs/<net>`` and
     ``out_dir/runs/<net>_naive``. Returns Table II as a DataFrame (one row per net, fractions in [0, 1]).
     """
     t0 = time.perf_counter()
@@ -187,7 +190,7 @@ def run_anatomy_study(cfg: ExperimentConfig, out_dir: str | Path, nets: Sequence
         row: dict[str, Any] = {"net": net, "model": NETS[net]["label"],
                                "input_px": net_input_size(net, input_mode)}
         row.update(_run_net(ncfg, cohort, sizes, out / "runs" / net, resume))
-        if naive_cohort is not None:
+        if naive_cohort is not None and (naive_nets is None or net in naive_nets):
             ncfg_naive = net_config(naive_config(cfg), net, input_mode, over)
             s = _run_net(ncfg_naive, naive_cohort, naive_sizes, out / "runs" / f"{net}_naive", resume)
             row.update({"naive_test_accuracy": s["test_accuracy"], "naive_ci_low": s["test_ci_low"],
