@@ -157,7 +157,9 @@ def study_notes(cfg: ExperimentConfig, df: pd.DataFrame, input_mode: InputMode, 
                      "training images are in its test set): accuracy minus grouped accuracy per net: "
                      + ", ".join(f"{NETS[n]['label']} {g:+.1f} pp"
                                  for n, g in zip(df["net"], gap, strict=True) if np.isfinite(g)) + ".")
-    lines.append(f"- Wall time of the whole study: {wall_s:.0f} s.")
+    lines.append(f"- Wall time: grouped-split runs {df['fold_seconds'].sum():.0f} s (train + test, sum over nets)"
+                 + (f", naive-split training {df['naive_runtime_s'].sum():.0f} s" if "naive_runtime_s" in df.columns
+                    else "") + f"; this call {wall_s:.0f} s (finished runs are reused).")
     return "\n".join(lines) + "\n"
 
 
