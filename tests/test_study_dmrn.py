@@ -53,6 +53,7 @@ def test_sdl_loss_rejects_other_models_and_negative_weight() -> None:
         build_objective({"sdl": 1.0})({"logits": torch.zeros(2, 2)}, {"label": torch.tensor([0, 1])})
 
 
+@pytest.mark.slow
 def test_every_variant_is_a_valid_config_and_builds() -> None:
     for name in VARIANTS:
         cfg = variant_config(ADRENAL, name, ["train.epochs=1"])
