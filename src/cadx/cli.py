@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cadx.errors import CadxError
+from cadx.errors import CadxConfigError, CadxError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="cadx: computer-aided diagnosis on medical images — readers, patient-level CV, "
@@ -225,6 +225,12 @@ study_app = typer.Typer(no_args_is_help=True, help="Multi-run paper studies: tab
 app.add_typer(study_app, name="study")
 
 
+def _input_mode(mode: str) -> Any:
+    if mode not in ("paper", "reduced"):
+        raise CadxConfigError(f"--input-mode: expected paper or reduced, got {mode!r}")
+    return mode
+
+
 def _split_list(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
@@ -251,12 +257,15 @@ def learning_curve_cmd(
     sizes: Annotated[str, typer.Option(help="Training-set sizes, comma separated (7 as in Fig. 13).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/learning_curve"),
     nets: Annotated[str | None, typer.Option(help="Nets, comma separated (default: all four).")] = None,
+    input_mode: Annotated[str, typer.Option(help="paper (each net's paper input size) or reduced.")] = "paper",
+    test_size: Annotated[int | None, typer.Option(help="Test images (default: the whole fixed test set).")] = None,
     set_: SetList = None,
 ) -> None:
-    """Accuracy against training-set size for the anatomy nets, one plot."""
+    """Accuracy against training-set size (in images) for the anatomy nets, one plot."""
     from cadx.studies.anatomy_curve import learning_curve_cli
 
-    df = learning_curve_cli(config, sizes, out_dir, overrides=list(set_ or []), nets=nets)
+    df = learning_curve_cli(config, sizes, out_dir, overrides=list(set_ or []), nets=nets,
+                            input_mode=_input_mode(input_mode), test_size=test_size)
     out.print(f"{len(df)} points → {out_dir}")
 
 
@@ -265,6 +274,10 @@ def study_anatomy_cmd(
     config: Annotated[Path, typer.Argument(help="configs/papers/anatomy_mednist.yaml")],
     out_dir: Annotated[Path, typer.Option("--out", help="Study folder.")] = Path("runs/anatomy"),
     nets: Annotated[str | None, typer.Option(help="Nets, comma separated (default: all four).")] = None,
+    input_mode: Annotated[str, typer.Option(help="paper (each net's paper input size) or reduced.")] = "paper",
+    sizes: Annotated[str | None, typer.Option(help="TRAIN,VAL,TEST images for a reduced split.")] = None,
+    naive: Annotated[bool, typer.Option(help="Also run the naive per-image split.")] = True,
+    naive_nets: Annotated[str | None, typer.Option(help="Nets for the naive split (default: all).")] = None,
     set_: SetList = None,
     resume: Annotated[bool, typer.Option(help="Reuse finished runs with the same config.")] = True,
 ) -> None:
@@ -273,7 +286,15 @@ def study_anatomy_cmd(
     from cadx.studies.anatomy import PAPER_ORDER, run_anatomy_study
 
     cfg = load_config(config, list(set_ or []))
-    df = run_anatomy_study(cfg, out_dir, nets=_split_list(nets) or list(PAPER_ORDER), resume=resume)
+    part_sizes = None
+    if sizes:
+        vals = [int(v) for v in sizes.split(",")]
+        if len(vals) != 3:
+            raise CadxConfigError(f"--sizes: expected TRAIN,VAL,TEST, got {sizes!r}")
+        part_sizes = dict(zip(("train", "val", "test"), vals, strict=True))
+    df = run_anatomy_study(cfg, out_dir, nets=_split_list(nets) or list(PAPER_ORDER), naive_split=naive,
+                           input_mode=_input_mode(input_mode), sizes=part_sizes, resume=resume,
+                           naive_nets=_split_list(naive_nets))
     out.print(df.to_string(index=False))
 
 
