@@ -19,6 +19,7 @@ from cadx.data.image import ImageData, LazyImage
 from cadx.data.readers import read_image, write_image
 from cadx.data.study import Cohort, Study
 from cadx.engine import run_cv
+from cadx.engine.predict import predict_study
 from cadx.engine.seg_data import build_seg_data, image_items, training_items
 from cadx.engine.seg_predict import predict_segmentation
 from cadx.engine.segmentation import final_masks, vote_rows
@@ -186,6 +187,9 @@ def test_scnet_2d_classification_vote_and_png_prediction(tmp_path: Path) -> None
     assert res["mask"].endswith("us_mask.png") and out.array.shape == (1, 16, 16)
     assert set(np.unique(out.array).tolist()) <= {0, 255}
     assert res["prediction"] in ("G2", "G3") and sum(res["probabilities"].values()) == pytest.approx(1.0)
+    # `cadx predict` goes through predict_study, which hands segmentation runs to predict_segmentation
+    via_study = predict_study(tmp_path / "run", tmp_path / "us.png", out_dir=tmp_path / "out2")
+    assert via_study["mask"].endswith("us_mask.png") and via_study["probabilities"] == res["probabilities"]
 
 
 def test_paired_comparison() -> None:

@@ -163,12 +163,14 @@ def predict_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder from `cadx cv` or `cadx train`.")],
     study: Annotated[Path, typer.Option(help="DICOM folder, volume or image file.")],
     mask: Annotated[Path | None, typer.Option(help="Optional lesion mask (ROI inputs).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Segmentation runs: where the predicted mask "
+                                                 "goes (default <run>/predictions).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Predict one study with the run's fold ensemble (or its final model)."""
+    """Predict one study with the run's fold ensemble (or its final model); segmentation runs write the mask."""
     from cadx.engine import predict_study
 
-    result = predict_study(run, study, mask=mask)
+    result = predict_study(run, study, mask=mask, out_dir=out_dir)
     if as_json:
         _print_json(result)
         return
@@ -178,6 +180,8 @@ def predict_cmd(
     out.print(table)
     for k, v in (result.get("attributes") or {}).items():
         out.print(f"{k}: {v:.3f}")
+    if result.get("mask"):
+        out.print(f"mask: {result['mask']} ({result.get('lesion_voxels')} lesion voxels)")
 
 
 @app.command("evaluate")

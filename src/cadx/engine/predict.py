@@ -91,20 +91,28 @@ def _aggregate(p: np.ndarray, method: str) -> np.ndarray:
 
 
 def predict_study(run_dir: str | Path, path: str | Path, mask: str | Path | None = None,
-                  box: tuple[int, ...] | list[int] | None = None) -> dict[str, Any]:
+                  box: tuple[int, ...] | list[int] | None = None, out_dir: str | Path | None = None
+                  ) -> dict[str, Any]:
     """Predict one study (DICOM folder, volume or image file) with a trained run.
 
     The run's preprocessing is applied; ROI inputs use ``box`` (voxel indices, array order, stop-exclusive) or the
     bounding box of ``mask`` (a label image), else the whole image (volumes: the central slice for 2D inputs).
     Item outputs are averaged over the fold models (or the ``final/`` model) and aggregated over slices with the
     run's ``eval.aggregation``. Returns ``{"study", "probabilities": {class: p}, "prediction", "attributes"
-    (when the model predicts them), "models": n, "items": n}``.
+    (when the model predicts them), "models": n, "items": n}``. A segmentation run (config with a
+    ``segmentation`` section) is handed to :func:`cadx.engine.seg_predict.predict_segmentation`, which also
+    writes the predicted mask (NIfTI for volumes, PNG for images) into ``out_dir`` (default
+    ``<run>/predictions``) and returns its path under ``"mask"``.
     """
     from cadx.data.readers import read_image
 
     run_dir = Path(run_dir)
     dirs = run_models(run_dir)
     cfg = run_config(run_dir, dirs)
+    if cfg.segmentation is not None:
+        from cadx.engine.seg_predict import predict_segmentation
+
+        return predict_segmentation(run_dir, path, out_dir)
     img = read_image(path)
     m = None
     if mask is not None:
