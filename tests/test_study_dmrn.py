@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from cadx.config import load_config
+from cadx.engine.cv import run_cv
 from cadx.models import create_model
 from cadx.models.attention import sdl_loss_terms
 from cadx.objectives import LOSSES, build_objective
 from cadx.studies.dmrn import VARIANTS, run_dmrn_study, variant_config
-from cadx.studies.dmrn_hc import hc_features, run_hc_svm
+from cadx.studies.dmrn_hc import hc_features
 from test_engine_helpers import tiny_config  # noqa: F401  (registers the _test_tiny dataset)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +95,7 @@ def test_hc_svm_run_folder_matches_a_direct_fit(tmp_path: Path) -> None:
     from cadx.engine.store import build_store
 
     cfg = variant_config(_tiny_base(tmp_path), "hc_svm", _TINY)
-    m = run_hc_svm(cfg, tmp_path / "hc")
+    m = run_cv(cfg, tmp_path / "hc")  # the engine entry point hands hc_svm to run_hc_svm
     pred = pd.read_csv(tmp_path / "hc" / "predictions.csv")
     assert len(pred) == 12 and pred["study_id"].is_unique and set(pred["fold"]) == {0, 1}
     assert m["run"]["model"] == "hc_svm" and 0 <= m["pooled"]["accuracy"] <= 1

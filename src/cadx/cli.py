@@ -306,13 +306,15 @@ def study_anatomy_cmd(
 def study_dmrn_cmd(
     config: Annotated[Path, typer.Argument(help="configs/papers/dmrn_adrenal.yaml or dmrn_adrenalmnist3d.yaml")],
     out_dir: Annotated[Path, typer.Option("--out", help="Study folder.")] = Path("runs/dmrn"),
-    models: Annotated[str | None, typer.Option(help="Models/variants, comma separated (default set).")] = None,
+    models: Annotated[str | None, typer.Option(help="Models/variants, comma separated, or all (default set).")]
+    = None,
+    tsne: Annotated[bool, typer.Option(help="t-SNE figures of DMRN and ResNet embeddings (Fig. 5).")] = True,
     set_: SetList = None,
 ) -> None:
     """DMRN Tables 2-4: DMRN, its ablation and the baselines in the same folds, t-SNE, one report."""
     from cadx.studies.dmrn import run_dmrn_study
 
-    df = run_dmrn_study(config, out_dir, models=_split_list(models), overrides=list(set_ or []))
+    df = run_dmrn_study(config, out_dir, models=_split_list(models), overrides=list(set_ or []), tsne=tsne)
     out.print(df.to_string(index=False))
 
 

@@ -142,12 +142,18 @@ def run_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> 
     ``resume``: folds with a ``DONE`` marker are skipped; an unfinished fold continues from its
     ``checkpoint_last.ckpt``; the config must equal the one saved in the folder. Without ``resume`` a folder that
     already holds fold results is refused. An existing ``splits.json`` is reused (and checked).
-    A config with a ``segmentation`` section runs :func:`cadx.engine.segmentation.run_segmentation_cv` instead.
+    A config with a ``segmentation`` section runs :func:`cadx.engine.segmentation.run_segmentation_cv` instead;
+    ``model.name: hc_svm`` (LBP + HOG features + SVM, not a network) runs
+    :func:`cadx.studies.dmrn_hc.run_hc_svm`, which writes the same run folder on the same slices and splits.
     """
     if cfg.segmentation is not None:
         from cadx.engine.segmentation import run_segmentation_cv
 
         return run_segmentation_cv(cfg, out_dir, resume)
+    if cfg.model.name == "hc_svm":
+        from cadx.studies.dmrn_hc import run_hc_svm
+
+        return run_hc_svm(cfg, out_dir, resume)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_resume(cfg, out_dir, resume)
