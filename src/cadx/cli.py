@@ -322,12 +322,15 @@ def study_dmrn_cmd(
 def study_mtmr_cmd(
     config: Annotated[Path, typer.Argument(help="configs/papers/mtmr_lidc.yaml")],
     out_dir: Annotated[Path, typer.Option("--out", help="Study folder.")] = Path("runs/mtmr"),
+    variants: Annotated[str | None, typer.Option(help="mtmr,no_rank,no_reg (default: all three).")] = None,
+    regressors: Annotated[bool, typer.Option(help="LASSO/elastic-net Table III baselines.")] = True,
     set_: SetList = None,
 ) -> None:
     """MTMR-Net Tables II-IV on LIDC: ablations, ABE vs regressors and readers, RFE relatedness, cards."""
-    from cadx.studies.mtmr import run_mtmr_tables
+    from cadx.studies.mtmr import VARIANTS, run_mtmr_tables
 
-    metrics = run_mtmr_tables(config, out_dir, overrides=list(set_ or []))
+    metrics = run_mtmr_tables(config, out_dir, overrides=list(set_ or []),
+                              variants=_split_list(variants) or list(VARIANTS), regressors=regressors)
     _print_pooled(metrics.get("pooled", {}), title="MTMR-Net pooled out-of-fold")
     out.print(f"study folder: {out_dir}")
 
