@@ -19,6 +19,7 @@ from cadx.errors import CadxConfigError
 from cadx.models.base import CadxModel, check_spatial_dims, maybe_load_pretrained
 from cadx.models.registry import register_model
 from cadx.models.resnet import ResNet
+from cadx.utils import coerce_bool
 
 __all__ = ["MTMRNet"]
 
@@ -94,10 +95,6 @@ class MTMRNet(CadxModel):
         return out
 
 
-def _as_bool(v: Any) -> bool:
-    return v.strip().lower() in ("1", "true", "yes", "on") if isinstance(v, str) else bool(v)
-
-
 @register_model("mtmr", "MTMR-Net: ResNet + attribute regression (fc→256→A) concatenated into the classifier")
 def mtmr(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_attributes: int = 0, *,
          depth: int = 50, width: int = 64, stem: str = "imagenet", attribute_dim: int = 256,
@@ -108,6 +105,7 @@ def mtmr(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_attr
         raise CadxConfigError(f"mtmr: unknown options {sorted(kw)}")
     model = MTMRNet(num_classes, in_channels, spatial_dims, num_attributes=num_attributes, depth=int(depth),
                     width=int(width), stem=stem, attribute_dim=int(attribute_dim),
-                    attribute_branch=_as_bool(attribute_branch), attribute_activation=attribute_activation)
+                    attribute_branch=coerce_bool(attribute_branch, "attribute_branch"),
+                    attribute_activation=attribute_activation)
     maybe_load_pretrained(model, pretrained_path)
     return model

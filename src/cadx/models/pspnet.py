@@ -20,6 +20,7 @@ from cadx.errors import CadxConfigError
 from cadx.models.base import CadxModel, check_spatial_dims, maybe_load_pretrained
 from cadx.models.registry import register_model
 from cadx.models.resnet import ResNet
+from cadx.utils import coerce_bool
 
 __all__ = ["OUTPUT_STRIDES", "PSPNet", "PyramidPooling", "as_bool", "as_ints", "build_dilated_resnet", "dilate_stage",
            "ppm_bins"]
@@ -34,16 +35,7 @@ OUTPUT_STRIDES: dict[int, tuple[bool, bool, bool]] = {
 }
 
 
-def as_bool(value: Any, name: str) -> bool:
-    """A bool option that may arrive as a CLI string (``"true"/"false"/"1"/"0"/"yes"/"no"``)."""
-    if isinstance(value, bool):
-        return value
-    s = str(value).strip().lower()
-    if s in ("1", "true", "yes", "on"):
-        return True
-    if s in ("0", "false", "no", "off"):
-        return False
-    raise CadxConfigError(f"option {name}: expected a boolean, got {value!r}")
+as_bool = coerce_bool  # kept as a name: unet/scnet import it from here
 
 
 def as_ints(value: Any, name: str) -> tuple[int, ...]:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from cadx.errors import CadxConfigError
 from cadx.models.base import CadxModel, check_spatial_dims, conv_nd, maybe_load_pretrained, norm_nd, pool_nd
 from cadx.models.registry import register_model
+from cadx.utils import coerce_bool
 
 __all__ = ["VGG", "VGG19_CFG"]
 
@@ -78,10 +79,6 @@ class VGG(CadxModel):
         return self.classifier(self.avgpool(self.features(x)).flatten(1))
 
 
-def _as_bool(v: Any) -> bool:
-    return v.strip().lower() in ("1", "true", "yes", "on") if isinstance(v, str) else bool(v)
-
-
 @register_model("vgg19", "VGG-19 (BN by default), 2D or 3D; width=, pool_size=1 and fc_dim= for small inputs")
 def vgg19(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_attributes: int = 0, *,
           width: int = 64, batch_norm: bool = True, pool_size: int = 7, fc_dim: int = 4096, dropout: float = 0.5,
@@ -91,7 +88,8 @@ def vgg19(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_att
         raise CadxConfigError(f"vgg19: unknown options {sorted(kw)}")
     if num_attributes:
         raise CadxConfigError("vgg19 has no attribute head (num_attributes must be 0)")
-    model = VGG(num_classes, in_channels, spatial_dims, width=int(width), batch_norm=_as_bool(batch_norm),
+    model = VGG(num_classes, in_channels, spatial_dims, width=int(width),
+                batch_norm=coerce_bool(batch_norm, "batch_norm"),
                 pool_size=int(pool_size), fc_dim=int(fc_dim), dropout=float(dropout))
     maybe_load_pretrained(model, pretrained_path)
     return model

@@ -9,6 +9,10 @@ from typing import Any
 from cadx.data.study import Cohort
 from cadx.errors import CadxConfigError, CadxDataError
 from cadx.registry import Registry
+from cadx.utils import coerce_bool
+
+__all__ = ["DATASETS", "coerce_bool", "coerce_float", "coerce_int", "load_dataset", "parse_options",
+           "register_dataset"]
 
 Loader = Callable[..., Cohort]
 DATASETS: Registry[Loader] = Registry("dataset")
@@ -29,17 +33,6 @@ def load_dataset(name: str, root: str | Path, **options: Any) -> Cohort:
     if name not in ("synthetic",) and not root.exists():
         raise CadxDataError("does not exist", path=root, field="root")
     return loader(root, **options)
-
-
-def coerce_bool(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    s = str(value).strip().lower()
-    if s in ("1", "true", "yes", "on"):
-        return True
-    if s in ("0", "false", "no", "off"):
-        return False
-    raise CadxConfigError(f"option {name}: expected a boolean, got {value!r}")
 
 
 def coerce_int(value: Any, name: str) -> int:
