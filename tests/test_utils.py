@@ -43,3 +43,13 @@ def test_coerce_bool_is_strict_and_shared() -> None:
         coerce_bool("flase", "two_step")
     with pytest.raises(CadxConfigError, match="batch_norm"):  # a model option typo is an error, not False
         create_model("vgg19", num_classes=2, batch_norm="flase")
+
+
+def test_progress_goes_to_stderr_not_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    from cadx.data import Cohort, LazyImage, Study
+
+    cohort = Cohort([Study(f"s{i}", f"p{i}", {"image": LazyImage.from_array(np.full((1, 4, 4), i, np.float32))},
+                           label="a") for i in range(3)])
+    fp = cohort.fingerprint(progress=True)
+    assert fp["studies"] == 3 and fp["intensity"]["p50"] == 1.0
+    assert capsys.readouterr().out == ""  # `--json` output on stdout stays parseable

@@ -40,6 +40,13 @@ def coerce_bool(value: Any, name: str) -> bool:
     raise CadxConfigError(f"option {name}: expected a boolean, got {value!r}")
 
 
+def progress_console() -> Any:
+    """A rich console on stderr: library progress bars never mix into stdout (``--json`` output stays clean)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 def _umask_mode() -> int:
     """The mode a plain ``open()`` would give a new file (0o666 minus the umask); mkstemp makes 0o600 files."""
     mask = os.umask(0)

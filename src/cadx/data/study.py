@@ -209,7 +209,9 @@ class Cohort(Sequence[Study]):
         if progress:
             from rich.progress import track
 
-            it = track(idx, description="fingerprint")
+            from cadx.utils import progress_console
+
+            it = track(idx, description="fingerprint", console=progress_console())
         for i in it:
             st = self.studies[int(i)]
             if not st.images:

@@ -142,7 +142,10 @@ def build_seg_data(cohort: Cohort, cfg: ExperimentConfig, progress: bool = False
     if progress:
         from rich.progress import track
 
-        it = track(it, description=f"preprocessing {len(cohort)} studies", transient=True)
+        from cadx.utils import progress_console
+
+        it = track(it, description=f"preprocessing {len(cohort)} studies", transient=True,
+                   console=progress_console())
     for i in it:
         arr, les = load_study_arrays(cohort[i], cfg.input)
         a, t, p, f = image_items(arr, les, cfg.input, seg)

@@ -97,7 +97,10 @@ def build_store(cohort: Cohort, cfg: ExperimentConfig, classes: list[str] | None
     if progress:
         from rich.progress import track
 
-        it = track(it, description=f"preprocessing {len(cohort)} studies", transient=True)
+        from cadx.utils import progress_console
+
+        it = track(it, description=f"preprocessing {len(cohort)} studies", transient=True,
+                   console=progress_console())
     for i in it:
         st = cohort[i]
         a, m, p = pre.study_items(st)

@@ -341,5 +341,7 @@ def _check_saved(cfg: StudyConfig, out: Path, resuming: bool, refuse: bool) -> N
 def _progress(enabled: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from cadx.utils import progress_console
+
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    disable=not enabled)
+                    disable=not enabled, console=progress_console())
