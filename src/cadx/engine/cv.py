@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,29 +155,10 @@ def run_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> 
         from cadx.studies.dmrn_hc import run_hc_svm
 
         return run_hc_svm(cfg, out_dir, resume)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _check_resume(cfg, out_dir, resume)
-    t0 = time.perf_counter()
-    cfg.save(out_dir / "config.yaml")
-    cohort = load_cohort(cfg, out_dir)
-    cohort.write_fingerprint(out_dir / "fingerprint.json")
-    splits = get_splits(cfg, cohort, out_dir)
+    out_dir, cohort, splits, t0 = start_run(cfg, out_dir, resume)
     store = build_store(cohort, cfg, progress=cfg.train.progress)
-    all_slices, all_studies = [], []
-    for fold in splits:
-        fold_dir = out_dir / f"fold_{fold.fold}"
-        if resume and (fold_dir / "DONE").is_file():
-            all_slices.append(pd.read_csv(fold_dir / "predictions_slices.csv"))
-            all_studies.append(pd.read_csv(fold_dir / "predictions.csv"))
-            continue
-        s, st = run_fold(cfg, cohort, store, fold, fold_dir, resume)
-        all_slices.append(s)
-        all_studies.append(st)
-    slices = pd.concat(all_slices, ignore_index=True)
-    studies = pd.concat(all_studies, ignore_index=True)
-    atomic_write_text(out_dir / "predictions_slices.csv", slices.to_csv(index=False))
-    atomic_write_text(out_dir / "predictions.csv", studies.to_csv(index=False))
+    _, studies = run_folds(splits, out_dir, resume,
+                           lambda fold, fold_dir: run_fold(cfg, cohort, store, fold, fold_dir, resume))
     classes = store.classes if cfg.task.classification else []
     metrics = _evaluate(studies, classes, cfg, cfg.eval.bootstrap, cohort.info.get("attribute_ranges"))
     metrics["run"] = {"name": cfg.name, "dataset": cfg.data.dataset, "model": cfg.model.name,
@@ -185,6 +167,42 @@ def run_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> 
     write_notes(out_dir, cfg, cohort, store, splits)
     maybe_report([out_dir], out_dir)
     return metrics
+
+
+def start_run(cfg: ExperimentConfig, out_dir: str | Path, resume: bool) -> tuple[Path, Cohort, Splits, float]:
+    """The common start of every CV runner: the folder, the resume check, ``config.yaml``, the cohort with its
+    ``fingerprint.json``, and ``splits.json`` (reused when present). Returns ``(out_dir, cohort, splits, t0)``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_resume(cfg, out, resume)
+    t0 = time.perf_counter()
+    cfg.save(out / "config.yaml")
+    cohort = load_cohort(cfg, out)
+    cohort.write_fingerprint(out / "fingerprint.json")
+    return out, cohort, get_splits(cfg, cohort, out), t0
+
+
+def run_folds(splits: Splits, out_dir: Path, resume: bool,
+              run_one: Callable[[Fold, Path], tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run ``run_one(fold, fold_dir) -> (slice rows, study rows)`` for every fold and write the pooled
+    ``predictions_slices.csv`` and ``predictions.csv``. When resuming, a fold with a ``DONE`` marker is read back
+    from its folder instead of being run again. Returns the pooled ``(slices, studies)``."""
+    all_slices, all_studies = [], []
+    for fold in splits:
+        fold_dir = out_dir / f"fold_{fold.fold}"
+        if resume and (fold_dir / "DONE").is_file():
+            all_slices.append(pd.read_csv(fold_dir / "predictions_slices.csv"))
+            all_studies.append(pd.read_csv(fold_dir / "predictions.csv"))
+            continue
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        s, st = run_one(fold, fold_dir)
+        all_slices.append(s)
+        all_studies.append(st)
+    slices = pd.concat(all_slices, ignore_index=True)
+    studies = pd.concat(all_studies, ignore_index=True)
+    atomic_write_text(out_dir / "predictions_slices.csv", slices.to_csv(index=False))
+    atomic_write_text(out_dir / "predictions.csv", studies.to_csv(index=False))
+    return slices, studies
 
 
 def maybe_report(run_dirs: list[Path], out_dir: Path) -> tuple[Path, Path] | None:

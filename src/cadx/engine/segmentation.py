@@ -220,34 +220,14 @@ def run_segmentation_fold(cfg: ExperimentConfig, cohort: Cohort, data: SegData, 
 def run_segmentation_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Cross-validate a segmentation config into ``out_dir`` (resume as :func:`cadx.engine.cv.run_cv`) and return
     the metrics (``pooled.dice_mean``/``dice_median`` with ``ci``, classification metrics when enabled)."""
-    from cadx.engine.cv import _check_resume, get_splits, load_cohort, maybe_report
+    from cadx.engine.cv import maybe_report, run_folds, start_run
     from cadx.engine.notes import write_notes
     from cadx.engine.seg_report import seg_extra, segmentation_notes
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _check_resume(cfg, out_dir, resume)
-    t0 = time.perf_counter()
-    cfg.save(out_dir / "config.yaml")
-    cohort = load_cohort(cfg, out_dir)
-    cohort.write_fingerprint(out_dir / "fingerprint.json")
-    splits = get_splits(cfg, cohort, out_dir)
+    out_dir, cohort, splits, t0 = start_run(cfg, out_dir, resume)
     data = build_seg_data(cohort, cfg, progress=cfg.train.progress)
-    all_slices, all_studies = [], []
-    for fold in splits:
-        fold_dir = out_dir / f"fold_{fold.fold}"
-        if resume and (fold_dir / "DONE").is_file():
-            all_slices.append(pd.read_csv(fold_dir / "predictions_slices.csv"))
-            all_studies.append(pd.read_csv(fold_dir / "predictions.csv"))
-            continue
-        fold_dir.mkdir(parents=True, exist_ok=True)
-        s, st = run_segmentation_fold(cfg, cohort, data, fold, fold_dir, resume)
-        all_slices.append(s)
-        all_studies.append(st)
-    slices = pd.concat(all_slices, ignore_index=True)
-    studies = pd.concat(all_studies, ignore_index=True)
-    atomic_write_text(out_dir / "predictions_slices.csv", slices.to_csv(index=False))
-    atomic_write_text(out_dir / "predictions.csv", studies.to_csv(index=False))
+    _, studies = run_folds(splits, out_dir, resume,
+                           lambda fold, fold_dir: run_segmentation_fold(cfg, cohort, data, fold, fold_dir, resume))
     classes = list(data.store.classes) if cfg.task.classification else []
     metrics = evaluate_seg(studies, classes, cfg.eval.bootstrap, cfg.seed)
     metrics["run"] = {"name": cfg.name, "dataset": cfg.data.dataset, "model": cfg.model.name,

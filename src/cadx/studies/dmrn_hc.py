@@ -40,7 +40,8 @@ def hc_features(images: np.ndarray, kwargs: dict[str, Any]) -> np.ndarray:
 def run_hc_svm(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Cross-validate the HC + SVM baseline of ``cfg`` into ``out_dir``; returns the pooled metrics dict."""
     from cadx.classical import HandcraftedSVM
-    from cadx.engine.cv import get_splits, load_cohort, maybe_report
+    from cadx.data.splits import Fold
+    from cadx.engine.cv import maybe_report, run_folds, start_run
     from cadx.engine.inference import decide_rows, slice_rows, study_rows
     from cadx.engine.notes import write_notes
     from cadx.engine.store import build_store
@@ -54,23 +55,12 @@ def run_hc_svm(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False)
         raise CadxConfigError(f"hc_svm: unknown model.kwargs {sorted(unknown)} (known: {sorted(_HC_KEYS)})")
     if cfg.input.kind == "volume3d":
         raise CadxConfigError("hc_svm works on 2D items (input.kind slices2d/roi2d/image2d)")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    cfg.save(out / "config.yaml")
-    cohort = load_cohort(cfg, out)
-    cohort.write_fingerprint(out / "fingerprint.json")
-    splits = get_splits(cfg, cohort, out)
+    out, cohort, splits, t0 = start_run(cfg, out_dir, resume)
     store = build_store(cohort, cfg, progress=False)
     feats = hc_features(store.images.numpy(), cfg.model.kwargs)
     classes = list(store.classes)
-    all_slices, all_studies = [], []
-    for fold in splits:
-        fdir = out / f"fold_{fold.fold}"
-        if resume and (fdir / "DONE").is_file():
-            all_slices.append(pd.read_csv(fdir / "predictions_slices.csv"))
-            all_studies.append(pd.read_csv(fdir / "predictions.csv"))
-            continue
+
+    def one_fold(fold: Fold, fdir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         tf = time.perf_counter()
         tr, te = (store.items_of_studies(fold.indices(cohort, p)) for p in ("train", "test"))
         y = store.item_labels(tr)
@@ -92,12 +82,9 @@ def run_hc_svm(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False)
         atomic_write_json(fdir / "DONE", {"fold": fold.fold, "best_epoch": -1,
                                           "seconds": round(time.perf_counter() - tf, 2), "train_items": int(tr.size),
                                           "val_items": 0, "test_items": int(te.size)})
-        all_slices.append(slices)
-        all_studies.append(studies)
-    slices_df = pd.concat(all_slices, ignore_index=True)
-    studies_df = pd.concat(all_studies, ignore_index=True)
-    atomic_write_text(out / "predictions_slices.csv", slices_df.to_csv(index=False))
-    atomic_write_text(out / "predictions.csv", studies_df.to_csv(index=False))
+        return slices, studies
+
+    _, studies_df = run_folds(splits, out, resume, one_fold)
     metrics = evaluate_predictions(studies_df[studies_df["y_true"].notna()], classes, n_bootstrap=cfg.eval.bootstrap,
                                    seed=cfg.seed, decision="given")
     metrics["run"] = {"name": cfg.name, "dataset": cfg.data.dataset, "model": HC_NAME, "folds": len(splits),
