@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,3 +24,19 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return shared_path()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """The tests' tiny models run fastest single-threaded (and CI shares its 2 cores); restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def n_params(m: Any) -> int:
+    """Number of parameters of a torch module."""
+    return sum(p.numel() for p in m.parameters())

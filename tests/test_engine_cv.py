@@ -4,7 +4,6 @@ external evaluation and single-study prediction. Tiny in-memory cohort, 8 px, 2 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +16,6 @@ import cadx.engine.cv as cv_mod
 from cadx.engine import evaluate_run, predict_study, run_cv, train_final
 from cadx.errors import CadxConfigError
 from test_engine_helpers import tiny_config
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)    # tiny models: thread start-up costs more than it saves
-    yield
-    torch.set_num_threads(n)
 
 
 def _pred(run: Path) -> pd.DataFrame:

@@ -4,14 +4,12 @@ slices (3-channel volumes with a bright "head" disc and a brighter lesion; 2D im
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from cadx.config import load_config
 from cadx.data.datasets.base import DATASETS, register_dataset
@@ -24,14 +22,6 @@ from cadx.engine.seg_data import build_seg_data, image_items, training_items
 from cadx.engine.seg_predict import predict_segmentation
 from cadx.engine.segmentation import final_masks, vote_rows
 from cadx.evaluation.segmentation import dice
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def seg_volume(rng: np.random.Generator, label: int, z: int = 5, n: int = 16) -> tuple[np.ndarray, np.ndarray]:

@@ -23,14 +23,6 @@ from cadx.explain import (
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class HalvesNet(nn.Module):
     """Logit 0 = mean of ReLU(conv(x * left half)), logit 1 = the same for the right half (2D or 3D).
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +24,6 @@ from test_engine_helpers import tiny_cohort, tiny_config
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ["input.kind=image2d", "input.size=8", "input.roi=none", "input.normalize=none", "model.name=_test_tiny",
        "train.epochs=1", "train.batch_size=16", "optim.lr=0.01", "study.seeds=[0]"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def toy_cohort(n_per: int = 16, k: int = 3, seed: int = 0) -> Cohort:

@@ -12,19 +12,7 @@ from torch import nn
 from cadx.errors import CadxConfigError, CadxDataError
 from cadx.models import MODELS, create_model
 from cadx.models.attention import ARLBottleneck, sdl_loss_terms, synergic_loss, synergic_targets
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded (and the CI machine is shared); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
+from conftest import n_params
 
 
 def test_registered() -> None:

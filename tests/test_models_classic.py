@@ -15,12 +15,9 @@ from cadx.models import MODELS, create_model
 from cadx.models.anatomy_cnn import AnatomyCNN
 from cadx.models.classic import AlexNet, LeNet, trunk_out_size
 from cadx.models.googlenet import GoogLeNet, Inception
+from conftest import n_params
 
 SIZES = (28, 32, 64, 227)
-
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
 
 
 @pytest.fixture(scope="module")

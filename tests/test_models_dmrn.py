@@ -11,15 +11,6 @@ from cadx.models import MODELS, create_model
 from cadx.models.dmrn import ResidualPoolingUnit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded (and the CI machine is shared); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_registered() -> None:
     assert "dmrn" in MODELS
 

@@ -10,15 +10,6 @@ from cadx.errors import CadxConfigError
 from cadx.models import MODELS, create_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded (and the CI machine is shared); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small(**kw):
     base = {"depth": 18, "width": 8, "stem": "small"}
     base.update(kw)

@@ -17,20 +17,9 @@ from cadx.models.resnet import ResNet
 from cadx.models.scnet import ResidualBlock
 from cadx.objectives import LOSSES, build_objective
 from cadx.objectives.scnet import SCNetLoss, scnet_objective_spec
+from conftest import n_params
 
 SMALL = {"depth": 18, "width": 8}  # CPU-sized trunk: stage-4 has 64 channels, PPM output 64 + 3·16 = 112
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
 
 
 def x_in(b: int = 2, c: int = 3, h: int = 64, w: int = 64, seed: int = 0) -> torch.Tensor:

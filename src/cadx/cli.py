@@ -38,6 +38,14 @@ def _print_json(obj: Any) -> None:
     sys.stdout.write(dumps_json(obj) + "\n")
 
 
+def _print_registry(registry: Any) -> None:
+    """A name/description table of a :class:`cadx.registry.Registry`."""
+    table = Table("name", "description")
+    for e in registry:
+        table.add_row(e.name, e.description)
+    out.print(table)
+
+
 def _options(pairs: list[str] | None) -> dict[str, str]:
     from cadx.data.datasets import parse_options
 
@@ -50,10 +58,7 @@ def datasets_list() -> None:
     """List the registered dataset adapters."""
     from cadx.data.datasets import DATASETS
 
-    table = Table("name", "description")
-    for e in DATASETS:
-        table.add_row(e.name, e.description)
-    out.print(table)
+    _print_registry(DATASETS)
 
 
 @datasets_app.command("describe")
@@ -111,13 +116,9 @@ def splits_cmd(
 @models_app.command("list")
 def models_list() -> None:
     """List the registered models."""
-    import cadx.models  # noqa: F401  (registers)
-    from cadx.models import MODELS
+    from cadx.models import MODELS  # importing cadx.models registers the built-in models
 
-    table = Table("name", "description")
-    for e in MODELS:
-        table.add_row(e.name, e.description)
-    out.print(table)
+    _print_registry(MODELS)
 
 
 # --- experiments ------------------------------------------------------------------------------------------
