@@ -69,6 +69,13 @@ def test_roi2d_volume3d_image2d_shapes() -> None:
     # no box and no mask: the whole image (volume: its central slice)
     _, _, pos = StudyPreprocessor(InputConfig(kind="roi2d", size=8)).items(img, None, [])
     assert pos == [4]
+    # slices2d of a volume without box or mask: every non-blank axial slice (z 2..6), max_slices evenly spaced
+    sl, _, pos = StudyPreprocessor(InputConfig(kind="slices2d", size=8, roi="none")).items(img, None, [])
+    assert pos == [2, 3, 4, 5, 6] and len(sl) == 5 and all(s.max() > 0 for s in sl)
+    _, _, pos = StudyPreprocessor(InputConfig(kind="slices2d", size=8, roi="none", max_slices=3)).items(img, None, [])
+    assert pos == [2, 4, 6]
+    blank = ImageData(np.zeros((1, 6, 8, 8), np.float32), (1.0, 1.0, 1.0))
+    assert StudyPreprocessor(InputConfig(kind="slices2d", size=8, roi="none")).items(blank, None, [])[2] == [2]
 
 
 def test_diameter_roi_scales_with_diameter() -> None:

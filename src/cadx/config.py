@@ -65,7 +65,8 @@ class AugmentConfig(_Section):
 class InputConfig(_Section):
     """How a study becomes network input.
 
-    ``kind``: ``slices2d`` (every axial slice of each lesion's box/mask, carrying the study index),
+    ``kind``: ``slices2d`` (every axial slice of each lesion's box/mask, carrying the study index; a volume without
+    box or mask: every axial slice that is not constant, e.g. the transaxial slices of an AdrenalMNIST3D shape),
     ``roi2d`` (one 2D ROI per study: the box/mask's central slice or the image's centre),
     ``image2d`` (the whole 2D image, or a volume's central slice, resized), ``volume3d`` (a 3D ROI or volume).
     ``size``: output size per spatial axis (int or list). ``channels``: for 2D inputs of volumes, ``k``
@@ -205,6 +206,8 @@ class EvalConfig(_Section):
 
     ``classifier: svm`` fits a linear SVM (probabilities by Platt scaling) per fold on the training items'
     ``svm_features`` (``features`` = ``forward_features``, or ``embedding`` = the last stage embedding).
+    ``tta: flips`` averages outputs over the identity and each spatial axis flipped (test items and, for the SVM,
+    the training items' features too).
     """
 
     aggregation: Literal["mean", "vote", "max"] = "mean"
@@ -213,6 +216,7 @@ class EvalConfig(_Section):
     classifier: Literal["head", "svm"] = "head"
     svm_c: float = Field(1.0, gt=0)
     svm_features: Literal["features", "embedding"] = "features"
+    tta: Literal["none", "flips"] = "none"
 
 
 class SegmentationConfig(_Section):

@@ -77,7 +77,8 @@ def fit_svm(cfg: ExperimentConfig, store: ItemStore, model: Any, train_items: np
     """Fit the per-fold linear SVM on the training items' embeddings (no augmentation) and save it to ``path``."""
     y = store.item_labels(train_items)
     items = train_items[y >= 0]
-    feats = infer(model, store.images[items], cfg.train.eval_batch_size, features=cfg.eval.svm_features)
+    feats = infer(model, store.images[items], cfg.train.eval_batch_size, features=cfg.eval.svm_features,
+                  tta=cfg.eval.tta)
     svm = EmbeddingSVM(len(store.classes), c=cfg.eval.svm_c, seed=seed).fit(feats["features"], y[y >= 0])
     svm.save(path)
     return svm
@@ -88,7 +89,7 @@ def predict_items(cfg: ExperimentConfig, store: ItemStore, model: Any, items: np
     """Outputs of ``items``; with an SVM its probabilities replace the network head's."""
     masks = store.masks[items] if store.masks is not None else None
     out = infer(model, store.images[items], cfg.train.eval_batch_size,
-                features=cfg.eval.svm_features if svm is not None else None, masks=masks)
+                features=cfg.eval.svm_features if svm is not None else None, masks=masks, tta=cfg.eval.tta)
     if svm is not None:
         out["proba"] = svm.predict_proba(out.pop("features"))
     return out

@@ -16,28 +16,42 @@ def device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def tta_flips(spatial_dims: int) -> list[tuple[int, ...]]:
+    """Flip sets of ``eval.tta: flips``: the identity and each single spatial axis flipped (``1 + dims`` views).
+
+    Axes are tensor dims of ``(B, C, *spatial)``; the identity is ``()``."""
+    return [(), *[(2 + a,) for a in range(spatial_dims)]]
+
+
 @torch.no_grad()
 def infer(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256, features: str | None = None,
-          masks: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+          masks: torch.Tensor | None = None, tta: str = "none") -> dict[str, np.ndarray]:
     """Run ``model`` (eval mode) over ``images`` ``(N, C, *size)``.
 
     Returns ``proba`` ``(N, K)`` (softmax of logits, when the model has logits), ``attributes`` ``(N, A)``,
     ``features`` ``(N, D)`` when ``features`` is ``"features"`` or ``"embedding"`` (the last stage embedding), and,
     for segmentation models with ``masks`` given, ``inter``/``pred_sum``/``true_sum`` voxel counts ``(N,)``.
+    ``tta="flips"``: probabilities, attributes and features are the mean over :func:`tta_flips` views (the
+    segmentation counts always come from the unflipped view).
     """
     dev = device()
     model = model.to(dev).eval()
+    views = tta_flips(images.ndim - 2) if tta == "flips" else [()]
     acc: dict[str, list[np.ndarray]] = {}
     for i in range(0, images.shape[0], batch_size):
         x = images[i:i + batch_size].to(dev)
-        out = model(x)
+        outs = [model(x.flip(v) if v else x) for v in views]
+        out = outs[0]
         if "logits" in out:
-            acc.setdefault("proba", []).append(torch.softmax(out["logits"].float(), 1).cpu().numpy())
+            p = torch.stack([torch.softmax(o["logits"].float(), 1) for o in outs]).mean(0)
+            acc.setdefault("proba", []).append(p.cpu().numpy())
         if "attributes" in out:
-            acc.setdefault("attributes", []).append(out["attributes"].float().cpu().numpy())
+            a = torch.stack([o["attributes"].float() for o in outs]).mean(0)
+            acc.setdefault("attributes", []).append(a.cpu().numpy())
         if features is not None:
-            f = out["embeddings"][-1] if features == "embedding" and "embeddings" in out else out["features"]
-            acc.setdefault("features", []).append(f.float().cpu().numpy())
+            fs = [o["embeddings"][-1] if features == "embedding" and "embeddings" in o else o["features"]
+                  for o in outs]
+            acc.setdefault("features", []).append(torch.stack([f.float() for f in fs]).mean(0).cpu().numpy())
         if "seg_logits" in out and masks is not None:
             s = out["seg_logits"].float()
             pred = (s.argmax(1, keepdim=True) > 0) if s.shape[1] > 1 else (s > 0)

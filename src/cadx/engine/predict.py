@@ -75,7 +75,7 @@ def ensemble_outputs(cfg: ExperimentConfig, model_dirs: list[Path], images: torc
         svm_path = d / "svm.pkl"
         svm = EmbeddingSVM.load(svm_path) if svm_path.is_file() else None
         out = infer(model, images, cfg.train.eval_batch_size,
-                    features=cfg.eval.svm_features if svm is not None else None, masks=masks)
+                    features=cfg.eval.svm_features if svm is not None else None, masks=masks, tta=cfg.eval.tta)
         if svm is not None:
             out["proba"] = svm.predict_proba(out.pop("features"))
         tables.append(out)

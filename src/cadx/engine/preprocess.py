@@ -119,7 +119,7 @@ class StudyPreprocessor:
     """Turns a :class:`Study` (or an image + optional mask/boxes) into items ``(C, *size)`` per ``InputConfig``.
 
     ``channels_out(c_image)`` is the number of channels items get. ROI inputs without a box or mask fall back to the
-    whole image (``roi2d``/``slices2d`` of a volume without a box: its central slice).
+    whole image (``roi2d`` of a volume without a box: its central slice; ``slices2d``: every non-blank slice).
     """
 
     def __init__(self, cfg: InputConfig, with_masks: bool = False) -> None:
@@ -186,8 +186,13 @@ class StudyPreprocessor:
             zs: list[int | None]
             if nd == 2:
                 zs = [None]
-            elif cfg.kind == "slices2d" and not whole:
-                zs = [*range(int(lo[0]), max(int(hi[0]), int(lo[0]) + 1))]
+            elif cfg.kind == "slices2d":
+                if whole:   # no box/mask: every axial slice that is not blank (constant), else the central one
+                    flat = arr.reshape(arr.shape[0], arr.shape[1], -1)
+                    zs = [int(z) for z in np.nonzero(flat.max(axis=(0, 2)) > flat.min(axis=(0, 2)))[0]]
+                    zs = zs or [int((lo[0] + hi[0] - 1) // 2)]
+                else:
+                    zs = [*range(int(lo[0]), max(int(hi[0]), int(lo[0]) + 1))]
                 if cfg.max_slices and len(zs) > cfg.max_slices:
                     zs = [zs[i] for i in np.linspace(0, len(zs) - 1, cfg.max_slices).round().astype(int)]
             elif mask is not None and mask.any() and not whole:
