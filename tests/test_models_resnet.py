@@ -64,6 +64,14 @@ def test_imagenet_stem_downsamples_4x() -> None:
     assert m(torch.randn(1, 1, 28, 28))["logits"].shape == (1, 2)
 
 
+def test_pool_stem_downsamples_2x_in_3d() -> None:
+    """``stem="pool"``: 3×3/1 conv + 3×3/2 max-pool; a 28³ volume gives stages 14/7/4/2 (DMRN-3D's choice)."""
+    m = create_model("resnet10", 2, spatial_dims=3, width=4, stem="pool").eval()
+    stages = m.forward_stages(torch.randn(1, 1, 28, 28, 28))
+    assert [tuple(s.shape[2:]) for s in stages] == [(14,) * 3, (7,) * 3, (4,) * 3, (2,) * 3]
+    assert [s.shape[1] for s in stages] == [4, 8, 16, 32]
+
+
 def test_forward_3d_bottleneck() -> None:
     m = create_model("resnet50", 3, spatial_dims=3, width=4, stem="small").eval()
     x = torch.randn(2, 1, 8, 8, 8)

@@ -48,8 +48,10 @@ class DMRN(CadxModel):
     """DMRN on ``(B, C, H, W)`` or ``(B, C, D, H, W)``; 2.5D = ``in_channels=k`` adjacent slices in 2D.
 
     Args:
-        depth: backbone ResNet depth (18/34/50/101; the paper used 101, ImageNet-initialised).
-        width, stem: backbone options (see ``cadx.models.resnet.ResNet``; ``stem="small"`` for ≤ 64 px).
+        depth: backbone ResNet depth (10/18/34/50/101; the paper used 101, ImageNet-initialised; 10 = one block
+            per stage, for 3D on CPU).
+        width, stem: backbone options (see ``cadx.models.resnet.ResNet``; ``stem="small"`` for ≤ 64 px,
+            ``"pool"`` for 28³ volumes).
         multiscale: ``True`` = an RPU + embedding on all 4 stages; ``False`` = only the last stage
             (the "w.o. MS" ablation of Table 4) — ``"embeddings"`` then has one element.
 
@@ -62,8 +64,8 @@ class DMRN(CadxModel):
     def __init__(self, num_classes: int, in_channels: int = 1, spatial_dims: int = 2, depth: int = 18,
                  width: int = 64, stem: str = "imagenet", multiscale: bool = True) -> None:
         super().__init__(num_classes, in_channels, check_spatial_dims(spatial_dims, "dmrn"))
-        if depth not in (18, 34, 50, 101):
-            raise CadxConfigError(f"dmrn depth must be 18, 34, 50 or 101, got {depth}")
+        if depth not in (10, 18, 34, 50, 101):
+            raise CadxConfigError(f"dmrn depth must be 10, 18, 34, 50 or 101, got {depth}")
         self.backbone = ResNet(0, in_channels, spatial_dims, depth=depth, width=width, stem=stem)
         self.multiscale = bool(multiscale)
         chans = self.backbone.stage_channels if self.multiscale else self.backbone.stage_channels[-1:]

@@ -30,8 +30,9 @@ RESNET_LAYERS: dict[int, tuple[str, list[int]]] = {
     152: ("bottleneck", [3, 8, 36, 3]),
 }
 
-#: stem → (conv1 kernel, conv1 stride, use 3×3/2 max-pool). Total stem downsampling: imagenet 4×, small 1×.
-STEMS: dict[str, tuple[int, int, bool]] = {"imagenet": (7, 2, True), "small": (3, 1, False)}
+#: stem → (conv1 kernel, conv1 stride, use 3×3/2 max-pool). Total stem downsampling: imagenet 4×, pool 2×,
+#: small 1×.
+STEMS: dict[str, tuple[int, int, bool]] = {"imagenet": (7, 2, True), "pool": (3, 1, True), "small": (3, 1, False)}
 
 
 def resnet_stage_channels(depth: int, width: int = 64) -> list[int]:
@@ -57,7 +58,8 @@ class ResNet(CadxModel):
             (512·width/64 basic, 2048·width/64 bottleneck).
         stem: ``"imagenet"`` = 7×7/2 conv + 3×3/2 max-pool (4× downsampling; use for inputs ≥ ~112 px and to
             load ImageNet ``conv1`` weights); ``"small"`` = 3×3/1 conv, no pool (use for 28–64 px / 28³–64³
-            inputs, which the ImageNet stem shrinks to 1–2 px at stage 4).
+            inputs, which the ImageNet stem shrinks to 1–2 px at stage 4); ``"pool"`` = 3×3/1 conv + 3×3/2
+            max-pool (2×: 28³ volumes give stages of 14/7/4/2 at an eighth of the small stem's 3D cost).
         block: residual block class to use instead of the MONAI basic/bottleneck block (same constructor as
             ``monai.networks.nets.resnet.ResNetBottleneck``; used by ARL).
         dropout: dropout probability before the head (0 = none).
