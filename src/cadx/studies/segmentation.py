@@ -32,8 +32,8 @@ from cadx.utils import atomic_write_json, atomic_write_text, read_json
 
 __all__ = ["REDUCED", "RUNS", "compare_paired", "run_segmentation_study", "summarize"]
 
-_SCNET_LGG = ["input.size=48", "model.kwargs={num_seg_classes: 3, depth: 18, width: 8, two_step: true}",
-              "cv.folds=3", "train.epochs=4", "train.batch_size=16", "eval.bootstrap=1000"]
+_SCNET_LGG = ["input.size=64", "model.kwargs={num_seg_classes: 3, depth: 18, width: 8, two_step: true}",
+              "cv.folds=3", "train.epochs=12", "train.batch_size=16", "eval.bootstrap=1000"]
 _SCNET_BUSI = ["input.size=64", "model.kwargs={num_seg_classes: 2, depth: 18, width: 8, two_step: true}",
                "cv.folds=3", "train.epochs=12", "train.batch_size=16", "eval.bootstrap=1000"]
 _NO_BINARY = ("objective={ternary: {loss: scnet, part: ternary, weight: 1.0}, "
@@ -42,8 +42,8 @@ _NO_BINARY = ("objective={ternary: {loss: scnet, part: ternary, weight: 1.0}, "
 #: run name → (config file, reduced overrides)
 RUNS: dict[str, tuple[str, list[str]]] = {
     "unet_lgg": ("configs/papers/unet_lgg.yaml",
-                 ["input.size=64", "model.kwargs={num_seg_classes: 1, base_filters: 8, levels: 4}", "cv.folds=3",
-                  "train.epochs=6", "train.batch_size=16", "optim.lr=0.001", "eval.bootstrap=1000"]),
+                 ["input.size=80", "model.kwargs={num_seg_classes: 1, base_filters: 12, levels: 4}", "cv.folds=3",
+                  "train.epochs=15", "train.batch_size=16", "optim.lr=0.001", "eval.bootstrap=1000"]),
     "scnet_lgg": ("configs/papers/scnet_lgg.yaml", _SCNET_LGG),
     "scnet_lgg_no2step": ("configs/papers/scnet_lgg.yaml",
                           [*_SCNET_LGG, "model.kwargs.two_step=false", _NO_BINARY, "name=scnet_lgg_no2step"]),
