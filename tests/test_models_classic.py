@@ -203,3 +203,22 @@ def test_googlenet_aux_heads_train_only(nets: dict[str, nn.Module]) -> None:
         ev = g(x)
     assert "aux_logits" not in ev and ev["logits"].shape == (1, 5) and ev["features"].shape == (1, 1024)
     assert GoogLeNet(5, aux=False).aux_heads is None
+
+
+def test_he_init_keeps_googlenet_signal_and_torch_init_shrinks_it() -> None:
+    """``init="he"`` (default): conv weights have std √(2/fan_in), biases 0; the 22-layer GoogLeNet's features
+    keep the input's scale, whereas PyTorch's default init shrinks them by orders of magnitude."""
+    torch.manual_seed(0)
+    he = create_model("googlenet", 6, input_size=None)
+    conv = he.trunk.conv2
+    assert isinstance(conv, nn.Conv2d) and conv.bias is not None
+    fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    assert abs(float(conv.weight.std()) / (2 / fan_in) ** 0.5 - 1) < 0.02 and float(conv.bias.abs().max()) == 0.0
+    torch.manual_seed(0)
+    default = create_model("googlenet", 6, input_size=None, init="torch")
+    x = torch.rand(4, 1, 64, 64)
+    f_he = float(he.eval()(x)["features"].std())
+    f_torch = float(default.eval()(x)["features"].std())
+    assert f_he > 0.3 and f_torch < f_he / 20   # measured: 0.81 vs 0.011
+    with pytest.raises(CadxConfigError, match="init"):
+        create_model("alexnet", 6, init="xavier")

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cadx.models.base import maybe_load_pretrained
-from cadx.models.classic import PaperNet, caffe_lrn, check_model_args
+from cadx.models.classic import PaperNet, caffe_lrn, check_model_args, paper_init
 from cadx.models.registry import register_model
 
 
@@ -62,8 +62,9 @@ def anatomy_cnn(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, n
                 input_size: int | str | None = 227, fc_units: int = 4096, **kw: object) -> AnatomyCNN:
     """``input_size=None`` = native resolution (≥ 19 px). ``num_attributes`` is ignored (no attribute head)."""
     pretrained = kw.pop("pretrained_path", None)
+    init = str(kw.pop("init", "he"))
     check_model_args("anatomy_cnn", spatial_dims, kw)
-    model = AnatomyCNN(num_classes, in_channels, input_size=input_size, fc_units=fc_units)
+    model = paper_init(AnatomyCNN(num_classes, in_channels, input_size=input_size, fc_units=fc_units), init)
     return maybe_load_pretrained(model, pretrained)  # type: ignore[arg-type,return-value]
 
 

@@ -34,6 +34,28 @@ def check_model_args(name: str, spatial_dims: int, extra: dict[str, object]) -> 
         raise CadxConfigError(f"model {name!r}: unknown option(s) {', '.join(sorted(extra))}")
 
 
+INITS = ("he", "torch")
+
+
+def paper_init(model: nn.Module, init: str = "he") -> nn.Module:
+    """Weight initialisation of the paper-001 nets (none of them has batch norm).
+
+    ``"he"`` (default): every conv/linear weight ~ N(0, 2 / fan_in) (Kaiming, ReLU gain), biases 0. ``"torch"``:
+    PyTorch's default (Kaiming-uniform with a = √5, i.e. variance 1 / (3·fan_in)), which shrinks the signal by
+    ~6× per ReLU layer: GoogLeNet's 22 layers then start with vanishing activations and, with the paper's SGD at
+    lr 0.01, stay at chance. The paper does not state its initialisation (the Caffe originals used Gaussian or
+    Xavier fillers); He is our choice for all four nets so that they are compared on equal terms."""
+    if init not in INITS:
+        raise CadxConfigError(f"init must be one of {INITS}, got {init!r}")
+    if init == "he":
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+    return model
+
+
 def caffe_lrn() -> nn.LocalResponseNorm:
     """Local response normalisation as in Caffe's AlexNet/GoogLeNet: n=5, α=1e-4, β=0.75, k=1 (α divided by n)."""
     return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=1.0)
@@ -257,8 +279,9 @@ def lenet(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_att
     """``input_size="paper"`` = the variant's paper size (32 or 28); None = native resolution (≥ 16 px).
     ``num_attributes`` is ignored (no attribute head)."""
     pretrained = kw.pop("pretrained_path", None)
+    init = str(kw.pop("init", "he"))
     check_model_args("lenet", spatial_dims, kw)
-    model = LeNet(num_classes, in_channels, variant=variant, input_size=input_size)
+    model = paper_init(LeNet(num_classes, in_channels, variant=variant, input_size=input_size), init)
     return maybe_load_pretrained(model, pretrained)  # type: ignore[arg-type,return-value]
 
 
@@ -267,9 +290,10 @@ def alexnet(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_a
             input_size: int | None = 227, dropout: float = 0.5, **kw: object) -> AlexNet:
     """``input_size=None`` = native resolution (≥ 67 px). ``num_attributes`` is ignored (no attribute head)."""
     pretrained = kw.pop("pretrained_path", None)
+    init = str(kw.pop("init", "he"))
     check_model_args("alexnet", spatial_dims, kw)
-    model = AlexNet(num_classes, in_channels, input_size=input_size, dropout=dropout)
+    model = paper_init(AlexNet(num_classes, in_channels, input_size=input_size, dropout=dropout), init)
     return maybe_load_pretrained(model, pretrained)  # type: ignore[arg-type,return-value]
 
 
-__all__ = ["AlexNet", "LeNet", "PaperNet", "caffe_lrn", "check_model_args", "trunk_out_size"]
+__all__ = ["INITS", "AlexNet", "LeNet", "PaperNet", "caffe_lrn", "check_model_args", "paper_init", "trunk_out_size"]

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from cadx.models.base import maybe_load_pretrained
-from cadx.models.classic import PaperNet, caffe_lrn, check_model_args
+from cadx.models.classic import PaperNet, caffe_lrn, check_model_args, paper_init
 from cadx.models.registry import register_model
 
 # (1×1, 3×3 reduce, 3×3, 5×5 reduce, 5×5, pool proj) per module, Szegedy et al. 2015 Table 1
@@ -138,9 +138,10 @@ def googlenet(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num
     """``input_size=None`` = native resolution (≥ 47 px); ``aux=False`` drops the auxiliary classifiers.
     ``num_attributes`` is ignored (no attribute head)."""
     pretrained = kw.pop("pretrained_path", None)
+    init = str(kw.pop("init", "he"))
     check_model_args("googlenet", spatial_dims, kw)
-    model = GoogLeNet(num_classes, in_channels, input_size=input_size, aux=aux, dropout=dropout,
-                      aux_dropout=aux_dropout)
+    model = paper_init(GoogLeNet(num_classes, in_channels, input_size=input_size, aux=aux, dropout=dropout,
+                                 aux_dropout=aux_dropout), init)
     return maybe_load_pretrained(model, pretrained)  # type: ignore[arg-type,return-value]
 
 
