@@ -127,6 +127,12 @@ def curve_figure(df: pd.DataFrame, path: Path) -> Path:
         err = [y - 100 * d["ci_low"].astype(float), 100 * d["ci_high"].astype(float) - y]
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=NETS[net]["label"])
     ax.set_xscale("log")
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    ticks = sorted({int(v) for v in df["train_images"].astype(float)})
+    ax.xaxis.set_major_locator(FixedLocator(ticks))   # label the measured sizes, not log-decade minors
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("training images (log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Accuracy vs training-set size (fixed grouped test set)")
