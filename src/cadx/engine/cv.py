@@ -41,16 +41,31 @@ def _check_resume(cfg: ExperimentConfig, out_dir: Path, resume: bool) -> None:
                               "folder")
     saved = out_dir / "config.yaml"
     if resume and saved.is_file():
-        from cadx.config import load_config
-
-        old = load_config(saved).to_dict()
-        new = cfg.to_dict()
-        old["train"].pop("progress", None)
-        new["train"].pop("progress", None)
-        if old != new:
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        diff = config_diff(cfg, saved)
+        if diff:
             raise CadxConfigError(f"{saved}: the run was started with a different config (sections {diff}); "
                                   "resume with the same config or use another folder")
+
+
+def config_diff(cfg: ExperimentConfig, saved: Path) -> list[str]:
+    """Top-level sections in which ``cfg`` differs from the run's saved ``config.yaml`` (``train.progress``, a
+    display flag, ignored); empty = the same experiment."""
+    from cadx.config import load_config
+
+    old, new = load_config(saved).to_dict(), cfg.to_dict()
+    old["train"].pop("progress", None)
+    new["train"].pop("progress", None)
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def finished_run(cfg: ExperimentConfig, run_dir: Path) -> bool:
+    """True when ``run_dir`` holds a finished run of ``cfg``: ``metrics.json``, a ``DONE`` marker for every fold
+    of its ``splits.json``, and the same config (:func:`config_diff`). Studies reuse such runs as they are."""
+    needed = [run_dir / f for f in ("metrics.json", "splits.json", "config.yaml")]
+    if not all(p.is_file() for p in needed):
+        return False
+    n_folds = len(read_json(run_dir / "splits.json").get("folds", []))
+    return len(done_folds(run_dir)) == n_folds > 0 and not config_diff(cfg, run_dir / "config.yaml")
 
 
 def get_splits(cfg: ExperimentConfig, cohort: Cohort, out_dir: Path) -> Splits:
@@ -95,11 +110,13 @@ def predict_items(cfg: ExperimentConfig, store: ItemStore, model: Any, items: np
     return out
 
 
-def _evaluate(df: pd.DataFrame, classes: list[str], cfg: ExperimentConfig, n_bootstrap: int,
-              ranges: Any) -> dict[str, Any]:
+def evaluate_rows(df: pd.DataFrame, classes: list[str], cfg: ExperimentConfig, n_bootstrap: int,
+                  ranges: Any) -> dict[str, Any]:
+    """Metrics of study rows (labelled rows only; their ``y_pred`` decisions when present), with ``n_bootstrap``
+    patient-bootstrap CIs and ABE on the original ``ranges`` of the attributes."""
     from cadx.evaluation.summary import evaluate_predictions
 
-    use = [c for c in classes] if cfg.task.classification else []
+    use = list(classes) if cfg.task.classification else []
     if use:
         df = df[df["y_true"].notna()]
     decision = "given" if use and "y_pred" in df.columns else "argmax"
@@ -118,24 +135,37 @@ def run_fold(cfg: ExperimentConfig, cohort: Cohort, store: ItemStore, fold: Fold
     svm = fit_svm(cfg, store, model, tr, seed, fold_dir / "svm.pkl") if cfg.eval.classifier == "svm" else None
     classes = store.classes if cfg.task.classification else []
     slices = slice_rows(store, te, predict_items(cfg, store, model, te, svm), fold.fold)
-    studies = study_rows(slices, classes, cfg.eval.aggregation)
     fit_df = None
     if cfg.eval.decision == "youden":
         ref = va if va.size else tr
         fit_df = study_rows(slice_rows(store, ref, predict_items(cfg, store, model, ref, svm), fold.fold),
                             classes, cfg.eval.aggregation)
+    studies = finish_fold(cfg, cohort, store, fold, fold_dir, slices, t0,
+                          best_epoch=int(getattr(module, "best_epoch", -1)), fit_df=fit_df,
+                          items={"train_items": int(tr.size), "val_items": int(va.size), "test_items": int(te.size)})
+    return slices, studies
+
+
+def finish_fold(cfg: ExperimentConfig, cohort: Cohort, store: ItemStore, fold: Fold, fold_dir: Path,
+                slices: pd.DataFrame, t0: float, best_epoch: int, items: dict[str, int],
+                fit_df: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The end of every fold runner: test slice rows → study rows (``eval.aggregation``) → decision rule (fitted on
+    the fold's training labels, or ``fit_df`` for Youden) → ``predictions_slices.csv``, ``predictions.csv``,
+    ``metrics.json`` (no bootstrap) and the ``DONE`` marker (``items`` = train/val/test item counts). Returns the
+    study rows."""
+    classes = store.classes if cfg.task.classification else []
+    studies = study_rows(slices, classes, cfg.eval.aggregation)
     train_y = store.labels[fold.indices(cohort, "train")]
     studies, decision = decide_rows(studies, classes, cfg.eval.decision, train_y[train_y >= 0], fit_df)
     atomic_write_text(fold_dir / "predictions_slices.csv", slices.to_csv(index=False))
     atomic_write_text(fold_dir / "predictions.csv", studies.to_csv(index=False))
-    metrics = _evaluate(studies, classes, cfg, 0, cohort.info.get("attribute_ranges"))
+    metrics = evaluate_rows(studies, classes, cfg, 0, cohort.info.get("attribute_ranges"))
     metrics["decision_fit"] = decision
-    metrics["best_epoch"] = int(getattr(module, "best_epoch", -1))
+    metrics["best_epoch"] = best_epoch
     atomic_write_json(fold_dir / "metrics.json", metrics)
-    atomic_write_json(fold_dir / "DONE", {"fold": fold.fold, "best_epoch": metrics["best_epoch"],
-                                          "seconds": round(time.perf_counter() - t0, 2), "train_items": int(tr.size),
-                                          "val_items": int(va.size), "test_items": int(te.size)})
-    return slices, studies
+    atomic_write_json(fold_dir / "DONE", {"fold": fold.fold, "best_epoch": best_epoch,
+                                          "seconds": round(time.perf_counter() - t0, 2), **items})
+    return studies
 
 
 def run_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
@@ -161,7 +191,7 @@ def run_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> 
     _, studies = run_folds(splits, out_dir, resume,
                            lambda fold, fold_dir: run_fold(cfg, cohort, store, fold, fold_dir, resume))
     classes = store.classes if cfg.task.classification else []
-    metrics = _evaluate(studies, classes, cfg, cfg.eval.bootstrap, cohort.info.get("attribute_ranges"))
+    metrics = evaluate_rows(studies, classes, cfg, cfg.eval.bootstrap, cohort.info.get("attribute_ranges"))
     metrics["run"] = {"name": cfg.name, "dataset": cfg.data.dataset, "model": cfg.model.name,
                       "folds": len(splits), "items": len(store), "seconds": round(time.perf_counter() - t0, 2)}
     atomic_write_json(out_dir / "metrics.json", metrics)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from cadx.data.datasets import load_dataset
-from cadx.engine.cv import _evaluate, maybe_report
+from cadx.engine.cv import evaluate_rows, maybe_report
 from cadx.engine.inference import decide_rows, slice_rows, study_rows
 from cadx.engine.predict import ensemble_outputs, run_config, run_models
 from cadx.engine.store import build_store
@@ -70,7 +70,7 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, options: d
     dest = run_dir / "external" / (name or external_name(dataset, options))
     atomic_write_text(dest / "predictions_slices.csv", slices.to_csv(index=False))
     atomic_write_text(dest / "predictions.csv", studies.to_csv(index=False))
-    metrics = _evaluate(studies, use, cfg, cfg.eval.bootstrap, cohort.info.get("attribute_ranges"))
+    metrics = evaluate_rows(studies, use, cfg, cfg.eval.bootstrap, cohort.info.get("attribute_ranges"))
     metrics["external"] = {"dataset": dataset, "root": str(root), "options": dict(options or {}),
                            "models": [str(d.relative_to(run_dir)) for d in dirs], "decision": decision,
                            "attributes_evaluated": attrs}

@@ -17,6 +17,7 @@ from cadx.errors import CadxConfigError
 from cadx.models.base import CadxModel, check_spatial_dims, conv_nd, maybe_load_pretrained, pool_nd
 from cadx.models.registry import register_model
 from cadx.models.resnet import ResNet
+from cadx.utils import coerce_bool
 
 __all__ = ["DMRN", "ResidualPoolingUnit"]
 
@@ -106,9 +107,7 @@ def dmrn(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_attr
         raise CadxConfigError(f"dmrn: unknown options {sorted(kw)}")
     if num_attributes:
         raise CadxConfigError("dmrn has no attribute head (num_attributes must be 0)")
-    if isinstance(multiscale, str):  # CLI strings
-        multiscale = multiscale.strip().lower() in ("1", "true", "yes", "on")
     model = DMRN(num_classes, in_channels, spatial_dims, depth=int(depth), width=int(width), stem=stem,
-                 multiscale=bool(multiscale))
+                 multiscale=coerce_bool(multiscale, "multiscale"))
     maybe_load_pretrained(model, pretrained_path)
     return model

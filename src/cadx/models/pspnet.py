@@ -20,9 +20,8 @@ from cadx.errors import CadxConfigError
 from cadx.models.base import CadxModel, check_spatial_dims, maybe_load_pretrained
 from cadx.models.registry import register_model
 from cadx.models.resnet import ResNet
-from cadx.utils import coerce_bool
 
-__all__ = ["OUTPUT_STRIDES", "PSPNet", "PyramidPooling", "as_bool", "as_ints", "build_dilated_resnet", "dilate_stage",
+__all__ = ["OUTPUT_STRIDES", "PSPNet", "PyramidPooling", "as_ints", "build_dilated_resnet", "dilate_stage",
            "ppm_bins"]
 
 #: output stride → (keep the stem's 7×7 conv stride 2, keep the 3×3/2 max-pool, keep stage 2's stride 2).
@@ -33,9 +32,6 @@ OUTPUT_STRIDES: dict[int, tuple[bool, bool, bool]] = {
     2: (True, False, False),   # SCNet default: no pooling, no stride-2 conv after the stem
     1: (False, False, False),  # no down-sampling at all
 }
-
-
-as_bool = coerce_bool  # kept as a name: unet/scnet import it from here
 
 
 def as_ints(value: Any, name: str) -> tuple[int, ...]:

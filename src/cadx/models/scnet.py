@@ -31,8 +31,9 @@ from torch import Tensor, nn
 
 from cadx.errors import CadxConfigError
 from cadx.models.base import maybe_load_pretrained
-from cadx.models.pspnet import PSPTrunk, as_bool, as_ints, check_trunk_options, upsample_to
+from cadx.models.pspnet import PSPTrunk, as_ints, check_trunk_options, upsample_to
 from cadx.models.registry import register_model
+from cadx.utils import coerce_bool
 
 __all__ = ["ResidualBlock", "SCNet"]
 
@@ -134,6 +135,7 @@ def scnet(num_classes: int = 3, in_channels: int = 2, spatial_dims: int = 2, num
     check_trunk_options("scnet", spatial_dims, num_attributes, int(depth), kw)
     model = SCNet(num_classes, in_channels, num_seg_classes=int(num_seg_classes), depth=int(depth),
                   width=int(width), output_stride=int(output_stride), ppm_ratios=as_ints(ppm_ratios, "ppm_ratios"),
-                  two_step=as_bool(two_step, "two_step"), seg_channels=int(seg_channels), cls_blocks=int(cls_blocks),
+                  two_step=coerce_bool(two_step, "two_step"), seg_channels=int(seg_channels),
+                  cls_blocks=int(cls_blocks),
                   cls_channels=None if cls_channels is None else int(cls_channels), dropout=float(dropout))
     return maybe_load_pretrained(model, pretrained_path)  # type: ignore[return-value]

@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from cadx.errors import CadxConfigError
 from cadx.models.base import CadxModel, check_spatial_dims, maybe_load_pretrained
-from cadx.models.pspnet import as_bool
 from cadx.models.registry import register_model
+from cadx.utils import coerce_bool
 
 __all__ = ["UNet", "conv_block"]
 
@@ -132,5 +132,5 @@ def unet(num_classes: int = 0, in_channels: int = 3, spatial_dims: int = 2, num_
         raise CadxConfigError(f"unet has no attribute head (num_attributes={num_attributes})")
     check_spatial_dims(spatial_dims, "unet", (2,))
     model = UNet(num_classes, in_channels, num_seg_classes=int(num_seg_classes), base_filters=int(base_filters),
-                 levels=int(levels), batch_norm=as_bool(batch_norm, "batch_norm"), dropout=float(dropout))
+                 levels=int(levels), batch_norm=coerce_bool(batch_norm, "batch_norm"), dropout=float(dropout))
     return maybe_load_pretrained(model, pretrained_path)  # type: ignore[return-value]

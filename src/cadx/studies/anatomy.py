@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cadx.config import ExperimentConfig
-from cadx.engine.cv import load_cohort, run_cv
+from cadx.engine.cv import finished_run, load_cohort, run_cv
 from cadx.studies.anatomy_setup import (
     NETS,
     PAPER_ORDER,
@@ -64,23 +64,11 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
             "test_groups": int(p.get("n_patients", 0)), "fold_seconds": float(done.get("seconds", float("nan")))}
 
 
-def _finished_with(cfg: ExperimentConfig, run_dir: Path) -> bool:
-    """True when ``run_dir`` holds a finished run of exactly ``cfg`` (progress flag aside)."""
-    from cadx.config import load_config
-
-    if not all((run_dir / f).is_file() for f in ("metrics.json", "config.yaml", "fold_0/DONE")):
-        return False
-    old, new = load_config(run_dir / "config.yaml").to_dict(), cfg.to_dict()
-    old["train"].pop("progress", None)
-    new["train"].pop("progress", None)
-    return bool(old == new)
-
-
 def _run_net(cfg: ExperimentConfig, cohort: Any, sizes: Mapping[str, int] | None, run_dir: Path,
              resume: bool) -> dict[str, Any]:
     """Write the shared fixed split into ``run_dir`` (unless resuming) and run the engine there."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    if resume and _finished_with(cfg, run_dir):
+    if resume and finished_run(cfg, run_dir):
         return run_summary(run_dir)
     if not (run_dir / "splits.json").is_file():
         fixed_split(cohort, cfg, sizes).save(run_dir / "splits.json")

@@ -122,7 +122,7 @@ def reduced_split(cohort: Cohort, sizes: Mapping[str, int], seed: int) -> Splits
         have = sum(1 for p in cohort.patient_ids if p in rest_set)
         if n < 1 or n > have:
             raise CadxConfigError(f"{part} size {n}: {have} images left for {part}")
-        parts[part] = balanced_groups(cohort, rest, n, seed + i) if n > 0 else []
+        parts[part] = balanced_groups(cohort, rest, n, seed + i)
         rest = sorted(set(rest) - set(parts[part]))
     meta = {"sizes_images": {p: int(sizes[p]) for p in ("train", "val", "test")}, "patients": len(set(
         cohort.patient_ids)), "studies": len(cohort), "cohort": cohort.name}

@@ -25,7 +25,7 @@ import pandas as pd
 
 from cadx.config import ExperimentConfig, load_config
 from cadx.errors import CadxConfigError
-from cadx.studies.dmrn_hc import HC_NAME, run_hc_svm
+from cadx.studies.dmrn_hc import HC_NAME
 from cadx.utils import atomic_write_json, atomic_write_text, read_json
 
 _HEAD = ["objective={ce: 1.0}", "pairs=none", "eval.classifier=head"]
@@ -96,9 +96,7 @@ def run_variant(cfg: ExperimentConfig, run_dir: Path, splits: Path) -> dict[str,
     if not (run_dir / "splits.json").is_file():
         shutil.copyfile(splits, run_dir / "splits.json")
     resume = any(run_dir.glob("fold_*/DONE")) or any(run_dir.glob("fold_*/checkpoint_last.ckpt"))
-    if cfg.model.name == HC_NAME:
-        return run_hc_svm(cfg, run_dir, resume=resume)
-    return run_cv(cfg, run_dir, resume=resume)
+    return run_cv(cfg, run_dir, resume=resume)  # run_cv hands hc_svm to cadx.studies.dmrn_hc.run_hc_svm
 
 
 def test_embeddings(run_dir: Path, cfg: ExperimentConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:

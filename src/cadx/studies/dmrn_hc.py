@@ -41,12 +41,11 @@ def run_hc_svm(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False)
     """Cross-validate the HC + SVM baseline of ``cfg`` into ``out_dir``; returns the pooled metrics dict."""
     from cadx.classical import HandcraftedSVM
     from cadx.data.splits import Fold
-    from cadx.engine.cv import maybe_report, run_folds, start_run
-    from cadx.engine.inference import decide_rows, slice_rows, study_rows
+    from cadx.engine.cv import evaluate_rows, finish_fold, maybe_report, run_folds, start_run
+    from cadx.engine.inference import slice_rows
     from cadx.engine.notes import write_notes
     from cadx.engine.store import build_store
     from cadx.engine.trainer import fold_seed
-    from cadx.evaluation.summary import evaluate_predictions
 
     if cfg.model.name != HC_NAME:
         raise CadxConfigError(f"run_hc_svm needs model.name={HC_NAME}, got {cfg.model.name!r}")
@@ -70,23 +69,12 @@ def run_hc_svm(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False)
                              random_state=fold_seed(cfg.seed, fold.fold), precomputed=True)
         svm.fit(feats[tr], store.item_labels(tr))
         slices = slice_rows(store, te, {"proba": svm.predict_proba(feats[te])}, fold.fold)
-        studies = study_rows(slices, classes, cfg.eval.aggregation)
-        train_y = store.labels[fold.indices(cohort, "train")]
-        studies, decision = decide_rows(studies, classes, cfg.eval.decision, train_y[train_y >= 0])
-        atomic_write_text(fdir / "predictions_slices.csv", slices.to_csv(index=False))
-        atomic_write_text(fdir / "predictions.csv", studies.to_csv(index=False))
-        metrics = evaluate_predictions(studies[studies["y_true"].notna()], classes, n_bootstrap=0, seed=cfg.seed,
-                                       decision="given")
-        metrics["decision_fit"] = decision
-        atomic_write_json(fdir / "metrics.json", metrics)
-        atomic_write_json(fdir / "DONE", {"fold": fold.fold, "best_epoch": -1,
-                                          "seconds": round(time.perf_counter() - tf, 2), "train_items": int(tr.size),
-                                          "val_items": 0, "test_items": int(te.size)})
+        studies = finish_fold(cfg, cohort, store, fold, fdir, slices, tf, best_epoch=-1,
+                              items={"train_items": int(tr.size), "val_items": 0, "test_items": int(te.size)})
         return slices, studies
 
     _, studies_df = run_folds(splits, out, resume, one_fold)
-    metrics = evaluate_predictions(studies_df[studies_df["y_true"].notna()], classes, n_bootstrap=cfg.eval.bootstrap,
-                                   seed=cfg.seed, decision="given")
+    metrics = evaluate_rows(studies_df, classes, cfg, cfg.eval.bootstrap, cohort.info.get("attribute_ranges"))
     metrics["run"] = {"name": cfg.name, "dataset": cfg.data.dataset, "model": HC_NAME, "folds": len(splits),
                       "items": len(store), "seconds": round(time.perf_counter() - t0, 2)}
     atomic_write_json(out / "metrics.json", metrics)

@@ -72,13 +72,10 @@ def variant_config(cfg: ExperimentConfig, variant: str) -> ExperimentConfig:
 
 
 def _run_variant(cfg: ExperimentConfig, out_dir: Path, splits_from: Path | None) -> dict[str, Any]:
-    from cadx.engine.cv import run_cv
+    from cadx.engine.cv import finished_run, run_cv
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    done = list(out_dir.glob("fold_*/DONE"))
-    if (out_dir / "metrics.json").is_file() and (out_dir / "splits.json").is_file() and done \
-            and len(done) == len(read_json(out_dir / "splits.json").get("folds", [])) \
-            and load_config(out_dir / "config.yaml").to_dict() == cfg.to_dict():
+    if finished_run(cfg, out_dir):
         return read_json(out_dir / "metrics.json")
     if splits_from is not None and not (out_dir / "splits.json").is_file():
         shutil.copyfile(splits_from, out_dir / "splits.json")
