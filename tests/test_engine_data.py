@@ -183,3 +183,19 @@ def test_fixed_fov_keeps_absolute_lesion_size() -> None:
     assert item.shape == (1, 20, 20)
     assert int((item[0, :, 10] == 100.0).sum()) == 10   # 20 mm → 20 px: no rescaling of the lesion
     assert int((item[0, 10, :] == 100.0).sum()) == 6
+
+
+def test_context_channel_keeps_size_beside_diameter_roi() -> None:
+    img, _ = _vol()                                   # 1 mm in-plane, lesion 10 × 6 px
+    box = [(2, 10, 12, 7, 20, 18)]
+    plain = StudyPreprocessor(InputConfig(kind="roi2d", size=20, roi="diameter", normalize="none"))
+    both = StudyPreprocessor(InputConfig(kind="roi2d", size=20, roi="diameter", context_fov_mm=20.0,
+                                         normalize="none"))
+    fov = StudyPreprocessor(InputConfig(kind="roi2d", size=20, fov_mm=20.0, normalize="none"))
+    roi = plain.items(img, None, box, diameter_mm=5.0)[0][0]
+    item = both.items(img, None, box, diameter_mm=5.0)[0][0]
+    assert item.shape == (2, 20, 20) and both.channels_out(1, 3) == 2
+    np.testing.assert_array_equal(item[:1], roi)      # the ROI channel is unchanged …
+    np.testing.assert_array_equal(item[1:], fov.items(img, None, box)[0][0])   # … the context is the 20-mm view
+    assert int((item[1, :, 10] == 100.0).sum()) == 10  # where the lesion keeps its 10 px
+    assert int((roi[0, :, 10] == 100.0).sum()) == 20   # while the 10-mm ROI magnifies it twofold

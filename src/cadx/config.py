@@ -79,7 +79,10 @@ class InputConfig(_Section):
     metadata ``diameter_attribute`` in mm, else the box extent; no box: the image centre), or ``none`` (whole
     image). ``margin``: extra context
     around a box, as a fraction of its size. ``fov_mm``: instead, a fixed field of view (mm per axis) centred on the
-    lesion, so that its absolute size survives the resize. ``max_slices``: keep at most this many evenly spaced
+    lesion, so that its absolute size survives the resize. ``context_fov_mm``: add a second channel group, the same
+    slice (or volume) over a fixed field of view of this many mm centred on the lesion, resized to the same size: a
+    diameter-adaptive or box ROI normalises the lesion's size away, the context channel keeps it (the ROI's
+    channels come first; masks follow the ROI). ``max_slices``: keep at most this many evenly spaced
     slices per lesion (``slices2d``; 0 = all).
     """
 
@@ -94,6 +97,7 @@ class InputConfig(_Section):
     diameter_attribute: str = "diameter_mm"
     max_slices: int = Field(0, ge=0)
     fov_mm: float | None = Field(None, gt=0)
+    context_fov_mm: float | None = Field(None, gt=0)
     augment: AugmentConfig = Field(default_factory=lambda: AugmentConfig.model_validate({}))
 
     @field_validator("window")

@@ -175,7 +175,8 @@ class StudyPreprocessor:
             lo, hi = np.array(box[:nd], float), np.array(box[nd:], float)
             if cfg.kind == "volume3d":
                 starts, stops = self._region(lo, hi, spacing, diameter_mm, whole, axes=range(3))
-                out_img.append(resize(crop_pad(arr, starts, stops, fill), self.size))
+                out_img.append(self._with_context(resize(crop_pad(arr, starts, stops, fill), self.size),
+                                                  arr, lo, hi, spacing, range(3), fill))
                 if self.with_masks:
                     m = mask if mask is not None else np.zeros((1, *arr.shape[1:]), bool)
                     out_mask.append(resize(crop_pad(m.astype(np.float32), starts, stops, 0.0), self.size, True))
@@ -202,7 +203,8 @@ class StudyPreprocessor:
                 zs = [int((lo[0] + hi[0] - 1) // 2)]
             for z in zs:
                 sl = self._slab(arr, z)
-                out_img.append(resize(crop_pad(sl, starts, stops, fill), self.size))
+                out_img.append(self._with_context(resize(crop_pad(sl, starts, stops, fill), self.size),
+                                                  sl, lo, hi, spacing, ax, fill))
                 if self.with_masks:
                     m = mask if mask is not None else np.zeros((1, *arr.shape[1:]), bool)
                     ms = m if z is None else m[:, z]
@@ -247,6 +249,18 @@ class StudyPreprocessor:
             stops.append(s1)
         return starts, stops
 
+    def _with_context(self, roi: np.ndarray, src: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                      spacing: Sequence[float], axes: range, fill: float) -> np.ndarray:
+        """``roi`` ``(C, *size)``, followed by ``src``'s ``context_fov_mm`` field of view around the box centre
+        (``(2C, *size)``); ``roi`` unchanged when no context is asked."""
+        fov = self.cfg.context_fov_mm
+        if fov is None:
+            return roi
+        side = [fov / float(spacing[a]) for a in axes]
+        starts, stops = zip(*(_square(lo[a], hi[a], s) for a, s in zip(axes, side, strict=True)), strict=True)
+        ctx = resize(crop_pad(src, list(starts), list(stops), fill), self.size)
+        return np.concatenate([roi, ctx], axis=0)
+
     def _slab(self, arr: np.ndarray, z: int | None) -> np.ndarray:
         """Channels of one 2D item: the image's channels (2D) or ``k`` adjacent slices × channels (volume)."""
         cfg = self.cfg
@@ -266,8 +280,9 @@ class StudyPreprocessor:
 
     def channels_out(self, c_image: int, image_ndim: int) -> int:
         """Item channels for an image with ``c_image`` channels and ``image_ndim`` spatial axes."""
+        k = 2 if self.cfg.context_fov_mm is not None else 1
         if self.cfg.kind == "volume3d":
-            return c_image
+            return c_image * k
         if image_ndim == 3:
-            return c_image * self.cfg.channels
-        return self.cfg.channels
+            return c_image * self.cfg.channels * k
+        return self.cfg.channels * k
