@@ -227,3 +227,25 @@ def test_inter_reader_abe_all_pairs():
     out = inter_reader_abe({"sub": r, "lonely": np.array([[1.0, np.nan], [np.nan, 2.0]])})
     assert out["sub"] == pytest.approx(6 / 6)
     assert np.isnan(out["lonely"])
+
+
+def test_covariate_fusion_fits_on_training_folds_only() -> None:
+    from cadx.classical import covariate_fusion
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(30, int), np.ones(20, int)]
+    d = np.exp(rng.normal(2.0 + 0.8 * y, 0.4))            # "diameters": malignant larger
+    p = rng.uniform(size=50)
+    folds = [(np.arange(0, 50, 2), np.arange(1, 50, 2)), (np.arange(1, 49, 2), np.arange(0, 48, 2))]
+    p_cov, fused = covariate_fusion(p, d, y, folds)
+    ref = LogisticRegression(class_weight="balanced").fit(np.log(d[::2, None]), y[::2])
+    np.testing.assert_allclose(p_cov[1::2], ref.predict_proba(np.log(d[1::2, None]))[:, 1])
+    assert np.isnan(p_cov[48]) and np.isnan(fused[48])    # in no test fold
+    np.testing.assert_allclose(fused[:48], 0.5 * p[:48] + 0.5 * p_cov[:48])
+    # monotone in the covariate within a fold: ranks follow the diameters
+    te = folds[0][1]
+    assert (np.argsort(p_cov[te]) == np.argsort(d[te])).all()
+    with pytest.raises(CadxDataError, match="covariate"):
+        covariate_fusion(p, -d, y, folds)
+    with pytest.raises(CadxDataError, match="weight"):
+        covariate_fusion(p, d, y, folds, weight=2.0)

@@ -199,3 +199,26 @@ def test_context_channel_keeps_size_beside_diameter_roi() -> None:
     np.testing.assert_array_equal(item[1:], fov.items(img, None, box)[0][0])   # … the context is the 20-mm view
     assert int((item[1, :, 10] == 100.0).sum()) == 10  # where the lesion keeps its 10 px
     assert int((roi[0, :, 10] == 100.0).sum()) == 20   # while the 10-mm ROI magnifies it twofold
+
+
+def test_covariate_channels_are_constant_log_planes() -> None:
+    from cadx.errors import CadxDataError
+
+    img, _ = _vol()
+    box = [(2, 10, 12, 7, 20, 18)]
+    pre = StudyPreprocessor(InputConfig(kind="roi2d", size=20, roi="diameter", normalize="none",
+                                        covariate_channels=["diameter_mm"]))
+    plain = StudyPreprocessor(InputConfig(kind="roi2d", size=20, roi="diameter", normalize="none"))
+    item = pre.items(img, None, box, diameter_mm=5.0, covariates={"diameter_mm": 5.0})[0][0]
+    assert item.shape == (2, 20, 20) and pre.channels_out(1, 3) == 2
+    np.testing.assert_array_equal(item[:1], plain.items(img, None, box, diameter_mm=5.0)[0][0])
+    np.testing.assert_allclose(item[1], np.log(5.0))          # one constant plane = log(diameter)
+    raw = StudyPreprocessor(InputConfig(kind="roi2d", size=20, normalize="none", covariate_log=False,
+                                        covariate_channels=["age", "sex"]))
+    two = raw.items(img, None, box, covariates={"age": 61.0, "sex": 0.0})[0][0]
+    assert two.shape == (3, 20, 20) and (two[1] == 61.0).all() and (two[2] == 0.0).all()
+    with pytest.raises(CadxDataError, match="diameter_mm") as e:
+        pre.items(img, None, box, source="nodule_7", covariates={})
+    assert e.value.path == "nodule_7" or "nodule_7" in str(e.value)
+    with pytest.raises(CadxDataError, match="positive"):
+        pre.items(img, None, box, covariates={"diameter_mm": 0.0})

@@ -122,6 +122,12 @@ def test_study_end_to_end_tiny(tmp_path) -> None:
     assert "pred_texture" not in pd.read_csv(out / "no_reg" / "predictions.csv").columns
     titles = [t["title"].split(":")[0] for t in m["extra"]["tables"]]
     assert titles == ["Table II", "Table III", "Table IV"]
+    # the size reference: discs of radius 5-6 px (benign) vs 10-11 px (malignant) → the diameter separates them
+    ref = m["study"]["table2_reference"]
+    assert ref["Nodule diameter alone (logistic regression on log mm)"]["auc"] == pytest.approx(1.0)
+    assert ref["Nodule diameter alone (logistic regression on log mm)"]["accuracy"] == pytest.approx(1.0)
+    rows = [r[0] for r in m["extra"]["tables"][0]["rows"]]
+    assert rows[3:5] == list(ref) and rows[-1].startswith("MTMR-Net (paper")
     t3 = m["study"]["table3"]
     assert set(t3) == {"MTMR-Net", "LASSO (handcrafted)", "EN (handcrafted)", "LASSO (CNN embedding)",
                        "EN (CNN embedding)", "IB (inter-reader)", "MTMR-Net (paper)"}

@@ -166,12 +166,20 @@ def predict_cmd(
     mask: Annotated[Path | None, typer.Option(help="Optional lesion mask (ROI inputs).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Segmentation runs: where the predicted mask "
                                                  "goes (default <run>/predictions).")] = None,
+    covariate: Annotated[list[str] | None, typer.Option(help="name=number study metadata the run's input uses, "
+                                                        "e.g. diameter_mm=12.5 (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Predict one study with the run's fold ensemble (or its final model); segmentation runs write the mask."""
     from cadx.engine import predict_study
 
-    result = predict_study(run, study, mask=mask, out_dir=out_dir)
+    cov: dict[str, float] = {}
+    for k, v in _options(covariate).items():
+        try:
+            cov[k] = float(v)
+        except ValueError:
+            raise typer.BadParameter(f"--covariate {k}={v}: not a number") from None
+    result = predict_study(run, study, mask=mask, out_dir=out_dir, covariates=cov)
     if as_json:
         _print_json(result)
         return

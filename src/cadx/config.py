@@ -82,7 +82,10 @@ class InputConfig(_Section):
     lesion, so that its absolute size survives the resize. ``context_fov_mm``: add a second channel group, the same
     slice (or volume) over a fixed field of view of this many mm centred on the lesion, resized to the same size: a
     diameter-adaptive or box ROI normalises the lesion's size away, the context channel keeps it (the ROI's
-    channels come first; masks follow the ROI). ``max_slices``: keep at most this many evenly spaced
+    channels come first; masks follow the ROI). ``covariate_channels``: names of numeric study attributes or
+    metadata (e.g. LIDC's ``diameter_mm``) appended as constant channels, one per name, holding ``log(value)``
+    (``covariate_log``, value > 0) or the value, so that any network can use them; a study without one is an
+    error naming it. ``max_slices``: keep at most this many evenly spaced
     slices per lesion (``slices2d``; 0 = all).
     """
 
@@ -98,6 +101,8 @@ class InputConfig(_Section):
     max_slices: int = Field(0, ge=0)
     fov_mm: float | None = Field(None, gt=0)
     context_fov_mm: float | None = Field(None, gt=0)
+    covariate_channels: list[str] = Field(default_factory=list)
+    covariate_log: bool = True
     augment: AugmentConfig = Field(default_factory=lambda: AugmentConfig.model_validate({}))
 
     @field_validator("window")

@@ -34,6 +34,8 @@ def write_notes(out_dir: Path, cfg: ExperimentConfig, cohort: Cohort, store: Ite
         f"- Input: `{cfg.input.kind}`, ROI `{cfg.input.roi}` ("
         + (f"fixed {cfg.input.fov_mm} mm field of view" if cfg.input.fov_mm else f"margin {cfg.input.margin}")
         + (f", plus a {cfg.input.context_fov_mm} mm context channel" if cfg.input.context_fov_mm else "")
+        + (f", plus constant channels of {'log ' if cfg.input.covariate_log else ''}"
+           f"{', '.join(cfg.input.covariate_channels)}" if cfg.input.covariate_channels else "")
         + f"), size {cfg.input.size}, "
         f"{store.in_channels} channel(s); intensity "
         + (f"window {cfg.input.window}" if cfg.input.window is not None else f"`{cfg.input.normalize}` per image")

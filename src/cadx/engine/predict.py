@@ -91,9 +91,13 @@ def _aggregate(p: np.ndarray, method: str) -> np.ndarray:
 
 
 def predict_study(run_dir: str | Path, path: str | Path, mask: str | Path | None = None,
-                  box: tuple[int, ...] | list[int] | None = None, out_dir: str | Path | None = None
-                  ) -> dict[str, Any]:
+                  box: tuple[int, ...] | list[int] | None = None, out_dir: str | Path | None = None,
+                  covariates: dict[str, float] | None = None) -> dict[str, Any]:
     """Predict one study (DICOM folder, volume or image file) with a trained run.
+
+    ``covariates`` {name: number}: the study's metadata the run's input needs — ``input.diameter_attribute``
+    (e.g. ``diameter_mm``) for a diameter-adaptive ROI (else the ROI falls back to the box or whole image) and
+    every ``input.covariate_channels`` name (an error names a missing one).
 
     The run's preprocessing is applied; ROI inputs use ``box`` (voxel indices, array order, stop-exclusive) or the
     bounding box of ``mask`` (a label image), else the whole image (volumes: the central slice for 2D inputs).
@@ -125,7 +129,9 @@ def predict_study(run_dir: str | Path, path: str | Path, mask: str | Path | None
     if boxes and len(boxes[0]) != 2 * (img.array.ndim - 1):
         raise CadxConfigError(f"box needs {2 * (img.array.ndim - 1)} numbers for this image, got {len(boxes[0])}")
     pre = StudyPreprocessor(cfg.input, with_masks=False)
-    items, _, _ = pre.items(img, m, boxes, source=str(path))
+    cov = dict(covariates or {})
+    items, _, _ = pre.items(img, m, boxes, diameter_mm=cov.get(cfg.input.diameter_attribute), source=str(path),
+                            covariates=cov)
     images = torch.from_numpy(np.stack(items).astype(np.float32))
     out, spec = ensemble_outputs(cfg, dirs, images)
     result: dict[str, Any] = {"study": str(path), "models": len(dirs), "items": int(images.shape[0])}

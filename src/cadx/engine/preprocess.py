@@ -7,7 +7,7 @@ percentiles/statistics), so nothing is fitted on the cohort and a new study is p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -141,12 +141,16 @@ class StudyPreprocessor:
                                     path=mimg.source, field="mask")
         if diameter is None:
             diameter = study_number(study, self.cfg.diameter_attribute)
-        return self.items(img, mask, list(study.boxes), diameter, source=study.study_id)
+        cov = {n: study_number(study, n) for n in self.cfg.covariate_channels}
+        return self.items(img, mask, list(study.boxes), diameter, source=study.study_id, covariates=cov)
 
     def items(self, img: ImageData, mask: np.ndarray | None, boxes: list[tuple[int, ...]],
-              diameter_mm: float | None = None, source: str = "<image>") -> tuple[list, list, list[int]]:
-        """Items of one image ``(C, *spatial)`` with an optional boolean mask ``(1, *spatial)`` and boxes."""
+              diameter_mm: float | None = None, source: str = "<image>",
+              covariates: Mapping[str, float | None] | None = None) -> tuple[list, list, list[int]]:
+        """Items of one image ``(C, *spatial)`` with an optional boolean mask ``(1, *spatial)`` and boxes;
+        ``covariates`` {name: value} feed ``input.covariate_channels``."""
         cfg = self.cfg
+        planes = self._covariate_values(covariates or {}, source)
         arr = normalize_intensity(np.asarray(img.array), cfg)
         nd = arr.ndim - 1
         if cfg.kind == "volume3d" and nd != 3:
@@ -210,6 +214,9 @@ class StudyPreprocessor:
                     ms = m if z is None else m[:, z]
                     out_mask.append(resize(crop_pad(ms.astype(np.float32), starts, stops, 0.0), self.size, True))
                 pos.append(-1 if z is None else int(z))
+        if planes:
+            out_img = [np.concatenate([a, np.broadcast_to(np.asarray(planes, np.float32).reshape(
+                -1, *[1] * (a.ndim - 1)), (len(planes), *a.shape[1:]))], axis=0) for a in out_img]
         if not self.with_masks:
             out_mask = [None] * len(out_img)
         return out_img, out_mask, pos
@@ -249,6 +256,18 @@ class StudyPreprocessor:
             stops.append(s1)
         return starts, stops
 
+    def _covariate_values(self, covariates: Mapping[str, float | None], source: str) -> list[float]:
+        """The constant-channel values of ``input.covariate_channels`` (log when ``covariate_log``)."""
+        vals = []
+        for name in self.cfg.covariate_channels:
+            v = covariates.get(name)
+            if v is None or not np.isfinite(v) or (self.cfg.covariate_log and v <= 0):
+                kind = "finite positive" if self.cfg.covariate_log else "finite"
+                raise CadxDataError(f"input.covariate_channels needs a {kind} number {name!r}, got {v!r}",
+                                    path=source, field=name)
+            vals.append(float(np.log(v)) if self.cfg.covariate_log else float(v))
+        return vals
+
     def _with_context(self, roi: np.ndarray, src: np.ndarray, lo: np.ndarray, hi: np.ndarray,
                       spacing: Sequence[float], axes: range, fill: float) -> np.ndarray:
         """``roi`` ``(C, *size)``, followed by ``src``'s ``context_fov_mm`` field of view around the box centre
@@ -281,8 +300,9 @@ class StudyPreprocessor:
     def channels_out(self, c_image: int, image_ndim: int) -> int:
         """Item channels for an image with ``c_image`` channels and ``image_ndim`` spatial axes."""
         k = 2 if self.cfg.context_fov_mm is not None else 1
+        extra = len(self.cfg.covariate_channels)
         if self.cfg.kind == "volume3d":
-            return c_image * k
+            return c_image * k + extra
         if image_ndim == 3:
-            return c_image * self.cfg.channels * k
-        return self.cfg.channels * k
+            return c_image * self.cfg.channels * k + extra
+        return self.cfg.channels * k + extra

@@ -53,6 +53,27 @@ def table2(results: dict[str, dict[str, Any]], names: dict[str, str]) -> dict[st
             "columns": ["method", *METRICS], "rows": rows}
 
 
+def size_reference(cfg: ExperimentConfig, df: pd.DataFrame, diameters: np.ndarray, classes: list[str],
+                   folds: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, dict[str, Any]]:
+    """Table II reference rows on the same folds: the nodule diameter alone (class-balanced logistic regression on
+    log mm, fitted per training fold) and MTMR-Net ⊕ diameter (the mean of the two probabilities; equal weights,
+    not tuned). ``df``: MTMR-Net's study predictions; ``diameters`` (mm) in its row order. Returns pooled blocks."""
+    from cadx.classical import covariate_fusion
+    from cadx.evaluation.summary import evaluate_predictions
+
+    pos = classes[1]
+    y = (df["y_true"].astype(str) == pos).to_numpy(int)
+    p_cov, p_fused = covariate_fusion(df[f"p_{pos}"].to_numpy(float), diameters, y, folds)
+    out: dict[str, dict[str, Any]] = {}
+    for name, p in (("Nodule diameter alone (logistic regression on log mm)", p_cov),
+                    ("MTMR-Net ⊕ diameter (mean of the two probabilities)", p_fused)):
+        t = df[["study_id", "patient_id", "fold", "y_true"]].copy()
+        t[f"p_{classes[0]}"], t[f"p_{pos}"] = 1.0 - p, p
+        ev = evaluate_predictions(t[np.isfinite(p)], classes, n_bootstrap=cfg.eval.bootstrap, seed=cfg.seed)
+        out[name] = ev["pooled"]
+    return out
+
+
 def inter_reader_row(cohort: Any, attrs: list[str]) -> dict[str, float]:
     """IB: ``inter_reader_abe`` over the cohort's nodules from ``metadata["ratings"]``."""
     from cadx.classical import inter_reader_abe
@@ -200,6 +221,15 @@ def build_study_outputs(cfg: ExperimentConfig, out: Path, results: dict[str, dic
     extra_t: list[dict[str, Any]] = [table2(results, VARIANTS)]
     study: dict[str, Any] = {"table2": {v: {m: r["pooled"].get(m) for m in METRICS} | {"ci": r["pooled"].get("ci")}
                                         for v, r in results.items()}, "seconds": dict(seconds)}
+    if len(store.classes) == 2:
+        from cadx.engine.preprocess import study_number
+
+        diam = np.array([study_number(cohort.studies[i], cfg.input.diameter_attribute) or np.nan for i in rows_of])
+        if np.isfinite(diam).all() and (diam > 0).all():
+            ref = size_reference(cfg, df, diam, list(store.classes), folds)
+            extra_t[0]["rows"][-1:-1] = [[k, *[_ci(b, m) for m in METRICS]] for k, b in ref.items()]
+            study["table2_reference"] = {k: {m: b.get(m) for m in METRICS} | {"ci": b.get("ci")}
+                                         for k, b in ref.items()}
 
     # --- Table III ------------------------------------------------------------------------------------------
     abe_rows: dict[str, dict[str, float]] = {
