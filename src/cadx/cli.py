@@ -224,6 +224,22 @@ def report_cmd(
     out.print(f"report: {html}\nmarkdown: {md}")
 
 
+@app.command("ensemble")
+def ensemble_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Finished run folders with the same test studies (splits).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the ensemble's predictions/metrics/report.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the pooled metrics as JSON.")] = False,
+) -> None:
+    """Equal-weight mean of several runs' study probabilities (seed or model ensemble), evaluated with CIs."""
+    from cadx.engine.ensemble import ensemble_runs
+
+    m = ensemble_runs(runs, out_dir)
+    if as_json:
+        _print_json(m["pooled"])
+        return
+    _print_pooled(m["pooled"], title=f"ensemble of {len(runs)} runs → {out_dir}")
+
+
 @app.command("demo")
 def demo_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
