@@ -71,6 +71,10 @@ def test_every_variant_is_a_valid_config_and_builds() -> None:
     mn = load_config(MNIST3D)
     assert mn.cv.use_official and mn.input.kind == "volume3d" and mn.input.roi == "none"
     assert mn.model.name == "dmrn" and mn.input.augment.flip
+    # the measured choice: per-stage contrastive + auxiliary CE (0.872 test AUC vs 0.808 contrastive alone),
+    # pool stem (0.87 vs 0.69 with the ImageNet stem), SVM on the embedding, flip TTA
+    assert set(mn.objective) == {"contrastive", "ce"} and mn.model.kwargs["stem"] == "pool"
+    assert mn.eval.classifier == "svm" and mn.eval.tta == "flips"
     small = variant_config(MNIST3D, "cnn3d_small")  # keeps the whole 28^3 volume of the base
     assert small.model.name == "cnn3d_small" and small.input.size_tuple() == (28, 28, 28)
     assert not small.input.augment.rot90
