@@ -73,3 +73,9 @@ def test_splits_contract_on_synthetic(tmp_path: Path) -> None:
     for f in folds:
         assert not (set(f["train"]) & set(f["test"]))
         assert not (set(f["val"]) & set(f["test"])) and not (set(f["val"]) & set(f["train"]))
+
+
+def test_predict_covariate_must_be_a_number(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["predict", str(tmp_path), "--study", str(tmp_path / "x.png"),
+                              "--covariate", "diameter_mm=big"])
+    assert res.exit_code == 2 and "diameter_mm=big" in res.output and "not a number" in res.output
