@@ -79,7 +79,7 @@ def ensemble_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, n_bootstr
     df = mean_probabilities(tables, [str(d) for d in dirs])
     if not classes:
         classes = [c[2:] for c in df.columns if c.startswith("p_")]
-    df = df[df["y_true"].notna() & (df["y_true"].astype(str) != "nan")]
+    df = df[df["y_true"].notna()]
     metrics = evaluate_predictions(df, classes, n_bootstrap=nb, seed=sd)
     members = [{"run": str(d), "auc": read_json(d / "metrics.json").get("pooled", {}).get("auc")} for d in dirs]
     metrics["run"] = {"name": f"ensemble of {len(dirs)} runs", "members": members, "model": "ensemble",

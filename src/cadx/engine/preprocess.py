@@ -126,6 +126,9 @@ class StudyPreprocessor:
         self.cfg = cfg
         self.size = cfg.size_tuple()
         self.with_masks = with_masks
+        # the context view is the fixed-FOV crop of the same lesion (the fov_mm branch of _region_axes)
+        self._context_cfg = (cfg.model_copy(update={"fov_mm": cfg.context_fov_mm})
+                             if cfg.context_fov_mm is not None else None)
 
     # -- per study ------------------------------------------------------------------------------------------
     def study_items(self, study: Study, diameter: float | None = None) -> tuple[list[np.ndarray], list[Any], list[int]]:
@@ -215,8 +218,8 @@ class StudyPreprocessor:
                     out_mask.append(resize(crop_pad(ms.astype(np.float32), starts, stops, 0.0), self.size, True))
                 pos.append(-1 if z is None else int(z))
         if planes:
-            out_img = [np.concatenate([a, np.broadcast_to(np.asarray(planes, np.float32).reshape(
-                -1, *[1] * (a.ndim - 1)), (len(planes), *a.shape[1:]))], axis=0) for a in out_img]
+            const = np.stack([np.full(self.size, v, np.float32) for v in planes])   # one plane per covariate
+            out_img = [np.concatenate([a, const], axis=0) for a in out_img]
         if not self.with_masks:
             out_mask = [None] * len(out_img)
         return out_img, out_mask, pos
@@ -272,13 +275,10 @@ class StudyPreprocessor:
                       spacing: Sequence[float], axes: range, fill: float) -> np.ndarray:
         """``roi`` ``(C, *size)``, followed by ``src``'s ``context_fov_mm`` field of view around the box centre
         (``(2C, *size)``); ``roi`` unchanged when no context is asked."""
-        fov = self.cfg.context_fov_mm
-        if fov is None:
+        if self._context_cfg is None:
             return roi
-        side = [fov / float(spacing[a]) for a in axes]
-        starts, stops = zip(*(_square(lo[a], hi[a], s) for a, s in zip(axes, side, strict=True)), strict=True)
-        ctx = resize(crop_pad(src, list(starts), list(stops), fill), self.size)
-        return np.concatenate([roi, ctx], axis=0)
+        starts, stops = self._region_axes(lo, hi, spacing, None, False, list(axes), self._context_cfg)
+        return np.concatenate([roi, resize(crop_pad(src, starts, stops, fill), self.size)], axis=0)
 
     def _slab(self, arr: np.ndarray, z: int | None) -> np.ndarray:
         """Channels of one 2D item: the image's channels (2D) or ``k`` adjacent slices × channels (volume)."""
