@@ -28,10 +28,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from cadx.config import load_config
-from cadx.engine.data import train_loader
-from cadx.engine.module import CadxModule
-from cadx.engine.store import ItemStore
-from cadx.engine.trainer import build_model, build_objective, model_spec, trainer_settings
+from cadx.pipeline.items import ItemStore
+from cadx.pipeline.loaders import train_loader
+from cadx.training.module import CadxModule
+from cadx.training.trainer import build_model, build_objective, model_spec, trainer_settings
 from cadx.utils import atomic_write_json
 
 RESULT = Path(__file__).resolve().parent / "results" / "train_throughput.json"

@@ -8,10 +8,10 @@ import torch
 
 from cadx.config import AugmentConfig, InputConfig
 from cadx.data.image import ImageData
-from cadx.engine.augment import augment_batch
-from cadx.engine.data import BatchKey, EpochBatchSampler, eval_loader, train_loader
-from cadx.engine.preprocess import StudyPreprocessor, crop_pad, normalize_intensity
-from cadx.engine.store import build_store
+from cadx.pipeline.augment import augment_batch
+from cadx.pipeline.items import build_store
+from cadx.pipeline.loaders import BatchKey, EpochBatchSampler, eval_loader, train_loader
+from cadx.pipeline.preprocess import StudyPreprocessor, crop_pad, normalize_intensity
 from test_engine_helpers import tiny_cohort, tiny_config
 
 
@@ -154,7 +154,7 @@ def test_augmentation_reproducible_and_mask_follows(shape: tuple[int, ...]) -> N
 def test_batch_key_partner_gather() -> None:
     cohort = tiny_cohort(4)
     st = build_store(cohort, tiny_config(), progress=False)
-    from cadx.engine.data import ItemDataset
+    from cadx.pipeline.loaders import ItemDataset
 
     ds = ItemDataset(st, np.arange(len(st)))
     b = ds.__getitems__(BatchKey(0, 0, (0, 5), (5, 0)))
@@ -163,7 +163,7 @@ def test_batch_key_partner_gather() -> None:
 
 
 def test_embedding_svm_probabilities_cover_all_classes() -> None:
-    from cadx.engine.classifiers import EmbeddingSVM
+    from cadx.classical.embedding_svm import EmbeddingSVM
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 4))

@@ -93,7 +93,7 @@ def tiny_config(*overrides: str) -> ExperimentConfig:
 
 def test_infer_flip_tta_averages_the_flipped_views() -> None:
     """``tta="flips"``: proba/features = mean over identity + each spatial axis flipped (hand-computed)."""
-    from cadx.engine.inference import infer, tta_flips
+    from cadx.runs.inference import infer, tta_flips
 
     class Left(torch.nn.Module):  # logit of class 1 = mean of the left half minus mean of the right half
         def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

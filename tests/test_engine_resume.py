@@ -26,7 +26,7 @@ import sys
 sys.path.insert(0, {tests!r})
 import test_engine_helpers  # noqa: F401  (registers the tiny stand-ins)
 from cadx.config import load_config
-from cadx.engine import run_cv
+from cadx.runs import run_cv
 cfg = load_config({cfg!r})
 run_cv(cfg, {out!r})
 """
@@ -72,7 +72,7 @@ def test_sigkill_mid_fold_then_resume_equals_uninterrupted(tmp_path: Path) -> No
     """Slow (a second Python process); CI runs the in-process crash/resume test of test_engine_cv instead."""
     import torch
 
-    from cadx.engine import run_cv
+    from cadx.runs import run_cv
     from test_engine_helpers import tiny_config
 
     torch.set_num_threads(1)
@@ -93,7 +93,7 @@ def test_sigkill_mid_fold_then_resume_equals_uninterrupted(tmp_path: Path) -> No
 def main(argv: list[str]) -> None:
     """Measurement on the synthetic cohort: uninterrupted run vs killed-in-fold-1 + resumed run."""
     from cadx.config import load_config, packaged_config_path
-    from cadx.engine import run_cv
+    from cadx.runs import run_cv
 
     out = Path(argv[0])
     sets = [a for a in argv[1:] if a != "--set"]

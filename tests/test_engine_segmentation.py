@@ -1,4 +1,4 @@
-"""Volume-level segmentation through the engine (cadx.engine.segmentation): tiny in-memory cohorts of 16×16
+"""Volume-level segmentation through the engine (cadx.runs.segmentation): tiny in-memory cohorts of 16×16
 slices (3-channel volumes with a bright "head" disc and a brighter lesion; 2D images), U-Net and SCNet."""
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from cadx.data.datasets.base import DATASETS, register_dataset
 from cadx.data.image import ImageData, LazyImage
 from cadx.data.readers import read_image, write_image
 from cadx.data.study import Cohort, Study
-from cadx.engine import run_cv
-from cadx.engine.predict import predict_study
-from cadx.engine.seg_data import build_seg_data, image_items, training_items
-from cadx.engine.seg_predict import predict_segmentation
-from cadx.engine.segmentation import final_masks, vote_rows
-from cadx.evaluation.segmentation import dice
+from cadx.evaluation.overlap import dice
+from cadx.pipeline.seg_items import build_seg_data, image_items, training_items
+from cadx.runs import run_cv
+from cadx.runs.predict import predict_study
+from cadx.runs.seg_predict import predict_segmentation
+from cadx.runs.segmentation import final_masks, vote_rows
 
 
 def seg_volume(rng: np.random.Generator, label: int, z: int = 5, n: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -183,7 +183,7 @@ def test_scnet_2d_classification_vote_and_png_prediction(tmp_path: Path) -> None
 
 
 def test_paired_comparison() -> None:
-    from cadx.studies.segmentation import compare_paired
+    from cadx.studies.segmentation.study import compare_paired
 
     a = pd.DataFrame({"study_id": ["x", "y", "z"], "patient_id": ["x", "y", "z"], "dice": [0.8, 0.5, 0.9],
                       "y_true": ["G2", "G3", "G2"], "y_pred": ["G2", "G3", "G3"]})
@@ -196,7 +196,7 @@ def test_paired_comparison() -> None:
 
 
 def test_engine_study_rows_dice_follows_the_empty_rule() -> None:
-    from cadx.engine.inference import study_rows
+    from cadx.runs.inference import study_rows
 
     slices = pd.DataFrame({"study_id": ["a", "a", "b", "c"], "patient_id": ["a", "a", "b", "c"], "fold": 0,
                            "y_true": None, "item": [0, 1, 2, 3], "slice": [0, 1, 0, 0],

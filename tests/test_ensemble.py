@@ -12,8 +12,8 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 from typer.testing import CliRunner
 
 from cadx.cli import app
-from cadx.engine.ensemble import ensemble_runs, mean_probabilities
 from cadx.errors import CadxDataError
+from cadx.runs.ensemble import ensemble_runs, mean_probabilities
 
 
 def _run(root: Path, name: str, p1: np.ndarray, order: np.ndarray | None = None) -> Path:

@@ -9,16 +9,16 @@ import pandas as pd
 import pytest
 import torch
 
-import cadx.engine.trainer as trainer_mod
+import cadx.training.trainer as trainer_mod
 from cadx.data.image import LazyImage
 from cadx.data.study import Cohort, Study
-from cadx.engine.store import build_store
-from cadx.engine.trainer import fit, load_module
-from cadx.engine.two_phase import phase_configs, trainable_prefixes
 from cadx.errors import CadxConfigError
+from cadx.pipeline.items import build_store
 from cadx.studies import load_study_config, run_imbalance_study
-from cadx.studies.imbalance import MethodSpec, Setting, StudySettings, imbalanced_studies, make_grid
-from cadx.studies.imbalance_report import aggregate, conclusions, verdict_lines
+from cadx.studies.imbalance.report import aggregate, conclusions, verdict_lines
+from cadx.studies.imbalance.study import MethodSpec, Setting, StudySettings, imbalanced_studies, make_grid
+from cadx.training.trainer import fit, load_module
+from cadx.training.two_phase import phase_configs, trainable_prefixes
 from test_engine_helpers import tiny_cohort, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pytest
 import sklearn.metrics as skm
 
 from cadx.evaluation import metrics as M
-from cadx.evaluation.segmentation import dice, dice_per_volume, largest_connected_component
+from cadx.evaluation.overlap import dice, dice_per_volume, largest_connected_component
 
 
 @pytest.fixture(params=[0, 1, 2])

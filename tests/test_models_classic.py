@@ -13,8 +13,8 @@ from torch import nn
 from cadx.errors import CadxConfigError, CadxDataError
 from cadx.models import MODELS, create_model
 from cadx.models.anatomy_cnn import AnatomyCNN
-from cadx.models.classic import AlexNet, LeNet, trunk_out_size
 from cadx.models.googlenet import GoogLeNet, Inception
+from cadx.models.lenet_alexnet import AlexNet, LeNet, trunk_out_size
 from conftest import n_params
 
 SIZES = (28, 32, 64, 227)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader
 
-from cadx.data.samplers import (
+from cadx.errors import CadxConfigError, CadxDataError
+from cadx.pipeline.samplers import (
     ClassBalancedBatchSampler,
     EpochIndexSampler,
     imbalance_counts,
@@ -17,7 +18,6 @@ from cadx.data.samplers import (
     step_imbalance,
     undersample_indices,
 )
-from cadx.errors import CadxConfigError, CadxDataError
 
 Y = np.array([0] * 10 + [1] * 4 + [2] * 2)  # counts 10, 4, 2
 

@@ -15,11 +15,10 @@ from PIL import Image
 from cadx.config import load_config
 from cadx.data.datasets import load_dataset
 from cadx.data.splits import Splits, patient_strata
-from cadx.engine.cv import get_splits
 from cadx.errors import CadxConfigError
-from cadx.studies.anatomy import run_anatomy_study
-from cadx.studies.anatomy_curve import learning_curve_cli, render_learning_curve, run_learning_curve
-from cadx.studies.anatomy_setup import (
+from cadx.runs.cv import get_splits
+from cadx.studies.anatomy.curve import learning_curve_cli, render_learning_curve, run_learning_curve
+from cadx.studies.anatomy.setup import (
     NETS,
     balanced_groups,
     fixed_split,
@@ -28,6 +27,7 @@ from cadx.studies.anatomy_setup import (
     net_input_size,
     reduced_split,
 )
+from cadx.studies.anatomy.study import run_anatomy_study
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "papers" / "anatomy_mednist.yaml"
 CLASSES = ("CXR", "Hand", "HeadCT")

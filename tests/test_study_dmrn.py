@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from cadx.config import load_config
-from cadx.engine.cv import run_cv
 from cadx.models import create_model
 from cadx.models.attention import sdl_loss_terms
 from cadx.objectives import LOSSES, build_objective
-from cadx.studies.dmrn import VARIANTS, run_dmrn_study, variant_config
-from cadx.studies.dmrn_hc import hc_features
+from cadx.runs.cv import run_cv
+from cadx.runs.handcrafted import hc_features
+from cadx.studies.dmrn.study import VARIANTS, run_dmrn_study, variant_config
 from test_engine_helpers import tiny_config  # noqa: F401  (registers the _test_tiny dataset)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,8 +95,8 @@ _TINY = ["input.size=16", "input.window=[0, 400]", "train.epochs=1", "train.batc
 def test_hc_svm_run_folder_matches_a_direct_fit(tmp_path: Path) -> None:
     from cadx.classical import HandcraftedSVM
     from cadx.data.splits import Splits
-    from cadx.engine.cv import load_cohort
-    from cadx.engine.store import build_store
+    from cadx.pipeline.items import build_store
+    from cadx.runs.cv import load_cohort
 
     cfg = variant_config(_tiny_base(tmp_path), "hc_svm", _TINY)
     m = run_cv(cfg, tmp_path / "hc")  # the engine entry point hands hc_svm to run_hc_svm
@@ -110,7 +110,7 @@ def test_hc_svm_run_folder_matches_a_direct_fit(tmp_path: Path) -> None:
     fold = Splits.load(tmp_path / "hc" / "splits.json").folds[0]
     tr, te = (store.items_of_studies(fold.indices(cohort, p)) for p in ("train", "test"))
     feats = hc_features(store.images.numpy(), {})
-    from cadx.engine.trainer import fold_seed
+    from cadx.training.trainer import fold_seed
 
     svm = HandcraftedSVM(classes=[0, 1], random_state=fold_seed(0, 0), precomputed=True)
     p = svm.fit(feats[tr], store.item_labels(tr)).predict_proba(feats[te])
@@ -148,8 +148,8 @@ def test_study_runs_models_in_the_same_folds_with_tsne_and_report(tmp_path: Path
 
 @pytest.mark.slow
 def test_evaluate_checkpoint_reproduces_a_finished_fold(tmp_path: Path) -> None:
-    from cadx.engine.cv import run_cv
-    from cadx.studies.dmrn_partial import evaluate_checkpoint
+    from cadx.runs.cv import run_cv
+    from cadx.studies.dmrn.partial import evaluate_checkpoint
 
     cfg = variant_config(_tiny_base(tmp_path), "dmrn", _TINY)
     run_cv(cfg, tmp_path / "run")

@@ -11,8 +11,8 @@ import pytest
 from cadx.config import load_config
 from cadx.data.datasets.lidc import ATTRIBUTES
 from cadx.errors import CadxConfigError
-from cadx.studies.mtmr import _run_variant, run_mtmr_tables, variant_config
-from cadx.studies.mtmr_tables import handcrafted_matrix, inter_reader_row, table2
+from cadx.studies.mtmr.study import _run_variant, run_mtmr_tables, variant_config
+from cadx.studies.mtmr.tables import handcrafted_matrix, inter_reader_row, table2
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -132,7 +132,7 @@ def cv_cmd(
 ) -> None:
     """Patient-level cross-validation: out-of-fold predictions, metrics with CIs, report."""
     from cadx.config import load_config
-    from cadx.engine import run_cv
+    from cadx.runs import run_cv
 
     sets = list(set_ or []) + ([f"data.root={data_root}"] if data_root else [])
     cfg = load_config(config, sets)
@@ -151,7 +151,7 @@ def train_cmd(
 ) -> None:
     """Train one model on all studies (for `cadx predict` on new studies)."""
     from cadx.config import load_config
-    from cadx.engine import train_final
+    from cadx.runs import train_final
 
     sets = list(set_ or []) + ([f"data.root={data_root}"] if data_root else [])
     cfg = load_config(config, sets)
@@ -171,7 +171,7 @@ def predict_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Predict one study with the run's fold ensemble (or its final model); segmentation runs write the mask."""
-    from cadx.engine import predict_study
+    from cadx.runs import predict_study
 
     cov: dict[str, float] = {}
     for k, v in _options(covariate).items():
@@ -202,7 +202,7 @@ def evaluate_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the pooled metrics as JSON.")] = False,
 ) -> None:
     """External validation: apply a trained run to another cohort (metrics, CIs, report section)."""
-    from cadx.engine import evaluate_run
+    from cadx.runs import evaluate_run
 
     pooled = evaluate_run(run, dataset, root, _options(option))
     if as_json:
@@ -231,7 +231,7 @@ def ensemble_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the pooled metrics as JSON.")] = False,
 ) -> None:
     """Equal-weight mean of several runs' study probabilities (seed or model ensemble), evaluated with CIs."""
-    from cadx.engine.ensemble import ensemble_runs
+    from cadx.runs.ensemble import ensemble_runs
 
     m = ensemble_runs(runs, out_dir)
     if as_json:
@@ -245,7 +245,7 @@ def demo_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
 ) -> None:
     """Build the synthetic CT cohort, cross-validate ResNet-18 and DMRN, write the report."""
-    from cadx.engine import run_demo
+    from cadx.runs import run_demo
 
     run_demo(out_dir)
 
@@ -291,7 +291,7 @@ def learning_curve_cmd(
     set_: SetList = None,
 ) -> None:
     """Accuracy against training-set size (in images) for the anatomy nets, one plot."""
-    from cadx.studies.anatomy_curve import learning_curve_cli
+    from cadx.studies.anatomy.curve import learning_curve_cli
 
     df = learning_curve_cli(config, sizes, out_dir, overrides=list(set_ or []), nets=nets,
                             input_mode=_input_mode(input_mode), test_size=test_size)
@@ -312,7 +312,7 @@ def study_anatomy_cmd(
 ) -> None:
     """Khan & Yong Table II on MedNIST: four nets on a fixed group split, beside a naive per-image split."""
     from cadx.config import load_config
-    from cadx.studies.anatomy import PAPER_ORDER, run_anatomy_study
+    from cadx.studies.anatomy.study import PAPER_ORDER, run_anatomy_study
 
     cfg = load_config(config, list(set_ or []))
     part_sizes = None
@@ -337,7 +337,7 @@ def study_dmrn_cmd(
     set_: SetList = None,
 ) -> None:
     """DMRN Tables 2-4: DMRN, its ablation and the baselines in the same folds, t-SNE, one report."""
-    from cadx.studies.dmrn import run_dmrn_study
+    from cadx.studies.dmrn.study import run_dmrn_study
 
     df = run_dmrn_study(config, out_dir, models=_split_list(models), overrides=list(set_ or []), tsne=tsne)
     out.print(df.to_string(index=False))
@@ -352,7 +352,7 @@ def study_mtmr_cmd(
     set_: SetList = None,
 ) -> None:
     """MTMR-Net Tables II-IV on LIDC: ablations, ABE vs regressors and readers, RFE relatedness, cards."""
-    from cadx.studies.mtmr import VARIANTS, run_mtmr_tables
+    from cadx.studies.mtmr.study import VARIANTS, run_mtmr_tables
 
     metrics = run_mtmr_tables(config, out_dir, overrides=list(set_ or []),
                               variants=_split_list(variants) or list(VARIANTS), regressors=regressors)

@@ -177,7 +177,7 @@ class TwoPhaseConfig(_Section):
     """Two-phase training (thesis A.2, after Havaei et al. 2017): phase 1 trains ``train.epochs`` on a balanced
     ``sampler`` (oversample|undersample towards ``ratio``) set; phase 2 fine-tunes only ``trainable`` (``head`` = the
     model's classifier layer, or a list of parameter-name prefixes) for ``epochs`` on the original distribution at
-    ``lr_factor`` × the learning rate. See :mod:`cadx.engine.two_phase`."""
+    ``lr_factor`` × the learning rate. See :mod:`cadx.training.two_phase`."""
 
     sampler: Literal["oversample", "undersample"] = "oversample"
     ratio: float = Field(1.0, gt=0, le=1)
@@ -229,7 +229,7 @@ class EvalConfig(_Section):
 
 
 class SegmentationConfig(_Section):
-    """Volume-level segmentation pipeline (:mod:`cadx.engine.segmentation`); the section's presence selects it.
+    """Volume-level segmentation pipeline (:mod:`cadx.runs.segmentation`); the section's presence selects it.
 
     Every 2D slice of a volume (or the whole 2D image) becomes a resized item with its mask; slice predictions are
     put back into the volume at the original resolution, optionally reduced to the ``largest_component``

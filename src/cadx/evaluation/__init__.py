@@ -22,7 +22,7 @@ from cadx.evaluation.metrics import (
     sensitivity,
     specificity,
 )
-from cadx.evaluation.segmentation import dice, dice_per_volume, largest_connected_component
+from cadx.evaluation.overlap import dice, dice_per_volume, largest_connected_component
 from cadx.evaluation.summary import evaluate_predictions
 from cadx.evaluation.thresholds import class_priors, decide, youden_threshold
 

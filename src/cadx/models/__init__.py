@@ -5,7 +5,7 @@ import importlib
 from cadx.models.registry import MODELS, create_model, register_model
 
 # Modules that register models. Each is imported if present (helpers add theirs to this list).
-_MODULES = ["resnet", "vgg", "cnn3d", "dmrn", "mtmr", "attention", "classic", "anatomy_cnn", "googlenet",
+_MODULES = ["resnet", "vgg", "cnn3d", "dmrn", "mtmr", "attention", "lenet_alexnet", "anatomy_cnn", "googlenet",
             "unet", "pspnet", "scnet"]
 for _m in _MODULES:
     try:

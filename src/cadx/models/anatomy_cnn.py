@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cadx.models.base import maybe_load_pretrained
-from cadx.models.classic import PaperNet, caffe_lrn, check_model_args, paper_init
+from cadx.models.lenet_alexnet import PaperNet, caffe_lrn, check_model_args, paper_init
 from cadx.models.registry import register_model
 
 

@@ -100,7 +100,7 @@ def arl(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_attri
 class SDL(CadxModel):
     """Synergic deep learning with two ResNet branches ``A`` and ``B`` (separate weights) and a synergic net.
 
-    ``forward(x)`` — one batch (what ``cadx.engine`` calls, also for each member of a Siamese batch):
+    ``forward(x)`` — one batch (what ``cadx.runs`` calls, also for each member of a Siamese batch):
     both branches classify ``x``. ``"logits"`` = log of the mean of the two branches' softmax outputs (SDL fuses
     its components' predictions; ``softmax(logits)`` is that mean), ``"logits_a"``/``"logits_b"`` the branch
     logits, ``"features"`` = branch A's features ``(B, D)``, and ``"synergic_logits"`` ``(B // 2, 2)`` for the

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from cadx.models.base import maybe_load_pretrained
-from cadx.models.classic import PaperNet, caffe_lrn, check_model_args, paper_init
+from cadx.models.lenet_alexnet import PaperNet, caffe_lrn, check_model_args, paper_init
 from cadx.models.registry import register_model
 
 # (1×1, 3×3 reduce, 3×3, 5×5 reduce, 5×5, pool proj) per module, Szegedy et al. 2015 Table 1

@@ -5,7 +5,7 @@ Registered losses: ``ce``, ``weighted_ce``, ``focal``, ``aux_ce`` (classificatio
 See ``docs/contracts.md`` "Objectives".
 """
 
-from cadx.objectives import classification, contrastive, ranking, regression, scnet, segmentation, synergic  # noqa: F401
+from cadx.objectives import classification, contrastive, ranking, regression, scnet, seg_losses, synergic  # noqa: F401
 from cadx.objectives.multitask import Objective, build_objective, term
 from cadx.objectives.registry import LOSSES, Loss, register_loss
 

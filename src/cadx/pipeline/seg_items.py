@@ -1,0 +1,181 @@
+"""Slice items with masks for volume-level segmentation (``segmentation`` config section).
+
+A volume ``(C, Z, H, W)`` gives one item per axial slice (all of them, in order; ``input.channels`` = k adjacent
+slices as channels, 2.5D); a 2D image ``(C, H, W)`` gives one item (the whole image). Items are resized to
+``input.size`` (masks nearest-neighbour); intensities are normalised per study as the engine does
+(``input.window`` / ``input.normalize``). ``input.roi``/``margin`` are ignored: segmentation sees the whole image.
+
+Target map per pixel: 0 background, lesion = 1; with ``tissue_class`` 1 = tissue and 2 = lesion, where tissue =
+the normalised ``tissue_channel`` > ``tissue_threshold`` (for LGG: channel 1 = FLAIR, threshold 0.1 of the
+0.5–99.5 % percentile range; this is the head — skull, scalp and brain — since the public LGG slices are not
+skull-stripped; the lesion overrides it). The same intensity mask gives each slice's tissue fraction, used to drop
+empty slices from training (A.3 "discarded empty slices that did not contain any brain or other tissue").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from cadx.config import ExperimentConfig, InputConfig, SegmentationConfig
+from cadx.data.study import Cohort
+from cadx.errors import CadxConfigError, CadxDataError
+from cadx.pipeline.items import ItemStore, study_targets
+from cadx.pipeline.preprocess import StudyPreprocessor, normalize_intensity, resize
+
+
+@dataclass
+class SegData:
+    """An :class:`ItemStore` with per-item masks plus what evaluation needs.
+
+    ``gt``: per study the original-resolution lesion mask (bool, ``(Z, H, W)`` or ``(H, W)``); ``tissue``:
+    per item tissue fraction; ``lesion``: per item, the (resized) item mask holds lesion pixels.
+    """
+
+    store: ItemStore
+    gt: list[np.ndarray]
+    tissue: np.ndarray
+    lesion: np.ndarray
+
+    def study_items(self, s: int) -> np.ndarray:
+        """Items of study ``s`` in slice order."""
+        return np.flatnonzero(self.store.study == s)
+
+
+def seg_settings(cfg: ExperimentConfig) -> SegmentationConfig:
+    """The config's ``segmentation`` section (defaults when absent)."""
+    return cfg.segmentation if cfg.segmentation is not None else SegmentationConfig.model_validate({})
+
+
+def num_seg_classes(cfg: ExperimentConfig) -> int:
+    """Output channels S of the model (``model.kwargs.num_seg_classes``; U-Net default 1, SCNet 3)."""
+    default = 3 if cfg.model.name == "scnet" else 1
+    return int(cfg.model.kwargs.get("num_seg_classes", default))
+
+
+def lesion_channel(cfg: ExperimentConfig) -> int:
+    """Output channel of the lesion: ``segmentation.lesion_class``, else the last (0 for a sigmoid output)."""
+    s = num_seg_classes(cfg)
+    lc = seg_settings(cfg).lesion_class
+    if s == 1:
+        return 0
+    if lc is None:
+        return s - 1
+    if lc >= s:
+        raise CadxConfigError(f"segmentation.lesion_class {lc} >= num_seg_classes {s}")
+    return int(lc)
+
+
+def check_classes(cfg: ExperimentConfig) -> None:
+    """The target map (2 or 3 values) must fit the model's S channels."""
+    s = num_seg_classes(cfg)
+    need = 3 if seg_settings(cfg).tissue_class else 2
+    if s > 1 and s < need:
+        raise CadxConfigError(f"model.kwargs.num_seg_classes={s} but the targets have {need} classes "
+                              "(segmentation.tissue_class adds the tissue class)")
+
+
+def tissue_mask(arr: np.ndarray, seg: SegmentationConfig) -> np.ndarray:
+    """Intensity tissue mask of a normalised image ``(C, *spatial)`` → bool ``spatial``."""
+    c = min(seg.tissue_channel, arr.shape[0] - 1)
+    return np.asarray(arr[c] > seg.tissue_threshold)
+
+
+def image_items(arr: np.ndarray, lesion: np.ndarray | None, inp: InputConfig, seg: SegmentationConfig,
+                ) -> tuple[list[np.ndarray], list[np.ndarray], list[int], list[float]]:
+    """Items of one normalised image ``arr`` ``(C, *spatial)`` with its lesion mask (bool ``spatial`` or None).
+
+    Returns ``(images (C', *size), targets (1, *size) float, slice positions (-1 for 2D), tissue fractions)``.
+    """
+    pre = StudyPreprocessor(inp)
+    size = inp.size_tuple()
+    nd = arr.ndim - 1
+    if nd not in (2, 3):
+        raise CadxDataError(f"segmentation needs a 2D image or 3D volume, got shape {arr.shape}", field="image")
+    tissue = tissue_mask(arr, seg)
+    les = lesion if lesion is not None else np.zeros(arr.shape[1:], bool)
+    target = les.astype(np.float32)
+    if seg.tissue_class:
+        target = np.where(les, 2.0, tissue.astype(np.float32)).astype(np.float32)
+    zs: list[int | None] = list(range(arr.shape[1])) if nd == 3 else [None]
+    imgs, tgts, pos, frac = [], [], [], []
+    for z in zs:
+        sl = pre._slab(arr, z)
+        t = target if z is None else target[z]
+        ts = tissue if z is None else tissue[z]
+        imgs.append(resize(sl, size))
+        tgts.append(resize(t[None], size, mask=True))
+        pos.append(-1 if z is None else int(z))
+        frac.append(float(ts.mean()))
+    return imgs, tgts, pos, frac
+
+
+def load_study_arrays(study: Any, inp: InputConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(normalised image (C, *spatial), lesion mask bool spatial)`` of a study (no mask → empty)."""
+    img = study.image().load()
+    arr = normalize_intensity(np.asarray(img.array), inp)
+    m = study.mask()
+    if m is None:
+        return arr, np.zeros(arr.shape[1:], bool)
+    marr = np.asarray(m.load().array)
+    les = marr[0] > 0 if marr.ndim == arr.ndim else marr > 0
+    if les.shape != arr.shape[1:]:
+        raise CadxDataError(f"mask shape {les.shape} differs from image {arr.shape[1:]}", path=study.study_id,
+                            field="mask")
+    return arr, les
+
+
+def build_seg_data(cohort: Cohort, cfg: ExperimentConfig, progress: bool = False) -> SegData:
+    """Preprocess every study into slice items with targets (once per run)."""
+    seg = seg_settings(cfg)
+    check_classes(cfg)
+    imgs: list[np.ndarray] = []
+    tgts: list[np.ndarray] = []
+    study_idx: list[int] = []
+    pos: list[int] = []
+    frac: list[float] = []
+    gt: list[np.ndarray] = []
+    it: Any = range(len(cohort))
+    if progress:
+        from rich.progress import track
+
+        from cadx.utils import progress_console
+
+        it = track(it, description=f"preprocessing {len(cohort)} studies", transient=True,
+                   console=progress_console())
+    for i in it:
+        arr, les = load_study_arrays(cohort[i], cfg.input)
+        a, t, p, f = image_items(arr, les, cfg.input, seg)
+        imgs += a
+        tgts += t
+        pos += p
+        frac += f
+        study_idx += [i] * len(a)
+        gt.append(les)
+    shapes = {x.shape for x in imgs}
+    if len(shapes) != 1:
+        raise CadxDataError(f"items differ in shape {sorted(shapes)} (mixed channel counts? set "
+                            "data.options.channels)", path=cohort.source, field="image")
+    masks = torch.from_numpy(np.stack(tgts).astype(np.float32))
+    classes = list(cohort.classes)
+    labels, attrs, score = study_targets(list(cohort), classes, [], None)
+    store = ItemStore(torch.from_numpy(np.stack(imgs).astype(np.float32)), masks, np.asarray(study_idx, np.int64),
+                      np.asarray(pos, np.int64), labels, attrs, score, classes, [], cohort.study_ids,
+                      cohort.patient_ids)
+    lesion_value = 2.0 if seg.tissue_class else 1.0
+    lesion = (masks == lesion_value).flatten(1).any(1).numpy()
+    return SegData(store, gt, np.asarray(frac, np.float64), lesion)
+
+
+def training_items(data: SegData, items: np.ndarray, seg: SegmentationConfig) -> np.ndarray:
+    """A.3 sampling of the training ``items``: drop slices with tissue fraction < ``min_tissue_fraction`` (lesion
+    slices are always kept) and repeat each lesion slice ``oversample_lesion`` times in total (the copies are
+    augmented on the fly by ``input.augment``, drawn per batch)."""
+    items = np.asarray(items, np.int64)
+    les = data.lesion[items]
+    keep = items[les | (data.tissue[items] >= seg.min_tissue_fraction)]
+    extra = np.repeat(keep[data.lesion[keep]], seg.oversample_lesion - 1)
+    return np.sort(np.concatenate([keep, extra]))

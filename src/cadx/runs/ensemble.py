@@ -1,0 +1,100 @@
+"""Ensembles of finished runs: the mean of their study-level class probabilities on the same test studies.
+
+Seed ensembles (one recipe trained with several seeds) and model ensembles (DMRN + a 3D CNN) are evaluated like a
+run: ``predictions.csv``, ``metrics.json`` (pooled and per-fold metrics with patient-bootstrap CIs), ``notes.md``
+and a report, so ``cadx report`` can put the ensemble beside its members. Nothing is fitted: equal weights, and
+the decision is the argmax of the mean probabilities (members' own decision rules are not combined).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cadx.errors import CadxDataError
+from cadx.utils import atomic_write_json, atomic_write_text, read_json
+
+__all__ = ["ensemble_runs", "mean_probabilities"]
+
+
+def mean_probabilities(tables: Sequence[pd.DataFrame], sources: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean ``p_<class>`` of study-level prediction tables over the same studies (rows in the first table's order).
+
+    Every table needs ``study_id``, ``patient_id``, ``fold``, ``y_true`` and the same ``p_*`` columns; the
+    studies, patients, folds and labels must agree (a CadxDataError names the first table that differs).
+    Returns ``study_id, patient_id, fold, y_true, p_*``; other columns (attributes, ``y_pred``) are dropped.
+    """
+    if not tables:
+        raise CadxDataError("an ensemble needs at least one run", field="runs")
+    names = list(sources or [f"table {i}" for i in range(len(tables))])
+    keys = ["study_id", "patient_id", "fold", "y_true"]
+    first = tables[0]
+    pcols = [c for c in first.columns if c.startswith("p_")]
+    if not pcols:
+        raise CadxDataError("no p_<class> columns", path=names[0], field="p_<class>")
+    base = first[keys].astype(str).set_index("study_id")
+    acc = np.zeros((len(first), len(pcols)))
+    for t, name in zip(tables, names, strict=True):
+        missing = [c for c in keys + pcols if c not in t.columns]
+        if missing:
+            raise CadxDataError(f"missing columns {missing}", path=name, field=missing[0])
+        other = t[keys].astype(str).set_index("study_id")
+        if set(other.index) != set(base.index) or len(other) != len(base):
+            raise CadxDataError("its test studies differ from the first run's (ensembles need the same splits)",
+                                path=name, field="study_id")
+        if not other.loc[base.index].equals(base):
+            raise CadxDataError("patient, fold or label of a study differs from the first run's", path=name,
+                                field="fold")
+        acc += t.set_index(t["study_id"].astype(str)).loc[base.index, pcols].to_numpy(float)
+    out = first[keys].copy()
+    out[pcols] = acc / len(tables)
+    return out
+
+
+def ensemble_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, n_bootstrap: int | None = None,
+                  seed: int | None = None, report: bool = True) -> dict[str, Any]:
+    """Evaluate the equal-weight mean of finished runs' ``predictions.csv`` into ``out_dir``; returns metrics.
+
+    ``n_bootstrap``/``seed``: default to the first run's ``eval.bootstrap`` and ``seed`` (its config.yaml).
+    """
+    from cadx.config import load_config
+    from cadx.evaluation.summary import evaluate_predictions
+
+    t0 = time.perf_counter()
+    dirs = [Path(d) for d in run_dirs]
+    for d in dirs:
+        for f in ("predictions.csv", "metrics.json"):
+            if not (d / f).is_file():
+                raise CadxDataError(f"no {f} (not a finished run?)", path=d, field=f)
+    cfg = load_config(dirs[0] / "config.yaml") if (dirs[0] / "config.yaml").is_file() else None
+    nb = n_bootstrap if n_bootstrap is not None else (cfg.eval.bootstrap if cfg else 2000)
+    sd = seed if seed is not None else (cfg.seed if cfg else 0)
+    classes = [str(c) for c in read_json(dirs[0] / "metrics.json").get("classes") or []]
+    tables = [pd.read_csv(d / "predictions.csv", dtype={"study_id": str, "patient_id": str}) for d in dirs]
+    df = mean_probabilities(tables, [str(d) for d in dirs])
+    if not classes:
+        classes = [c[2:] for c in df.columns if c.startswith("p_")]
+    df = df[df["y_true"].notna()]
+    metrics = evaluate_predictions(df, classes, n_bootstrap=nb, seed=sd)
+    members = [{"run": str(d), "auc": read_json(d / "metrics.json").get("pooled", {}).get("auc")} for d in dirs]
+    metrics["run"] = {"name": f"ensemble of {len(dirs)} runs", "members": members, "model": "ensemble",
+                      "seconds": round(time.perf_counter() - t0, 2)}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "predictions.csv", index=False)
+    atomic_write_json(out / "metrics.json", metrics)
+    lines = [f"# Ensemble of {len(dirs)} runs", "",
+             "Equal-weight mean of the members' study-level class probabilities on the same test studies; "
+             "decision = argmax of the mean (nothing fitted). Members (pooled AUC):", ""]
+    lines += [f"- `{m['run']}`: {m['auc']}" for m in members]
+    atomic_write_text(out / "notes.md", "\n".join(lines) + "\n")
+    if report:
+        from cadx.runs.cv import maybe_report
+
+        maybe_report([out], out)
+    return metrics

@@ -1,0 +1,93 @@
+"""``predict_segmentation``: the lesion mask (and vote) of a new study with a trained segmentation run.
+
+The run's fold models (or ``final/``) are averaged (probabilities at the input size), the mask is built exactly as in
+cross-validation (:func:`cadx.runs.segmentation.study_predictions`: resize back, threshold/argmax, optional
+largest component) and written beside the result: ``<stem>_mask.nii.gz`` for a volume (values 0/1, the input's
+spacing/origin/direction) or ``<stem>_mask.png`` for a 2D image (values 0/255, like BUSI's masks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cadx.data.image import ImageData
+from cadx.pipeline.preprocess import normalize_intensity
+from cadx.pipeline.seg_items import image_items, seg_settings
+from cadx.runs.segmentation import predict_items, study_predictions, vote_rows
+from cadx.errors import CadxConfigError
+
+__all__ = ["is_segmentation_run", "predict_segmentation"]
+
+
+def is_segmentation_run(run_dir: str | Path) -> bool:
+    """True when the run's config has a ``segmentation`` section (then ``cadx predict`` should call
+    :func:`predict_segmentation`)."""
+    from cadx.runs.predict import run_config, run_models
+
+    run_dir = Path(run_dir)
+    return run_config(run_dir, run_models(run_dir)).segmentation is not None
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suf in (".nii.gz", ".nii", ".nrrd", ".mha", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy", ".dcm"):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return name
+
+
+def predict_segmentation(run_dir: str | Path, path: str | Path, out_dir: str | Path | None = None
+                         ) -> dict[str, Any]:
+    """Segment one study (volume or 2D image file, DICOM folder) with a segmentation run.
+
+    Writes the mask into ``out_dir`` (default: ``<run_dir>/predictions``) and returns ``{"study", "mask" (path),
+    "lesion_voxels", "slices_with_lesion", "models", "items"}`` plus, for runs with classification,
+    ``"probabilities"`` (vote fractions), ``"prediction"`` and ``"vote_fallback"``.
+    """
+    from cadx.data.readers import read_image, write_image
+    from cadx.runs.predict import run_config, run_models
+    from cadx.training.trainer import load_module
+
+    run_dir, path = Path(run_dir), Path(path)
+    dirs = run_models(run_dir)
+    cfg = run_config(run_dir, dirs)
+    if cfg.segmentation is None:
+        raise CadxConfigError(f"{run_dir}: not a segmentation run (no segmentation section); use predict_study")
+    img = read_image(path)
+    arr = normalize_intensity(np.asarray(img.array), cfg.input)
+    items, _, _, _ = image_items(arr, None, cfg.input, seg_settings(cfg))
+    images = torch.from_numpy(np.stack(items).astype(np.float32))
+    models: list[torch.nn.Module] = []
+    spec: dict[str, Any] = {}
+    for d in dirs:
+        model, spec = load_module(d / "checkpoint_best.ckpt")
+        if images.shape[1] != spec["in_channels"]:
+            raise CadxConfigError(f"the model takes {spec['in_channels']} channel(s), the input has "
+                                  f"{images.shape[1]}")
+        models.append(model)
+    seg, proba = predict_items(models, images, cfg.train.eval_batch_size)
+    mask, _, per_slice = study_predictions(cfg, seg, proba, tuple(arr.shape[1:]), None)
+    out = Path(out_dir) if out_dir is not None else run_dir / "predictions"
+    if mask.ndim == 3:
+        dst = out / f"{_stem(path)}_mask.nii.gz"
+        write_image(ImageData(mask.astype(np.uint8)[None], img.spacing, img.origin, img.direction), dst)
+    else:
+        dst = out / f"{_stem(path)}_mask.png"
+        write_image(ImageData((mask.astype(np.uint8) * 255)[None], img.spacing), dst)
+    result: dict[str, Any] = {"study": str(path), "mask": str(dst), "lesion_voxels": int(mask.sum()),
+                              "slices_with_lesion": int((per_slice > 0).sum()), "models": len(dirs),
+                              "items": int(images.shape[0])}
+    classes = list(spec.get("classes", []))
+    if proba is not None and classes:
+        df = pd.DataFrame({"study_id": str(path), "pred_pixels": per_slice,
+                           **{f"p_{c}": proba[:, j] for j, c in enumerate(classes)}})
+        v = vote_rows(df, classes, seg_settings(cfg).vote_min_pixels).iloc[0]
+        result["probabilities"] = {c: float(v[f"p_{c}"]) for c in classes}
+        result["prediction"] = str(v["y_pred"])
+        result["vote_fallback"] = bool(v["vote_fallback"])
+    return result

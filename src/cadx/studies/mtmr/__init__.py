@@ -1,0 +1,1 @@
+"""cadx.studies.mtmr."""

@@ -1,0 +1,195 @@
+"""Training one model (a fold, or the final model): model + objective + Lightning Trainer + checkpoints/history.
+
+Checkpoints in the fold folder: ``checkpoint_last.ckpt`` (every epoch, used by ``--resume``) and
+``checkpoint_best.ckpt`` — the epoch with the best ``train.early_stopping.monitor`` (default ``val_loss``) when
+there is a validation set, otherwise the last epoch. ``history.csv`` is rewritten after every epoch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+from cadx.config import ExperimentConfig
+from cadx.pipeline.items import ItemStore
+from cadx.pipeline.loaders import eval_loader, train_loader
+from cadx.training.module import CadxModule
+from cadx.utils import atomic_write_text
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "val_auc", "lr", "seconds"]
+_QUIET = (".*does not have many workers.*", ".*GPU available but not used.*", ".*TPU available.*",
+          ".*is not a TensorBoard.*", ".*Checkpoint directory.*exists and is not empty.*",
+          ".*LeafSpec.*", ".*that has `.*` state.*", ".*deterministic.*", ".*was configured so validation will run.*",
+          ".*no `val_dataloader`.*")
+
+
+def fold_seed(seed: int, fold: int) -> int:
+    """Seed of fold ``fold`` (the final model uses fold = -1)."""
+    return int(np.random.SeedSequence([int(seed), int(fold) + 1]).generate_state(1)[0] % (2**31 - 1))
+
+
+def model_spec(cfg: ExperimentConfig, store: ItemStore) -> dict[str, Any]:
+    """Everything ``create_model`` needs, stored in checkpoints so a run folder can rebuild its models."""
+    return {"name": cfg.model.name, "kwargs": dict(cfg.model.kwargs),
+            "num_classes": len(store.classes) if cfg.task.classification else 0,
+            "in_channels": store.in_channels, "spatial_dims": store.spatial_dims,
+            "num_attributes": len(store.attribute_names), "classes": list(store.classes),
+            "attributes": list(store.attribute_names)}
+
+
+def build_model(spec: dict[str, Any]) -> torch.nn.Module:
+    from cadx.models import create_model
+
+    return create_model(spec["name"], num_classes=spec["num_classes"], in_channels=spec["in_channels"],
+                        spatial_dims=spec["spatial_dims"], num_attributes=spec["num_attributes"], **spec["kwargs"])
+
+
+def build_objective(cfg: ExperimentConfig, store: ItemStore, train_items: np.ndarray) -> Any:
+    """``cadx.objectives.build_objective(cfg.objective, **context)``; context: class counts of the training items,
+    their priors and inverse-frequency class weights, number of classes/attributes, spatial dims (each passed only
+    if the builder accepts it)."""
+    from cadx.objectives import build_objective as _build
+
+    y = store.item_labels(train_items)
+    k = len(store.classes)
+    counts = np.bincount(y[y >= 0], minlength=k).astype(float) if k else np.zeros(0)
+    total = max(float(counts.sum()), 1.0)
+    context = {"num_classes": k, "num_attributes": len(store.attribute_names), "spatial_dims": store.spatial_dims,
+               "class_counts": counts.astype(int).tolist(), "classes": list(store.classes),
+               "priors": (counts / total).tolist(),
+               "class_weights": (total / (max(k, 1) * np.maximum(counts, 1.0))).tolist()}
+    params = inspect.signature(_build).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        context = {k_: v for k_, v in context.items() if k_ in params}
+    return _build(cfg.objective, **context)
+
+
+class History(Callback):
+    """Collects one row per epoch (``HISTORY_COLUMNS``) and rewrites ``history.csv``; its rows live in checkpoints."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        self._t0 = 0.0
+        self._lr = float("nan")
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+        opts = trainer.optimizers
+        self._lr = float(opts[0].param_groups[0]["lr"]) if opts else float("nan")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        m = trainer.callback_metrics
+
+        def get(k: str) -> float:
+            v = m.get(k)
+            return float(v) if v is not None else float("nan")
+
+        row = {"epoch": int(trainer.current_epoch), "train_loss": get("train_loss"), "val_loss": get("val_loss"),
+               "val_accuracy": get("val_accuracy"), "val_auc": get("val_auc"), "lr": self._lr,
+               "seconds": round(time.perf_counter() - self._t0, 3)}
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        self.write()
+
+    def write(self) -> None:
+        atomic_write_text(self.path, pd.DataFrame(self.rows, columns=HISTORY_COLUMNS).to_csv(index=False))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": list(self.rows)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict.get("rows", []))
+
+
+def trainer_settings(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Trainer kwargs shared by the engine and the throughput benchmark (GPU + AMP when present)."""
+    cuda = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
+    precision = cfg.train.precision
+    if precision == "auto":
+        precision = "16-mixed" if cuda else "32"
+    return {"accelerator": cfg.train.accelerator, "devices": 1, "precision": precision, "deterministic": "warn",
+            "logger": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
+            "use_distributed_sampler": False, "enable_progress_bar": cfg.train.progress,
+            "gradient_clip_val": cfg.train.gradient_clip}
+
+
+def fit(cfg: ExperimentConfig, store: ItemStore, train_items: np.ndarray, val_items: np.ndarray, out_dir: Path,
+        seed: int, resume: bool = False, callbacks: list[Callback] | None = None) -> CadxModule:
+    """Train on ``train_items`` (validate on ``val_items`` if any) into ``out_dir``; return the module holding the
+    **best** checkpoint's weights. With ``resume`` and an existing ``checkpoint_last.ckpt`` training continues from
+    it (model, optimiser, scheduler, epoch, history, RNG states). Global torch RNG state is left as it was.
+    """
+    if cfg.train.two_phase is not None:  # phase 1 balanced, phase 2 head-only (cadx.training.two_phase)
+        from cadx.training.two_phase import fit_two_phase
+
+        return fit_two_phase(cfg, store, train_items, val_items, out_dir, seed, resume, callbacks)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = model_spec(cfg, store)
+    quiet = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        module = _fit(cfg, store, spec, train_items, val_items, out_dir, seed, resume, callbacks or [])
+    finally:
+        quiet.setLevel(level)
+    return module
+
+
+def _fit(cfg: ExperimentConfig, store: ItemStore, spec: dict[str, Any], train_items: np.ndarray,
+         val_items: np.ndarray, out_dir: Path, seed: int, resume: bool, callbacks: list[Callback]) -> CadxModule:
+    has_val = val_items.size > 0
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        for pat in _QUIET:
+            warnings.filterwarnings("ignore", message=pat)
+        torch.manual_seed(seed)
+        module = CadxModule(build_model(spec), build_objective(cfg, store, train_items), cfg.optim, cfg.schedule,
+                            cfg.train.epochs, spec)
+        module.has_val = has_val
+        es = cfg.train.early_stopping
+        mode = "min" if es.monitor == "val_loss" else "max"
+        ckpt = ModelCheckpoint(dirpath=out_dir, filename="checkpoint_best", monitor=es.monitor if has_val else None,
+                               mode=mode, save_top_k=1, save_last=True, save_on_train_epoch_end=True,
+                               enable_version_counter=False, auto_insert_metric_name=False)
+        ckpt.CHECKPOINT_NAME_LAST = "checkpoint_last"
+        cbs: list[Callback] = [History(out_dir / "history.csv"), ckpt, *callbacks]
+        if has_val and es.patience is not None:
+            cbs.append(EarlyStopping(monitor=es.monitor, mode=mode, patience=es.patience,
+                                     check_on_train_epoch_end=True))
+        trainer = L.Trainer(max_epochs=cfg.train.epochs, callbacks=cbs, default_root_dir=out_dir,
+                            log_every_n_steps=1, **trainer_settings(cfg))
+        tl = train_loader(store, train_items, cfg, seed)
+        vl = eval_loader(store, val_items, cfg.train.eval_batch_size, cfg.pairs, seed) if has_val else None
+        last = out_dir / "checkpoint_last.ckpt"
+        ckpt_path = str(last) if resume and last.is_file() else None
+        trainer.fit(module, train_dataloaders=tl, val_dataloaders=vl, ckpt_path=ckpt_path, weights_only=False)
+    best = out_dir / "checkpoint_best.ckpt"
+    state = torch.load(best if best.is_file() else last, map_location="cpu", weights_only=False)
+    module.load_state_dict(state["state_dict"])
+    module.best_epoch = int(state.get("epoch", -1))  # type: ignore[assignment]
+    return module.cpu().eval()
+
+
+def load_module(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model of a cadx checkpoint (weights + the spec it was built from), in eval mode on CPU."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    spec = state.get("cadx_model")
+    if not spec:
+        from cadx.errors import CadxDataError
+
+        raise CadxDataError("not a cadx checkpoint (no model spec)", path=path)
+    model = build_model(spec)
+    sd = {k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(sd)
+    return model.eval(), spec
+
