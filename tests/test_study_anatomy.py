@@ -16,7 +16,7 @@ from cadx.config import load_config
 from cadx.data.datasets import load_dataset
 from cadx.data.splits import Splits, patient_strata
 from cadx.errors import CadxConfigError
-from cadx.runs.cv import get_splits
+from cadx.runs.folder import get_splits
 from cadx.studies.anatomy.curve import learning_curve_cli, render_learning_curve, run_learning_curve
 from cadx.studies.anatomy.setup import (
     NETS,

@@ -96,7 +96,7 @@ def test_hc_svm_run_folder_matches_a_direct_fit(tmp_path: Path) -> None:
     from cadx.classical import HandcraftedSVM
     from cadx.data.splits import Splits
     from cadx.pipeline.items import build_store
-    from cadx.runs.cv import load_cohort
+    from cadx.runs.folder import load_cohort
 
     cfg = variant_config(_tiny_base(tmp_path), "hc_svm", _TINY)
     m = run_cv(cfg, tmp_path / "hc")  # the engine entry point hands hc_svm to run_hc_svm

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cadx.config import load_config, packaged_config_path
-from cadx.runs.cv import maybe_report, run_cv
+from cadx.runs.folder import write_run_report
+from cadx.runs.cv import run_cv
 from cadx.utils import atomic_write_json
 
 DEMO_CONFIGS = ("demo_resnet", "demo_dmrn")
@@ -45,7 +46,7 @@ def run_demo(out_dir: str | Path, overrides: list[str] | None = None, console: C
         runs[cfg.name]["ci"] = pooled.get("ci", {})
         runs[cfg.name]["seconds"] = round(time.perf_counter() - t1, 1)
         run_dirs.append(run_dir)
-    report = maybe_report(run_dirs, out_dir)
+    report = write_run_report(run_dirs, out_dir)
     result = {"runs": runs, "run_dirs": [str(p) for p in run_dirs],
               "report": str(report[0]) if report else None, "seconds": round(time.perf_counter() - t0, 1)}
     atomic_write_json(out_dir / "metrics.json", result)

@@ -94,7 +94,7 @@ def ensemble_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, n_bootstr
     lines += [f"- `{m['run']}`: {m['auc']}" for m in members]
     atomic_write_text(out / "notes.md", "\n".join(lines) + "\n")
     if report:
-        from cadx.runs.cv import maybe_report
+        from cadx.runs.folder import write_run_report
 
-        maybe_report([out], out)
+        write_run_report([out], out)
     return metrics

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 
 from cadx.data.datasets import load_dataset
-from cadx.runs.cv import evaluate_rows, maybe_report
+from cadx.runs.folder import evaluate_rows, write_run_report
 from cadx.runs.inference import decide_rows, slice_rows, study_rows
-from cadx.runs.predict import ensemble_outputs, run_config, run_models
+from cadx.runs.predict import ensemble_outputs
+from cadx.runs.folder import run_config, run_models
 from cadx.pipeline.items import build_store
 from cadx.training.trainer import load_module
 from cadx.errors import CadxDataError
@@ -75,5 +76,5 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, options: d
                            "models": [str(d.relative_to(run_dir)) for d in dirs], "decision": decision,
                            "attributes_evaluated": attrs}
     atomic_write_json(dest / "metrics.json", metrics)
-    maybe_report([run_dir], run_dir)
+    write_run_report([run_dir], run_dir)
     return metrics["pooled"]

@@ -23,6 +23,15 @@ import pandas as pd
 from cadx.config import ExperimentConfig
 from cadx.errors import CadxConfigError
 from cadx.utils import atomic_write_json, atomic_write_text
+from cadx.classical import HandcraftedSVM, handcrafted_features
+from cadx.classical.features import HC_SIZE
+from cadx.data.splits import Fold
+from cadx.pipeline.items import build_store
+from cadx.report.notes import write_notes
+from cadx.runs.folder import evaluate_rows, finish_fold, run_folds, start_run, write_run_report
+from cadx.runs.inference import slice_rows
+from cadx.runs.kinds import register_run_kind
+from cadx.training.trainer import fold_seed
 
 HC_NAME = "hc_svm"
 _HC_KEYS = {"kernel", "C", "lbp_patch", "hog_patch", "size"}
@@ -30,23 +39,13 @@ _HC_KEYS = {"kernel", "C", "lbp_patch", "hog_patch", "size"}
 
 def hc_features(images: np.ndarray, kwargs: dict[str, Any]) -> np.ndarray:
     """``(N, 1827)`` LBP+HOG rows of ``(N, C, H, W)`` items (channels averaged)."""
-    from cadx.classical import handcrafted_features
-    from cadx.classical.features import HC_SIZE
-
     return handcrafted_features(images, int(kwargs.get("lbp_patch", 64)), int(kwargs.get("hog_patch", 32)),
                                 int(kwargs.get("size", HC_SIZE)))
 
 
+@register_run_kind("handcrafted", "LBP + HOG features → SVM per fold (DMRN's HC baseline, model.name: hc_svm)")
 def run_hc_svm(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Cross-validate the HC + SVM baseline of ``cfg`` into ``out_dir``; returns the pooled metrics dict."""
-    from cadx.classical import HandcraftedSVM
-    from cadx.data.splits import Fold
-    from cadx.runs.cv import evaluate_rows, finish_fold, maybe_report, run_folds, start_run
-    from cadx.runs.inference import slice_rows
-    from cadx.report.notes import write_notes
-    from cadx.pipeline.items import build_store
-    from cadx.training.trainer import fold_seed
-
     if cfg.model.name != HC_NAME:
         raise CadxConfigError(f"run_hc_svm needs model.name={HC_NAME}, got {cfg.model.name!r}")
     unknown = set(cfg.model.kwargs) - _HC_KEYS
@@ -85,7 +84,7 @@ def run_hc_svm(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False)
         f"{cfg.model.kwargs.get('kernel', 'linear')}, C={cfg.model.kwargs.get('C', 1.0)}) with Platt-scaled "
         "probabilities, fitted per fold on the training slices (the epoch/optimiser lines above do not apply). "
         "The kernel is our choice (not stated in the DMRN paper).\n"))
-    maybe_report([out], out)
+    write_run_report([out], out)
     return metrics
 
 

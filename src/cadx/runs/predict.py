@@ -11,7 +11,8 @@ import torch
 
 from cadx.config import ExperimentConfig, load_config
 from cadx.classical.embedding_svm import EmbeddingSVM
-from cadx.runs.cv import done_folds, fit_svm, load_cohort
+from cadx.runs.folder import done_folds, load_cohort
+from cadx.runs.network import fit_svm
 from cadx.runs.inference import ensemble_proba, infer
 from cadx.pipeline.preprocess import StudyPreprocessor
 from cadx.pipeline.items import build_store
@@ -44,22 +45,6 @@ def train_final(cfg: ExperimentConfig, out_dir: str | Path) -> Path:
     atomic_write_json(final / "DONE", {"fold": "final", "studies": len(cohort), "items": len(store),
                                        "seconds": round(time.perf_counter() - t0, 2)})
     return final
-
-
-def run_models(run_dir: str | Path) -> list[Path]:
-    """Model folders to predict with: ``final/`` when trained, else every finished ``fold_<k>/``."""
-    run_dir = Path(run_dir)
-    if (run_dir / "final" / "DONE").is_file():
-        return [run_dir / "final"]
-    folds = done_folds(run_dir)
-    if not folds:
-        raise CadxDataError("no trained model (no final/DONE and no fold_<k>/DONE)", path=run_dir)
-    return folds
-
-
-def run_config(run_dir: Path, model_dirs: list[Path]) -> ExperimentConfig:
-    p = model_dirs[0] / "config.yaml"
-    return load_config(p if p.is_file() else run_dir / "config.yaml")
 
 
 def ensemble_outputs(cfg: ExperimentConfig, model_dirs: list[Path], images: torch.Tensor,

@@ -27,7 +27,7 @@ __all__ = ["is_segmentation_run", "predict_segmentation"]
 def is_segmentation_run(run_dir: str | Path) -> bool:
     """True when the run's config has a ``segmentation`` section (then ``cadx predict`` should call
     :func:`predict_segmentation`)."""
-    from cadx.runs.predict import run_config, run_models
+    from cadx.runs.folder import run_config, run_models
 
     run_dir = Path(run_dir)
     return run_config(run_dir, run_models(run_dir)).segmentation is not None
@@ -50,7 +50,7 @@ def predict_segmentation(run_dir: str | Path, path: str | Path, out_dir: str | P
     ``"probabilities"`` (vote fractions), ``"prediction"`` and ``"vote_fallback"``.
     """
     from cadx.data.readers import read_image, write_image
-    from cadx.runs.predict import run_config, run_models
+    from cadx.runs.folder import run_config, run_models
     from cadx.training.trainer import load_module
 
     run_dir, path = Path(run_dir), Path(path)

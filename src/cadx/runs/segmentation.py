@@ -41,6 +41,10 @@ from cadx.pipeline.seg_items import SegData, build_seg_data, lesion_channel, seg
 from cadx.training.trainer import fit, fold_seed
 from cadx.evaluation.overlap import dice, largest_connected_component
 from cadx.utils import atomic_write_json, atomic_write_text
+from cadx.report.notes import write_notes
+from cadx.report.seg_figures import seg_extra, segmentation_notes
+from cadx.runs.folder import run_folds, start_run, write_run_report
+from cadx.runs.kinds import register_run_kind
 
 __all__ = ["final_masks", "predict_items", "run_segmentation_cv", "study_predictions"]
 
@@ -194,7 +198,7 @@ def evaluate_seg(df: pd.DataFrame, classes: list[str], n_bootstrap: int, seed: i
 
 def run_segmentation_fold(cfg: ExperimentConfig, cohort: Cohort, data: SegData, fold: Fold, fold_dir: Path,
                           resume: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train one fold and predict its test studies (files as :func:`cadx.runs.cv.run_fold`)."""
+    """Train one fold and predict its test studies (files as :func:`cadx.runs.network.run_fold`)."""
     t0 = time.perf_counter()
     st = data.store
     tr_st, va_st, te_st = (fold.indices(cohort, p) for p in ("train", "val", "test"))
@@ -217,13 +221,10 @@ def run_segmentation_fold(cfg: ExperimentConfig, cohort: Cohort, data: SegData, 
     return slices, studies
 
 
+@register_run_kind("segmentation", "slices with masks → volumes, largest component, Dice per volume (U-Net, SCNet)")
 def run_segmentation_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Cross-validate a segmentation config into ``out_dir`` (resume as :func:`cadx.runs.cv.run_cv`) and return
     the metrics (``pooled.dice_mean``/``dice_median`` with ``ci``, classification metrics when enabled)."""
-    from cadx.runs.cv import maybe_report, run_folds, start_run
-    from cadx.report.notes import write_notes
-    from cadx.report.seg_figures import seg_extra, segmentation_notes
-
     out_dir, cohort, splits, t0 = start_run(cfg, out_dir, resume)
     data = build_seg_data(cohort, cfg, progress=cfg.train.progress)
     _, studies = run_folds(splits, out_dir, resume,
@@ -238,5 +239,5 @@ def run_segmentation_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool
     write_notes(out_dir, cfg, cohort, data.store, splits)
     notes = out_dir / "notes.md"
     atomic_write_text(notes, notes.read_text(encoding="utf-8") + segmentation_notes(cfg, data, metrics))
-    maybe_report([out_dir], out_dir)
+    write_run_report([out_dir], out_dir)
     return metrics

@@ -24,8 +24,9 @@ from cadx.data.splits import Fold
 from cadx.errors import CadxConfigError
 from cadx.evaluation.summary import evaluate_predictions
 from cadx.pipeline.items import build_store
-from cadx.runs.cv import load_cohort, predict_items
+from cadx.runs.folder import load_cohort
 from cadx.runs.inference import slice_rows, study_rows
+from cadx.runs.network import predict_items
 from cadx.studies.anatomy.setup import NETS, PAPER_ORDER, InputMode, balanced_groups, fixed_split, net_config
 from cadx.training.trainer import fit, fold_seed
 from cadx.utils import atomic_write_json, atomic_write_text

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from cadx.config import ExperimentConfig
-from cadx.runs.cv import finished_run, load_cohort, run_cv
+from cadx.runs.cv import run_cv
+from cadx.runs.folder import finished_run, load_cohort
 from cadx.studies.anatomy.setup import (
     NETS,
     PAPER_ORDER,

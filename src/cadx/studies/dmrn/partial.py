@@ -1,7 +1,7 @@
 """Test metrics of an *unfinished* run from a fold's ``checkpoint_last.ckpt`` (a time-boxed measurement).
 
 When a CPU budget stops a run before its last scheduled epoch, :func:`evaluate_checkpoint` evaluates the weights
-it has: the same steps as ``cadx.runs.cv.run_fold`` (per-fold SVM on the training items when
+it has: the same steps as ``cadx.runs.network.run_fold`` (per-fold SVM on the training items when
 ``eval.classifier: svm``, slice → study aggregation, decision rule, patient bootstrap CIs), written to
 ``<run>/partial/`` with the epoch count, so it is never mistaken for a finished run's ``metrics.json``.
 """
@@ -25,8 +25,9 @@ def evaluate_checkpoint(run_dir: str | Path, fold: int = 0, checkpoint: str = "c
     from cadx.data.splits import Splits
     from cadx.evaluation.summary import evaluate_predictions
     from cadx.pipeline.items import build_store
-    from cadx.runs.cv import fit_svm, load_cohort, predict_items
+    from cadx.runs.folder import load_cohort
     from cadx.runs.inference import decide_rows, slice_rows, study_rows
+    from cadx.runs.network import fit_svm, predict_items
     from cadx.training.trainer import fold_seed, load_module
 
     t0 = time.perf_counter()

@@ -81,7 +81,7 @@ def _shared_root(cfg: ExperimentConfig, out: Path) -> list[str]:
 
 def shared_splits(cfg: ExperimentConfig, out: Path) -> Path:
     """``out/splits.json`` (made once with the engine's rules from ``cfg``; reused when present)."""
-    from cadx.runs.cv import get_splits, load_cohort
+    from cadx.runs.folder import get_splits, load_cohort
 
     cohort = load_cohort(cfg, out)
     get_splits(cfg, cohort, out)
@@ -103,7 +103,7 @@ def test_embeddings(run_dir: Path, cfg: ExperimentConfig) -> tuple[np.ndarray, n
     """Study-level test embeddings of a finished run (each fold's best model on its own test patients; a study =
     the mean of its slices' ``forward_features``): ``(S, D)``, labels ``(S,)``, classes."""
     from cadx.pipeline.items import build_store
-    from cadx.runs.cv import done_folds, load_cohort
+    from cadx.runs.folder import done_folds, load_cohort
     from cadx.runs.inference import infer
     from cadx.training.trainer import load_module
 

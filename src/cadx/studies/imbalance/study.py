@@ -246,7 +246,7 @@ def run_imbalance_study(cfg: StudyConfig | str | Path, out_dir: str | Path, resu
     is refused; with it, its rows are kept and skipped (the saved config must match)."""
     from cadx.data.splits import Splits, holdout_split
     from cadx.pipeline.items import build_store
-    from cadx.runs.cv import load_cohort
+    from cadx.runs.folder import load_cohort
     from cadx.studies.imbalance.report import write_study_outputs
 
     if not isinstance(cfg, StudyConfig):

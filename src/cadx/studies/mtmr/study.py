@@ -72,7 +72,8 @@ def variant_config(cfg: ExperimentConfig, variant: str) -> ExperimentConfig:
 
 
 def _run_variant(cfg: ExperimentConfig, out_dir: Path, splits_from: Path | None) -> dict[str, Any]:
-    from cadx.runs.cv import finished_run, run_cv
+    from cadx.runs.cv import run_cv
+    from cadx.runs.folder import finished_run
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if finished_run(cfg, out_dir):

@@ -117,7 +117,7 @@ def handcrafted_abe(cfg: ExperimentConfig, out: Path) -> dict[str, dict[str, flo
 
     from cadx.data.splits import Splits
     from cadx.pipeline.items import build_store
-    from cadx.runs.cv import load_cohort
+    from cadx.runs.folder import load_cohort
 
     split_path = out / "mtmr" / "splits.json"
     key = hashlib.sha256(json.dumps([cfg.input.model_dump(mode="json"), cfg.data.model_dump(mode="json"),
@@ -196,7 +196,7 @@ def build_study_outputs(cfg: ExperimentConfig, out: Path, results: dict[str, dic
     from cadx.data.splits import Splits
     from cadx.explain import tsne_figure
     from cadx.pipeline.items import build_store
-    from cadx.runs.cv import done_folds, load_cohort
+    from cadx.runs.folder import done_folds, load_cohort
     from cadx.runs.inference import infer
     from cadx.studies.mtmr.study import VARIANTS
     from cadx.training.trainer import load_module
@@ -291,9 +291,9 @@ def build_study_outputs(cfg: ExperimentConfig, out: Path, results: dict[str, dic
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "notes.md", notes_text(cfg, study, results))
     (out / "config.yaml").write_text((run / "config.yaml").read_text())
-    from cadx.runs.cv import maybe_report
+    from cadx.runs.folder import write_run_report
 
-    maybe_report([out], out)
+    write_run_report([out], out)
     return read_json(out / "metrics.json")
 
 
