@@ -12,7 +12,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-import cadx.runs.cv as cv_mod
+import cadx.runs.network as cv_mod
 from cadx.errors import CadxConfigError
 from cadx.runs import evaluate_run, predict_study, run_cv, train_final
 from test_engine_helpers import tiny_config
