@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+import helpers  # noqa: F401  (registers the tiny test model and dataset)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CADX_SHARED_DATA", ROOT.parent / "shared" / "data"))
 

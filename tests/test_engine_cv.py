@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback
 import cadx.runs.network as cv_mod
 from cadx.errors import CadxConfigError
 from cadx.runs import evaluate_run, predict_study, run_cv, train_final
-from test_engine_helpers import tiny_config
+from helpers import tiny_config
 
 
 def _pred(run: Path) -> pd.DataFrame:
@@ -133,7 +133,7 @@ def test_pairs_svm_youden_and_final_predict_evaluate(tmp_path: Path) -> None:
     final = train_final(cfg, run)
     assert (final / "DONE").is_file() and (final / "svm.pkl").is_file()
     readers = pytest.importorskip("cadx.data.readers")
-    from test_engine_helpers import tiny_volume
+    from helpers import tiny_volume
 
     vol, _, box = tiny_volume(1, np.random.default_rng(9))
     np.save(tmp_path / "study.npy", vol[0])

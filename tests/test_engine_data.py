@@ -12,7 +12,7 @@ from cadx.pipeline.augment import augment_batch
 from cadx.pipeline.items import build_store
 from cadx.pipeline.loaders import BatchKey, EpochBatchSampler, eval_loader, train_loader
 from cadx.pipeline.preprocess import StudyPreprocessor, crop_pad, normalize_intensity
-from test_engine_helpers import tiny_cohort, tiny_config
+from helpers import tiny_cohort, tiny_config
 
 
 def _vol() -> tuple[ImageData, np.ndarray]:

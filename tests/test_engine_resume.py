@@ -24,7 +24,7 @@ TESTS = Path(__file__).resolve().parent
 _CHILD = """
 import sys
 sys.path.insert(0, {tests!r})
-import test_engine_helpers  # noqa: F401  (registers the tiny stand-ins)
+import helpers  # noqa: F401  (registers the tiny stand-ins)
 from cadx.config import load_config
 from cadx.runs import run_cv
 cfg = load_config({cfg!r})
@@ -73,7 +73,7 @@ def test_sigkill_mid_fold_then_resume_equals_uninterrupted(tmp_path: Path) -> No
     import torch
 
     from cadx.runs import run_cv
-    from test_engine_helpers import tiny_config
+    from helpers import tiny_config
 
     torch.set_num_threads(1)
 

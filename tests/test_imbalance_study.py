@@ -19,7 +19,7 @@ from cadx.studies.imbalance.report import aggregate, conclusions, verdict_lines
 from cadx.studies.imbalance.study import MethodSpec, Setting, StudySettings, imbalanced_studies, make_grid
 from cadx.training.trainer import fit, load_module
 from cadx.training.two_phase import phase_configs, trainable_prefixes
-from test_engine_helpers import tiny_cohort, tiny_config
+from helpers import tiny_cohort, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ["input.kind=image2d", "input.size=8", "input.roi=none", "input.normalize=none", "model.name=_test_tiny",

@@ -19,7 +19,7 @@ from cadx.objectives import LOSSES, build_objective
 from cadx.runs.cv import run_cv
 from cadx.runs.handcrafted import hc_features
 from cadx.studies.dmrn.study import VARIANTS, run_dmrn_study, variant_config
-from test_engine_helpers import tiny_config  # noqa: F401  (registers the _test_tiny dataset)
+from helpers import tiny_config  # noqa: F401  (registers the _test_tiny dataset)
 
 ROOT = Path(__file__).resolve().parents[1]
 ADRENAL = ROOT / "configs" / "papers" / "dmrn_adrenal.yaml"
