@@ -1,0 +1,185 @@
+"""A run folder (see docs/contracts.md): its start (``config.yaml``, ``fingerprint.json``, ``splits.json``), the ONE
+fold loop (:func:`run_folds`), the end of every fold (:func:`finish_fold`: study rows, decision, files, ``DONE``),
+and reading a finished run back (:func:`done_folds`, :func:`run_models`, :func:`finished_run`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cadx.config import ExperimentConfig, load_config
+from cadx.data.datasets import load_dataset
+from cadx.data.splits import Fold, Splits, holdout_split, make_splits, subsample_patients
+from cadx.data.study import Cohort
+from cadx.errors import CadxConfigError, CadxDataError
+from cadx.evaluation.summary import evaluate_predictions
+from cadx.pipeline.items import ItemStore
+from cadx.report import write_report
+from cadx.runs.inference import decide_rows, study_rows
+from cadx.utils import atomic_write_json, atomic_write_text, read_json
+
+def load_cohort(cfg: ExperimentConfig, out_dir: Path | None = None) -> Cohort:
+    """The config's cohort. ``synthetic`` without ``data.root`` is generated under ``out_dir/data``;
+    ``data.max_patients`` keeps a seeded stratified subset of the patients (:func:`subsample_patients`)."""
+    root = cfg.data.root
+    if root is None:
+        if cfg.data.dataset.split(":")[0] != "synthetic" or out_dir is None:
+            raise CadxConfigError("data.root: not set (use --set data.root=DIR or --data-root)")
+        root = str(Path(out_dir) / "data")
+    cohort = load_dataset(cfg.data.dataset, root, **cfg.data.options)
+    if cfg.data.max_patients is not None:
+        cohort = subsample_patients(cohort, cfg.data.max_patients, cfg.seed)
+    return cohort
+
+
+def _check_resume(cfg: ExperimentConfig, out_dir: Path, resume: bool) -> None:
+    started = any(out_dir.glob("fold_*/checkpoint_last.ckpt")) or any(out_dir.glob("fold_*/DONE"))
+    if started and not resume:
+        raise CadxConfigError(f"{out_dir} already holds a run; pass resume=True (cadx cv --resume) or use another "
+                              "folder")
+    saved = out_dir / "config.yaml"
+    if resume and saved.is_file():
+        diff = config_diff(cfg, saved)
+        if diff:
+            raise CadxConfigError(f"{saved}: the run was started with a different config (sections {diff}); "
+                                  "resume with the same config or use another folder")
+
+
+def config_diff(cfg: ExperimentConfig, saved: Path) -> list[str]:
+    """Top-level sections in which ``cfg`` differs from the run's saved ``config.yaml`` (``train.progress``, a
+    display flag, ignored); empty = the same experiment."""
+    old, new = load_config(saved).to_dict(), cfg.to_dict()
+    old["train"].pop("progress", None)
+    new["train"].pop("progress", None)
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def finished_run(cfg: ExperimentConfig, run_dir: Path) -> bool:
+    """True when ``run_dir`` holds a finished run of ``cfg``: ``metrics.json``, a ``DONE`` marker for every fold
+    of its ``splits.json``, and the same config (:func:`config_diff`). Studies reuse such runs as they are."""
+    needed = [run_dir / f for f in ("metrics.json", "splits.json", "config.yaml")]
+    if not all(p.is_file() for p in needed):
+        return False
+    n_folds = len(read_json(run_dir / "splits.json").get("folds", []))
+    return len(done_folds(run_dir)) == n_folds > 0 and not config_diff(cfg, run_dir / "config.yaml")
+
+
+def get_splits(cfg: ExperimentConfig, cohort: Cohort, out_dir: Path) -> Splits:
+    """``out_dir/splits.json`` when it exists (the single source of truth), else new splits saved there.
+    Always checked against the cohort (leakage or unknown patients raise)."""
+    path = out_dir / "splits.json"
+    if path.is_file():
+        splits = Splits.load(path)
+        splits.check(cohort, source=path)
+        return splits
+    if cfg.cv.kind == "holdout" and not (cfg.cv.use_official and cohort.official_split() is not None):
+        splits = holdout_split(cohort, test_fraction=cfg.cv.test_fraction, seed=cfg.seed,
+                               val_fraction=cfg.cv.val_fraction)
+    else:
+        splits = make_splits(cohort, folds=cfg.cv.folds, seed=cfg.seed, val_fraction=cfg.cv.val_fraction,
+                             use_official=cfg.cv.use_official)
+    splits.check(cohort)
+    splits.save(path)
+    return splits
+
+
+def start_run(cfg: ExperimentConfig, out_dir: str | Path, resume: bool) -> tuple[Path, Cohort, Splits, float]:
+    """The common start of every CV runner: the folder, the resume check, ``config.yaml``, the cohort with its
+    ``fingerprint.json``, and ``splits.json`` (reused when present). Returns ``(out_dir, cohort, splits, t0)``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_resume(cfg, out, resume)
+    t0 = time.perf_counter()
+    cfg.save(out / "config.yaml")
+    cohort = load_cohort(cfg, out)
+    cohort.write_fingerprint(out / "fingerprint.json")
+    return out, cohort, get_splits(cfg, cohort, out), t0
+
+
+def run_folds(splits: Splits, out_dir: Path, resume: bool,
+              run_one: Callable[[Fold, Path], tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run ``run_one(fold, fold_dir) -> (slice rows, study rows)`` for every fold and write the pooled
+    ``predictions_slices.csv`` and ``predictions.csv``. When resuming, a fold with a ``DONE`` marker is read back
+    from its folder instead of being run again. Returns the pooled ``(slices, studies)``."""
+    all_slices, all_studies = [], []
+    for fold in splits:
+        fold_dir = out_dir / f"fold_{fold.fold}"
+        if resume and (fold_dir / "DONE").is_file():
+            all_slices.append(pd.read_csv(fold_dir / "predictions_slices.csv"))
+            all_studies.append(pd.read_csv(fold_dir / "predictions.csv"))
+            continue
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        s, st = run_one(fold, fold_dir)
+        all_slices.append(s)
+        all_studies.append(st)
+    slices = pd.concat(all_slices, ignore_index=True)
+    studies = pd.concat(all_studies, ignore_index=True)
+    atomic_write_text(out_dir / "predictions_slices.csv", slices.to_csv(index=False))
+    atomic_write_text(out_dir / "predictions.csv", studies.to_csv(index=False))
+    return slices, studies
+
+
+def done_folds(run_dir: Path) -> list[Path]:
+    """Fold folders of a run with a ``DONE`` marker, in fold order."""
+    folds = [p for p in Path(run_dir).glob("fold_*") if (p / "DONE").is_file()]
+    return sorted(folds, key=lambda p: int(read_json(p / "DONE").get("fold", 0)))
+
+
+def evaluate_rows(df: pd.DataFrame, classes: list[str], cfg: ExperimentConfig, n_bootstrap: int,
+                  ranges: Any) -> dict[str, Any]:
+    """Metrics of study rows (labelled rows only; their ``y_pred`` decisions when present), with ``n_bootstrap``
+    patient-bootstrap CIs and ABE on the original ``ranges`` of the attributes."""
+    use = list(classes) if cfg.task.classification else []
+    if use:
+        df = df[df["y_true"].notna()]
+    decision = "given" if use and "y_pred" in df.columns else "argmax"
+    return evaluate_predictions(df, use, n_bootstrap=n_bootstrap, seed=cfg.seed, decision=decision,
+                                attribute_ranges=ranges)
+
+
+def finish_fold(cfg: ExperimentConfig, cohort: Cohort, store: ItemStore, fold: Fold, fold_dir: Path,
+                slices: pd.DataFrame, t0: float, best_epoch: int, items: dict[str, int],
+                fit_df: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The end of every fold runner: test slice rows → study rows (``eval.aggregation``) → decision rule (fitted on
+    the fold's training labels, or ``fit_df`` for Youden) → ``predictions_slices.csv``, ``predictions.csv``,
+    ``metrics.json`` (no bootstrap) and the ``DONE`` marker (``items`` = train/val/test item counts). Returns the
+    study rows."""
+    classes = store.classes if cfg.task.classification else []
+    studies = study_rows(slices, classes, cfg.eval.aggregation)
+    train_y = store.labels[fold.indices(cohort, "train")]
+    studies, decision = decide_rows(studies, classes, cfg.eval.decision, train_y[train_y >= 0], fit_df)
+    atomic_write_text(fold_dir / "predictions_slices.csv", slices.to_csv(index=False))
+    atomic_write_text(fold_dir / "predictions.csv", studies.to_csv(index=False))
+    metrics = evaluate_rows(studies, classes, cfg, 0, cohort.info.get("attribute_ranges"))
+    metrics["decision_fit"] = decision
+    metrics["best_epoch"] = best_epoch
+    atomic_write_json(fold_dir / "metrics.json", metrics)
+    atomic_write_json(fold_dir / "DONE", {"fold": fold.fold, "best_epoch": best_epoch,
+                                          "seconds": round(time.perf_counter() - t0, 2), **items})
+    return studies
+
+
+def run_models(run_dir: str | Path) -> list[Path]:
+    """Model folders to predict with: ``final/`` when trained, else every finished ``fold_<k>/``."""
+    run_dir = Path(run_dir)
+    if (run_dir / "final" / "DONE").is_file():
+        return [run_dir / "final"]
+    folds = done_folds(run_dir)
+    if not folds:
+        raise CadxDataError("no trained model (no final/DONE and no fold_<k>/DONE)", path=run_dir)
+    return folds
+
+
+def run_config(run_dir: Path, model_dirs: list[Path]) -> ExperimentConfig:
+    """The config the models in ``model_dirs`` were trained with (``final/config.yaml`` or the run's)."""
+    p = model_dirs[0] / "config.yaml"
+    return load_config(p if p.is_file() else run_dir / "config.yaml")
+
+
+def write_run_report(run_dirs: list[Path], out_dir: Path) -> tuple[Path, Path]:
+    """The run's ``report.html`` + ``report.md`` (:func:`cadx.report.write_report`)."""
+    return write_report(run_dirs, out_dir)

@@ -1,0 +1,84 @@
+"""The ``network`` run kind: per fold, train a registry model (:func:`cadx.training.trainer.fit`), optionally fit
+the SVM on its embeddings, predict the fold's test items and finish the fold (:func:`cadx.runs.folder.finish_fold`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cadx.classical.embedding_svm import EmbeddingSVM
+from cadx.config import ExperimentConfig
+from cadx.data.splits import Fold
+from cadx.data.study import Cohort
+from cadx.pipeline.items import ItemStore, build_store
+from cadx.report.notes import write_notes
+from cadx.runs.folder import evaluate_rows, finish_fold, run_folds, start_run, write_run_report
+from cadx.runs.inference import infer, slice_rows, study_rows
+from cadx.runs.kinds import register_run_kind
+from cadx.training.trainer import fit, fold_seed
+from cadx.utils import atomic_write_json
+
+def fit_svm(cfg: ExperimentConfig, store: ItemStore, model: Any, train_items: np.ndarray, seed: int,
+            path: Path) -> EmbeddingSVM:
+    """Fit the per-fold linear SVM on the training items' embeddings (no augmentation) and save it to ``path``."""
+    y = store.item_labels(train_items)
+    items = train_items[y >= 0]
+    feats = infer(model, store.images[items], cfg.train.eval_batch_size, features=cfg.eval.svm_features,
+                  tta=cfg.eval.tta)
+    svm = EmbeddingSVM(len(store.classes), c=cfg.eval.svm_c, seed=seed).fit(feats["features"], y[y >= 0])
+    svm.save(path)
+    return svm
+
+
+def predict_items(cfg: ExperimentConfig, store: ItemStore, model: Any, items: np.ndarray,
+                  svm: EmbeddingSVM | None) -> dict[str, np.ndarray]:
+    """Outputs of ``items``; with an SVM its probabilities replace the network head's."""
+    masks = store.masks[items] if store.masks is not None else None
+    out = infer(model, store.images[items], cfg.train.eval_batch_size,
+                features=cfg.eval.svm_features if svm is not None else None, masks=masks, tta=cfg.eval.tta)
+    if svm is not None:
+        out["proba"] = svm.predict_proba(out.pop("features"))
+    return out
+
+
+def run_fold(cfg: ExperimentConfig, cohort: Cohort, store: ItemStore, fold: Fold, fold_dir: Path,
+             resume: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train one fold, predict its test patients, write ``predictions*.csv``, ``metrics.json`` and ``DONE``."""
+    t0 = time.perf_counter()
+    tr, va, te = (store.items_of_studies(fold.indices(cohort, p)) for p in ("train", "val", "test"))
+    seed = fold_seed(cfg.seed, fold.fold)
+    module = fit(cfg, store, tr, va, fold_dir, seed, resume=resume)
+    model = module.model
+    svm = fit_svm(cfg, store, model, tr, seed, fold_dir / "svm.pkl") if cfg.eval.classifier == "svm" else None
+    classes = store.classes if cfg.task.classification else []
+    slices = slice_rows(store, te, predict_items(cfg, store, model, te, svm), fold.fold)
+    fit_df = None
+    if cfg.eval.decision == "youden":
+        ref = va if va.size else tr
+        fit_df = study_rows(slice_rows(store, ref, predict_items(cfg, store, model, ref, svm), fold.fold),
+                            classes, cfg.eval.aggregation)
+    studies = finish_fold(cfg, cohort, store, fold, fold_dir, slices, t0,
+                          best_epoch=int(getattr(module, "best_epoch", -1)), fit_df=fit_df,
+                          items={"train_items": int(tr.size), "val_items": int(va.size), "test_items": int(te.size)})
+    return slices, studies
+
+
+@register_run_kind("network", "a registry network trained per fold (optionally an SVM on its embeddings)")
+def run_network(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Cross-validate the network of ``cfg`` into ``out_dir`` (resume as :func:`cadx.runs.cv.run_cv`)."""
+    out_dir, cohort, splits, t0 = start_run(cfg, out_dir, resume)
+    store = build_store(cohort, cfg, progress=cfg.train.progress)
+    _, studies = run_folds(splits, out_dir, resume,
+                           lambda fold, fold_dir: run_fold(cfg, cohort, store, fold, fold_dir, resume))
+    classes = store.classes if cfg.task.classification else []
+    metrics = evaluate_rows(studies, classes, cfg, cfg.eval.bootstrap, cohort.info.get("attribute_ranges"))
+    metrics["run"] = {"name": cfg.name, "dataset": cfg.data.dataset, "model": cfg.model.name,
+                      "folds": len(splits), "items": len(store), "seconds": round(time.perf_counter() - t0, 2)}
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    write_notes(out_dir, cfg, cohort, store, splits)
+    write_run_report([out_dir], out_dir)
+    return metrics
