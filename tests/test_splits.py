@@ -164,3 +164,21 @@ def test_lidc_real_kfold_patient_level(shared_data) -> None:
         te = f.indices(c, "test")
         assert not set(np.array(c.patient_ids)[te]) & set(f.train)
         assert abs((y[te] == 1).sum() / (y[te] >= 0).sum() - overall) < 0.03
+
+
+def test_subsample_patients_is_seeded_stratified_and_keeps_whole_patients() -> None:
+    from helpers import tiny_cohort
+
+    from cadx.data.splits import subsample_patients
+
+    cohort = tiny_cohort(n=12, seed=0)
+    sub = subsample_patients(cohort, 4, seed=3)
+    assert len(sub.patients) == 4
+    assert set(sub.class_counts().values()) == {2}  # 6:6 patients → 2 of each class
+    assert [s.study_id for s in sub] == [s.study_id for s in subsample_patients(cohort, 4, seed=3)]
+    assert [s.study_id for s in sub] != [s.study_id for s in subsample_patients(cohort, 4, seed=4)]
+    kept = set(sub.patients)
+    assert sum(s.patient_id in kept for s in cohort) == len(sub)  # every study of a kept patient
+    assert subsample_patients(cohort, 99, seed=0) is cohort
+    with pytest.raises(CadxConfigError, match="max_patients"):
+        subsample_patients(cohort, 0, seed=0)

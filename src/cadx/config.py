@@ -29,6 +29,8 @@ class DataConfig(_Section):
     dataset: str = "synthetic"
     root: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    max_patients: int | None = Field(None, ge=1)
+    """A seeded, class-stratified subset of this many patients (quick looks and smoke runs only)."""
 
 
 class TaskConfig(_Section):

@@ -181,6 +181,29 @@ def patient_strata(cohort: Cohort) -> dict[str, int]:
     return out
 
 
+def subsample_patients(cohort: Cohort, n_patients: int, seed: int) -> Cohort:
+    """A seeded random subset of ``n_patients`` patients (all their studies), stratified by the patients' majority
+    class so that every class keeps about its share (each class with at least one patient while ``n_patients``
+    allows). ``n_patients`` ≥ the cohort's patient count returns the cohort unchanged. For quick looks and smoke
+    runs (``data.max_patients``), never for reported results."""
+    if n_patients < 1:
+        raise CadxConfigError(f"data.max_patients must be ≥ 1, got {n_patients}")
+    strata = patient_strata(cohort)
+    if n_patients >= len(strata):
+        return cohort
+    rng = np.random.default_rng(seed)
+    groups: dict[int, list[str]] = {}
+    for pid in sorted(strata):
+        groups.setdefault(strata[pid], []).append(pid)
+    order = {k: list(rng.permutation(v)) for k, v in sorted(groups.items())}
+    keep: list[str] = []
+    while len(keep) < n_patients:  # round-robin over the strata, largest share first
+        for k in sorted(order, key=lambda k: -len(groups[k])):
+            if order[k] and len(keep) < n_patients:
+                keep.append(str(order[k].pop(0)))
+    return cohort.for_patients(keep)
+
+
 def _split_patients(cohort: Cohort, strata: dict[str, int], pids: Sequence[str], fraction: float, seed: int,
                     what: str) -> tuple[list[str], list[str]]:
     """Split the patients ``pids`` into (rest, held) with about ``fraction`` of them held out, stratified.
