@@ -1,0 +1,53 @@
+"""Every paper config in configs/papers/ still runs end to end: a 1-epoch smoke on a few real patients (slow suite).
+
+Each smoke keeps the config's model, objective, input kind and run kind, and shrinks only what costs time: the
+epochs (1), the folds (2, or the config's holdout/official split), the patients (``data.max_patients``), and for
+the paper-scale inputs the image size. It checks that the run folder is complete and its metrics are finite.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, shared_path
+
+from cadx.config import load_config
+from cadx.runs import run_cv
+from cadx.utils import read_json
+
+PAPERS = ROOT / "configs" / "papers"
+_COMMON = ["train.epochs=1", "eval.bootstrap=20", "train.progress=false"]
+SMOKES: dict[str, tuple[str | None, list[str]]] = {
+    "anatomy_mednist": ("mednist", ["data.max_patients=60", "model.kwargs.input_size=64"]),
+    "dmrn_adrenal": (None, ["data.options.n_patients=12", "cv.folds=2"]),
+    "dmrn_adrenalmnist3d": ("medmnist", ["data.max_patients=40", "eval.tta=none"]),
+    "mtmr_lidc": ("lidc", ["data.max_patients=16", "cv.folds=2"]),
+    "mtmr_lidc_paper": ("lidc", ["data.max_patients=8", "cv.folds=2", "input.size=64"]),
+    "scnet_busi": ("busi", ["data.max_patients=12", "cv.folds=2", "input.size=64"]),
+    "scnet_lgg": ("lgg", ["data.max_patients=4", "cv.folds=2", "input.size=48"]),
+    "unet_lgg": ("lgg", ["data.max_patients=4", "cv.folds=2", "input.size=64"]),
+}
+RUN_KIND_CONFIGS = sorted(p.stem for p in PAPERS.glob("*.yaml") if "experiment:" not in p.read_text())
+
+
+def test_every_run_config_has_a_smoke() -> None:
+    assert sorted(SMOKES) == RUN_KIND_CONFIGS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SMOKES))
+def test_paper_config_smoke(name: str, tmp_path: Path) -> None:
+    data, overrides = SMOKES[name]
+    root = [f"data.root={shared_path(data)}"] if data else []
+    cfg = load_config(PAPERS / f"{name}.yaml", [*_COMMON, *root, *overrides])
+    metrics = run_cv(cfg, tmp_path / name)
+    run = tmp_path / name
+    for f in ("config.yaml", "splits.json", "fingerprint.json", "predictions.csv", "metrics.json", "report.md"):
+        assert (run / f).is_file(), f
+    n_folds = len(read_json(run / "splits.json")["folds"])
+    assert len(list(run.glob("fold_*/DONE"))) == n_folds >= 1
+    pooled = metrics["pooled"]
+    key = "dice_mean" if cfg.segmentation is not None else "accuracy"
+    assert math.isfinite(pooled[key]) and 0.0 <= pooled[key] <= 1.0
