@@ -213,14 +213,22 @@ def evaluate_cmd(
 
 @app.command("report")
 def report_cmd(
-    runs: Annotated[list[Path], typer.Argument(help="One or more run folders.")],
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Where report.html/.md go (default: first run).")]
+    runs: Annotated[list[Path], typer.Argument(
+        help="Run folders, or folders of runs (e.g. runs/demo: every run folder inside is reported).")],
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Where report.html/.md go (default: the folder given; several: <common parent>/report).")]
     = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace an existing report even if it names other runs or holds more tables/figures.")]
+    = False,
 ) -> None:
-    """Write report.html (self-contained) and report.md for one or several runs side by side."""
+    """Write report.html (self-contained) and report.md for one or several runs side by side.
+
+    An existing report that this one would make poorer (a run dropped, fewer tables/figures) is kept and the
+    command fails, unless --force."""
     from cadx.report import write_report
 
-    html, md = write_report(list(runs), out_dir)
+    html, md = write_report(list(runs), out_dir, keep_richer=not force)
     out.print(f"report: {html}\nmarkdown: {md}")
 
 

@@ -14,7 +14,7 @@ from cadx.evaluation.metrics import roc_auc, roc_curve_points
 from cadx.evaluation.summary import class_key
 from cadx.report.runs import RunData
 
-__all__ = ["confusion_png", "roc_binary_png", "roc_ovr_png", "training_png"]
+__all__ = ["confusion_png", "has_validation", "roc_binary_png", "roc_ovr_png", "training_figure", "training_png"]
 
 
 def _png(fig: Figure) -> bytes:
@@ -117,27 +117,53 @@ def roc_ovr_png(run: RunData) -> bytes | None:
     return _png(fig)
 
 
+_VAL_SCORES = (("val_auc", "-"), ("val_accuracy", ":"))
+
+
+def has_validation(histories: dict[str, pd.DataFrame]) -> bool:
+    """True when any fold's history has a validation AUC or accuracy value."""
+    return any(c in h.columns and h[c].notna().any() for h in histories.values() for c, _ in _VAL_SCORES)
+
+
 def training_png(histories: dict[str, pd.DataFrame], title: str) -> bytes | None:
-    """Loss (train solid, val dashed) and validation AUC/accuracy per epoch, one colour per fold."""
-    if not histories:
+    """:func:`training_figure` as PNG bytes (None when there is nothing to draw)."""
+    fig = training_figure(histories, title)
+    return None if fig is None else _png(fig)
+
+
+def training_figure(histories: dict[str, pd.DataFrame], title: str) -> Figure | None:
+    """Loss per epoch (train solid, val dashed) and, when any fold has one, validation AUC/accuracy per epoch
+    (second panel), one colour per fold (``histories``: fold → history.csv frame). Runs without a validation
+    set get the loss panel only. None when no history has a train/val loss or validation score to draw."""
+    hist = sorted(((f, h) for f, h in histories.items() if len(h)), key=lambda kv: int(kv[0]))
+    losses = [c for c in ("train_loss", "val_loss") if any(c in h.columns and h[c].notna().any() for _, h in hist)]
+    with_val = has_validation(dict(hist))
+    if not losses and not with_val:
         return None
-    fig = Figure(figsize=(9, 3.4))
-    ax_loss, ax_val = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    colors = [f"C{i % 10}" for i in range(len(histories))]
-    for (fold, h), col in zip(sorted(histories.items(), key=lambda kv: int(kv[0])), colors, strict=True):
+    fig = Figure(figsize=(9, 3.4) if losses and with_val else (4.8, 3.4))
+    axes = [fig.add_subplot(1, int(bool(losses)) + int(with_val), i + 1)
+            for i in range(int(bool(losses)) + int(with_val))]
+    ax_loss = axes[0] if losses else None
+    ax_val = axes[-1] if with_val else None
+    for i, (fold, h) in enumerate(hist):
+        col = f"C{i % 10}"
         x = h["epoch"] if "epoch" in h.columns else np.arange(len(h))
         for name, ls in (("train_loss", "-"), ("val_loss", "--")):
-            if name in h.columns and h[name].notna().any():
-                ax_loss.plot(x, h[name], ls=ls, color=col, lw=1.1, label=f"fold {fold} {name.split('_')[0]}")
-        for name, ls in (("val_auc", "-"), ("val_accuracy", ":")):
-            if name in h.columns and h[name].notna().any():
-                ax_val.plot(x, h[name], ls=ls, color=col, lw=1.1, label=f"fold {fold} {name[4:]}")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("loss")
-    ax_val.set_xlabel("epoch")
-    ax_val.set_ylabel("validation AUC / accuracy")
-    for ax in (ax_loss, ax_val):
+            if ax_loss is not None and name in h.columns and h[name].notna().any():
+                ax_loss.plot(x, h[name], ls=ls, color=col, lw=1.1, marker="." if len(h) < 3 else None,
+                             label=f"fold {fold} {name.split('_')[0]}")
+        for name, ls in _VAL_SCORES:
+            if ax_val is not None and name in h.columns and h[name].notna().any():
+                ax_val.plot(x, h[name], ls=ls, color=col, lw=1.1, marker="." if len(h) < 3 else None,
+                            label=f"fold {fold} {name[4:]}")
+    if ax_loss is not None:
+        ax_loss.set_xlabel("epoch")
+        ax_loss.set_ylabel("loss" if with_val or "val_loss" in losses else "training loss")
+    if ax_val is not None:
+        ax_val.set_xlabel("epoch")
+        ax_val.set_ylabel("validation AUC / accuracy")
+    for ax in axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6, ncol=2)
     fig.suptitle(title, fontsize=9)
-    return _png(fig)
+    return fig

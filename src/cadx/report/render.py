@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from markdown_it import MarkdownIt
+
+from cadx.errors import CadxDataError
 from cadx.report import figures as F
 from cadx.report import tables as T
 from cadx.report.compare import paired_table
-from cadx.report.runs import RunData, load_run
+from cadx.report.runs import RunData, expand_run_dirs, load_run
 from cadx.utils import atomic_write_bytes, atomic_write_text, dumps_json
 
 __all__ = ["write_report"]
@@ -32,8 +36,10 @@ class Para:
 
 @dataclass
 class Verbatim:
-    """Free text (notes.md) copied as is: raw in Markdown, pre-wrapped text in HTML."""
+    """Markdown text (a run's notes.md): rendered to HTML elements (CommonMark + tables, raw HTML escaped);
+    copied into the Markdown twin. Headings move ``shift`` levels down in both (capped at 6)."""
     text: str
+    shift: int = 0
 
 
 @dataclass
@@ -45,9 +51,12 @@ class Code:
 
 @dataclass
 class Fig:
+    """A figure: inlined in HTML; in Markdown ``figures/<filename>`` (written with the report), or ``link``
+    (a path relative to the report folder) for a PNG that already lies inside that folder."""
     title: str
     png: bytes
     filename: str
+    link: str | None = None
 
 
 Block = Heading | Para | Verbatim | Code | Fig | T.Table
@@ -61,7 +70,7 @@ th,td{border:1px solid #ccd;padding:.25em .6em;text-align:right}th{background:#e
 td:first-child,th:first-child{text-align:left}caption{font-weight:600;text-align:left;padding:.3em 0}
 .note{color:#555;font-size:.85em}figure{margin:1em 0}figcaption{font-size:.85em;color:#444}
 img{max-width:100%}pre{background:#f6f6f8;padding:.8em;overflow-x:auto;font-size:.85em}
-.notes{white-space:pre-wrap;background:#fbfbf2;border-left:3px solid #cc9;padding:.6em}
+.notes{background:#fbfbf2;border-left:3px solid #cc9;padding:.1em .8em}.notes table td{text-align:left}
 details summary{cursor:pointer;font-weight:600}
 """
 
@@ -71,6 +80,29 @@ def _slug(s: str) -> str:
 
 
 # ---- rendering ----------------------------------------------------------------------------------------
+
+_MD = MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
+def _notes_html(text: str, shift: int) -> str:
+    """notes.md → HTML elements (``<h*>``, ``<p>``, ``<ul>``, ``<table>``, ``<pre><code>``); raw HTML is escaped."""
+    tokens = _MD.parse(text)
+    for t in tokens:
+        if t.type in ("heading_open", "heading_close"):
+            t.tag = f"h{min(6, int(t.tag[1:]) + shift)}"
+    return _MD.renderer.render(tokens, _MD.options, {})
+
+
+def _notes_md(text: str, shift: int) -> str:
+    """notes.md for the Markdown twin: ATX/setext headings rewritten ``shift`` levels down (capped at 6)."""
+    lines = text.rstrip().splitlines()
+    tokens = _MD.parse(text)
+    for i, t in enumerate(tokens):
+        if t.type == "heading_open" and t.map and shift:
+            start, end = t.map
+            level = min(6, int(t.tag[1:]) + shift)
+            lines[start:end] = ["#" * level + " " + tokens[i + 1].content] + [""] * (end - start - 1)
+    return "\n".join(lines)
 
 def _html_table(t: T.Table) -> str:
     e = html.escape
@@ -89,7 +121,7 @@ def _to_html(blocks: Sequence[Block], title: str) -> str:
         elif isinstance(b, Para):
             parts.append(f"<p>{e(b.text)}</p>")
         elif isinstance(b, Verbatim):
-            parts.append(f'<div class="notes">{e(b.text)}</div>')
+            parts.append(f'<div class="notes">{_notes_html(b.text, b.shift)}</div>')
         elif isinstance(b, Code):
             parts.append(f"<details><summary>{e(b.summary)}</summary><pre>{e(b.text)}</pre></details>")
         elif isinstance(b, Fig):
@@ -121,13 +153,15 @@ def _to_md(blocks: Sequence[Block]) -> str:
     for b in blocks:
         if isinstance(b, Heading):
             parts.append("#" * b.level + " " + b.text)
-        elif isinstance(b, Para | Verbatim):
+        elif isinstance(b, Para):
             parts.append(b.text.rstrip())
+        elif isinstance(b, Verbatim):
+            parts.append(_notes_md(b.text, b.shift))
         elif isinstance(b, Code):
             parts.append(f"<details><summary>{b.summary}</summary>\n\n```{b.lang}\n{b.text.rstrip()}\n```\n\n"
                          "</details>")
         elif isinstance(b, Fig):
-            parts.append(f"![{b.title}](figures/{b.filename})")
+            parts.append(f"![{b.title}]({b.link or 'figures/' + b.filename})")
         else:
             parts.append(_md_table(b))
     return "\n\n".join(parts) + "\n"
@@ -195,11 +229,19 @@ def _results(runs: Sequence[RunData]) -> list[Block]:
     return blocks
 
 
-def _run_section(run: RunData) -> list[Block]:
+def _inside(path: Path, folder: Path) -> str | None:
+    """``path`` relative to ``folder`` (POSIX) when it lies inside it, else None."""
+    try:
+        return path.resolve().relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+def _run_section(run: RunData, out: Path) -> list[Block]:
     s = _slug(run.name)
     blocks: list[Block] = [Heading(2, f"Run {run.name}")]
     if run.notes:
-        blocks += [Heading(3, "Notes"), Verbatim(run.notes)]
+        blocks += [Heading(3, "Notes"), Verbatim(run.notes, shift=3)]
     blocks.append(Heading(3, "Metrics"))
     _add_table(blocks, T.fold_table(run))
     _add_table(blocks, T.splits_table(run))
@@ -213,7 +255,12 @@ def _run_section(run: RunData) -> list[Block]:
     blocks.append(Heading(3, "Training curves"))
     curves = F.training_png(run.histories, f"{run.name}: training curves per fold")
     if curves:
+        if not F.has_validation(run.histories):
+            blocks.append(Para("No validation set in this run (no validation loss, AUC or accuracy in "
+                               "fold_<k>/history.csv): the panel shows the training loss only."))
         blocks.append(Fig(f"{run.name}: training curves per fold", curves, f"{s}_training.png"))
+    elif run.histories:
+        blocks.append(Para("The training histories (fold_<k>/history.csv) hold no loss or validation values."))
     else:
         blocks.append(Para("No training history (fold_<k>/history.csv) in this run."))
     for t in T.extra_tables(run):
@@ -221,7 +268,8 @@ def _run_section(run: RunData) -> list[Block]:
     for i, f in enumerate(run.extra("figures")):
         p = run.path / str(f.get("path", ""))
         if p.is_file() and p.suffix.lower() == ".png":
-            blocks.append(Fig(str(f.get("title", p.stem)), p.read_bytes(), f"{s}_extra{i}_{_slug(p.name)}"))
+            blocks.append(Fig(str(f.get("title", p.stem)), p.read_bytes(), f"{s}_extra{i}_{_slug(p.name)}",
+                              link=_inside(p, out)))
         else:
             blocks.append(Para(f"Figure '{f.get('title', '')}' not found ({f.get('path')}); PNG files only."))
     if run.config_text is not None:
@@ -231,34 +279,108 @@ def _run_section(run: RunData) -> list[Block]:
     return blocks
 
 
+# ---- the no-overwrite rule --------------------------------------------------------------------------------
+
+_META = re.compile(r'<meta name="cadx-report" content="([^"]*)">')
+_MD_META = re.compile(r"<!-- cadx-report (\{.*?\}) -->")
+_MD_TABLE_RULE = re.compile(r"^\|[\s:|-]*-[\s:|-]*\|\s*$", re.M)
+
+
+@dataclass
+class _Holds:
+    """What a report holds: its runs (None: a file cadx did not write) and its items (tables, figures, notes)."""
+    runs: list[str] | None
+    items: int
+
+
+def _holds(runs: Sequence[RunData], blocks: Sequence[Block]) -> _Holds:
+    items = sum(isinstance(b, Fig | Verbatim) or (isinstance(b, T.Table) and bool(b.rows)) for b in blocks)
+    return _Holds([r.name for r in runs], int(items))
+
+
+def _old_holds(path: Path) -> _Holds | None:
+    """What an existing report.html/.md holds: from its cadx-report marker, else (reports written before the
+    marker) its ``Runs:`` line and a count of its tables, images and notes. None when there is no file."""
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8", errors="replace")
+    is_html = path.suffix == ".html"
+    m = (_META if is_html else _MD_META).search(text)
+    if m:
+        try:
+            meta = json.loads(html.unescape(m.group(1)))
+            return _Holds([str(x) for x in meta["runs"]], int(meta["items"]))
+        except (ValueError, KeyError, TypeError):
+            pass
+    runs_line = re.search(r"^(?:<p>)?Runs: (.*?)(?:</p>)?$", text, re.M)
+    if is_html:
+        items = text.count("<table") + text.count("<img") + text.count('class="notes"')
+    else:
+        items = len(_MD_TABLE_RULE.findall(text)) + text.count("![")
+    runs = [html.unescape(x).strip() for x in runs_line.group(1).split(",")] if runs_line else None
+    return _Holds(runs, items)
+
+
+def _check_no_loss(out: Path, new: _Holds) -> None:
+    """Refuse (CadxDataError naming the file) to replace a report that names a run the new one lacks, holds
+    more items, or was not written by cadx."""
+    hint = "pass --force to replace it or --out to write elsewhere"
+    new_runs = new.runs or []
+    for f in (out / "report.html", out / "report.md"):
+        old = _old_holds(f)
+        if old is None:
+            continue
+        if old.runs is None:
+            raise CadxDataError(f"exists and was not written by cadx report; {hint}", path=f)
+        if [r for r in old.runs if r not in new_runs] or old.items > new.items:
+            raise CadxDataError(f"holds a richer report ({', '.join(old.runs)}: {old.items} tables/figures/notes) "
+                                f"than this one ({', '.join(new_runs) or 'no runs'}: {new.items}); {hint}", path=f)
+
+
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None,
-                 title: str | None = None) -> tuple[Path, Path]:
+                 title: str | None = None, *, keep_richer: bool = False) -> tuple[Path, Path]:
     """Render ``report.html`` (self-contained) and ``report.md`` (+ ``figures/*.png``) for run folders.
 
-    ``run_dirs``: one or more run folders (each needs ``metrics.json``; other files are optional).
-    ``out_dir``: defaults to the run folder for one run, else ``<common parent>/report``.
-    Returns ``(html_path, md_path)``. Raises CadxDataError for a folder without metrics.json.
+    ``run_dirs``: run folders (each needs a ``metrics.json`` with results; other files are optional) or folders
+    of runs (e.g. ``runs/demo``: every run folder directly inside is reported, see
+    :func:`cadx.report.runs.expand_run_dirs`).
+    ``out_dir``: defaults to the folder given when there is one (a run or a folder of runs), else
+    ``<common parent>/report``.
+    ``keep_richer`` (``cadx report`` sets it unless --force): an existing report in ``out_dir`` that names a run
+    this one lacks, holds more tables/figures/notes, or was not written by cadx is kept, and CadxDataError
+    raised. Off for the pipelines, which report the folder whose results they have just written.
+    Everything is rendered before anything is written; each file goes through a temporary file + rename
+    (figures first, then report.html, then report.md), so a failure never leaves half a file.
+    Returns ``(html_path, md_path)``. Raises CadxDataError for a folder that is neither a run nor holds runs.
     """
     if not run_dirs:
         raise ValueError("write_report needs at least one run folder")
-    runs = [load_run(d) for d in run_dirs]
+    runs = [load_run(d) for d in expand_run_dirs(list(run_dirs))]
     names = [r.name for r in runs]
     for i, r in enumerate(runs):  # keep names (and figure files) unique
         if names.count(r.name) > 1:
             r.name = f"{r.name}#{i + 1}"
-    if out_dir is None:
-        out = (runs[0].path if len(runs) == 1 else
-               Path(os.path.commonpath([str(r.path.resolve()) for r in runs])) / "report")
-    else:
+    if out_dir is not None:
         out = Path(out_dir)
+    elif len(run_dirs) == 1:
+        out = Path(run_dirs[0])
+    else:
+        out = Path(os.path.commonpath([str(r.path.resolve()) for r in runs])) / "report"
     figdir = out / "figures"
     title = title or "cadx report: " + ", ".join(r.name for r in runs)
     blocks = _overview(runs, title) + _results(runs)
     for r in runs:
-        blocks += _run_section(r)
+        blocks += _run_section(r, out)
+    holds = _holds(runs, blocks)
+    if keep_richer:
+        _check_no_loss(out, holds)
+    meta = json.dumps({"runs": holds.runs, "items": holds.items}, ensure_ascii=False)
+    page = _to_html(blocks, title).replace(
+        "<title>", f'<meta name="cadx-report" content="{html.escape(meta)}"><title>', 1)
+    md_text = f"<!-- cadx-report {meta} -->\n" + _to_md(blocks)
     for b in blocks:
-        if isinstance(b, Fig):
+        if isinstance(b, Fig) and b.link is None:
             atomic_write_bytes(figdir / b.filename, b.png)
-    html_path = atomic_write_text(out / "report.html", _to_html(blocks, title))
-    md_path = atomic_write_text(out / "report.md", _to_md(blocks))
+    html_path = atomic_write_text(out / "report.html", page)
+    md_path = atomic_write_text(out / "report.md", md_text)
     return html_path, md_path

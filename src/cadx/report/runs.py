@@ -12,7 +12,10 @@ import pandas as pd
 
 from cadx.errors import CadxDataError
 
-__all__ = ["RunData", "load_run"]
+__all__ = ["RunData", "expand_run_dirs", "is_run_folder", "load_run"]
+
+# metrics.json keys that make a folder a run folder (something to report), not a folder of runs
+_RESULT_KEYS = ("pooled", "folds", "extra", "tables", "figures")
 
 
 @dataclass
@@ -91,3 +94,58 @@ def load_run(path: str | Path) -> RunData:
     if not run.histories:
         run.missing.append("fold_*/history.csv")
     return run
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """True when ``path/metrics.json`` holds something to report (``pooled``, ``folds``, ``extra``, ``tables`` or
+    ``figures``); False for a missing or unreadable metrics.json and for a folder-of-runs summary (the demo's)."""
+    f = Path(path) / "metrics.json"
+    if not f.is_file():
+        return False
+    try:
+        m = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(m, dict) and any(k in m for k in _RESULT_KEYS)
+
+
+def _child_runs(p: Path) -> list[Path]:
+    """Run folders directly inside ``p``; in the order of ``metrics.json`` ``run_dirs`` when it lists them
+    (``cadx demo`` does), the rest by name."""
+    found = sorted((d for d in p.iterdir() if d.is_dir() and is_run_folder(d)), key=lambda d: d.name)
+    order: list[str] = []
+    f = p / "metrics.json"
+    if f.is_file():
+        try:
+            listed = json.loads(f.read_text(encoding="utf-8")).get("run_dirs") or []
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            listed = []
+        order = [Path(str(x)).name for x in listed if isinstance(x, str)]
+    rank = {n: i for i, n in enumerate(order)}
+    return sorted(found, key=lambda d: (rank.get(d.name, len(rank)), d.name))
+
+
+def expand_run_dirs(paths: list[str | Path] | tuple[str | Path, ...]) -> list[Path]:
+    """Run folders to report: each path that is a run folder (:func:`is_run_folder`) as is; a folder of runs
+    (no run results of its own, e.g. ``runs/demo``) becomes the run folders directly inside it.
+
+    Raises CadxDataError for a missing folder, a folder whose metrics.json is not valid JSON, and a folder that
+    is neither a run nor holds any (the message names the folder)."""
+    out: list[Path] = []
+    for path in paths:
+        p = Path(path)
+        if not p.is_dir():
+            raise CadxDataError("run folder does not exist", path=p)
+        mpath = p / "metrics.json"
+        if mpath.is_file():
+            _read_json(mpath)  # invalid JSON: say so instead of treating the folder as a parent
+        if is_run_folder(p):
+            out.append(p)
+            continue
+        children = _child_runs(p)
+        if not children:
+            why = ("metrics.json holds no run results (no pooled/folds/extra) and no folder inside is a run"
+                   if mpath.is_file() else "no metrics.json (run not evaluated yet?) and no run folders inside")
+            raise CadxDataError(why, path=p)
+        out += children
+    return out
