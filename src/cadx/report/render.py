@@ -178,7 +178,10 @@ def _overview(runs: Sequence[RunData], title: str) -> list[Block]:
     blocks: list[Block] = [Heading(1, title), Para("Runs: " + ", ".join(r.name for r in runs))]
     for r in runs:
         m = r.metrics
-        bits = [f"{r.name}: {m.get('n_studies', T.NA)} studies, {m.get('n_patients', T.NA)} patients"]
+        pooled = m.get("pooled") or {}
+        counts = [f"{n} {what}" for key, what in (("n_studies", "studies"), ("n_patients", "patients"))
+                  if (n := m.get(key, pooled.get(key))) is not None]
+        bits = [f"{r.name}: " + ", ".join(counts)] if counts else [r.name]
         if r.classes:
             bits.append("classes " + ", ".join(r.classes))
         info = m.get("run") or {}
@@ -332,9 +335,13 @@ def _check_no_loss(out: Path, new: _Holds) -> None:
             continue
         if old.runs is None:
             raise CadxDataError(f"exists and was not written by cadx report; {hint}", path=f)
-        if [r for r in old.runs if r not in new_runs] or old.items > new.items:
-            raise CadxDataError(f"holds a richer report ({', '.join(old.runs)}: {old.items} tables/figures/notes) "
-                                f"than this one ({', '.join(new_runs) or 'no runs'}: {new.items}); {hint}", path=f)
+        lost = [r for r in old.runs if r not in new_runs]
+        if lost:
+            raise CadxDataError(f"holds a report of {', '.join(lost)}, which this one ({', '.join(new_runs)}) "
+                                f"would drop; {hint}", path=f)
+        if old.items > new.items:
+            raise CadxDataError(f"holds a richer report ({old.items} tables/figures/notes) than this one "
+                                f"({new.items}); {hint}", path=f)
 
 
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None,
