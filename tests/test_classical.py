@@ -3,12 +3,20 @@ regressors, RFE relatedness and inter-reader ABE — all on small synthetic data
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+
 import numpy as np
 import pytest
 from skimage.feature import hog, local_binary_pattern
 from sklearn.base import clone
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
 from cadx.classical import (
     ROI_FEATURE_NAMES,
@@ -25,7 +33,10 @@ from cadx.classical import (
     nested_rfe_importance,
     roi_features,
 )
+from cadx.classical.svm import calibration_cv
 from cadx.errors import CadxDataError
+
+DATA = Path(__file__).parent / "data" / "svm"
 
 
 def _known_image() -> np.ndarray:
@@ -158,6 +169,111 @@ def test_embedding_svm():
         EmbeddingSVM().fit(emb[:30], y[:30])
     with pytest.raises(CadxDataError):
         a.predict_proba(emb[:, :5])
+
+
+def _two_blobs(n: int = 40, d: int = 4, shift: float = 1.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    y = np.r_[np.zeros(n // 2, int), np.ones(n - n // 2, int)]
+    x[y == 1] += shift
+    return x, y
+
+
+def _sklearn_platt(x: np.ndarray, y: np.ndarray, c: float, seed: int, cv: object) -> np.ndarray:
+    """The same model written directly in scikit-learn: scaler → Platt-calibrated linear SVC (ensemble=False)."""
+    svc = SVC(kernel="linear", C=c, random_state=seed)
+    cal = CalibratedClassifierCV(svc, method="sigmoid", cv=cv, ensemble=False)
+    return make_pipeline(StandardScaler(), cal).fit(x, y).predict_proba(x)
+
+
+def test_embedding_svm_equals_scikit_learn_platt_pipeline():
+    x, y = _two_blobs()
+    svm = EmbeddingSVM(C=0.5, classes=[0, 1, 2], random_state=1).fit(x, y)
+    want = _sklearn_platt(x, y, 0.5, 1, StratifiedKFold(5, shuffle=True, random_state=1))
+    p = svm.predict_proba(x)
+    assert p.shape == (40, 3) and np.all(p[:, 2] == 0) and svm.calibrated_
+    np.testing.assert_allclose(p[:, :2], want, atol=1e-12)
+    np.testing.assert_array_equal(svm.classes_, [0, 1, 2])
+    np.testing.assert_array_equal(svm.predict(x), np.argmax(want, 1))
+    # three classes, one with 3 rows: a 3-fold calibration CV, as scikit-learn with StratifiedKFold(3)
+    x3 = np.concatenate([x, np.random.default_rng(2).normal(size=(3, 4)) - 2.0])
+    y3 = np.r_[y, 2, 2, 2]
+    p3 = EmbeddingSVM(random_state=4).fit(x3, y3).predict_proba(x3)
+    np.testing.assert_allclose(p3, _sklearn_platt(x3, y3, 1.0, 4, StratifiedKFold(3, shuffle=True, random_state=4)),
+                               atol=1e-12)
+    # the scikit-learn contract: parameters round-trip, clone refits to the same model
+    assert svm.get_params() == {"C": 0.5, "classes": [0, 1, 2], "random_state": 1}
+    np.testing.assert_array_equal(clone(svm).fit(x, y).predict_proba(x), p)
+
+
+def test_embedding_svm_calibration_is_patient_grouped():
+    rng = np.random.default_rng(0)
+    y_pat = rng.integers(0, 2, 40)
+    signal = 0.6 * y_pat[:, None] * np.r_[np.ones(3), np.zeros(27)]
+
+    def slices(centres: np.ndarray, per: int) -> np.ndarray:  # near-identical slices of each patient
+        return np.repeat(centres, per, 0) + 0.05 * rng.normal(size=(centres.shape[0] * per, 30))
+
+    x = slices(rng.normal(size=(40, 30)) + signal, 8)
+    y, groups = np.repeat(y_pat, 8), np.repeat(np.arange(40), 8)
+    splits = calibration_cv(y, groups, random_state=3)
+    assert isinstance(splits, list) and len(splits) == 5
+    for tr, te in splits:
+        assert not set(groups[tr]) & set(groups[te])  # no patient on both sides
+    grouped = EmbeddingSVM(random_state=3).fit(x, y, groups=groups)
+    np.testing.assert_allclose(grouped.predict_proba(x), _sklearn_platt(x, y, 1.0, 3, splits), atol=1e-12)
+    leaky = EmbeddingSVM(random_state=3).fit(x, y)
+    # on new patients: calibrating on slices of training patients makes the sigmoid wildly over-confident
+    y_new = rng.integers(0, 2, 200)
+    x_new = rng.normal(size=(200, 30)) + 0.6 * y_new[:, None] * np.r_[np.ones(3), np.zeros(27)]
+    ll_grouped = log_loss(y_new, grouped.predict_proba(x_new))
+    ll_leaky = log_loss(y_new, leaky.predict_proba(x_new))
+    assert ll_grouped < 1.0 < 3.0 < ll_leaky
+    # fewest patients in a class decides k; one patient of a class → no calibration possible
+    y2 = np.r_[np.zeros(6, int), np.ones(6, int)]
+    assert len(calibration_cv(y2, np.r_[0, 0, 1, 1, 2, 2, 3, 3, 3, 4, 4, 4], 0)) == 2
+    assert calibration_cv(y2, np.r_[0, 0, 1, 1, 2, 2, 3, 3, 3, 3, 3, 3], 0) is None
+    with pytest.raises(CadxDataError, match="groups"):
+        EmbeddingSVM().fit(x, y, groups=groups[:5])
+
+
+def test_embedding_svm_without_calibration_is_a_softmax_of_the_decision():
+    x, y = _two_blobs(21)
+    y[:] = 0
+    y[-1] = 1  # a single row of class 1: no calibration CV is possible
+    svm = EmbeddingSVM(classes=[0, 1], random_state=2).fit(x, y)
+    assert not svm.calibrated_
+    d = svm.decision_function(x)
+    ref = make_pipeline(StandardScaler(), SVC(kernel="linear", random_state=2)).fit(x, y)
+    np.testing.assert_allclose(d, ref.decision_function(x), atol=1e-12)
+    np.testing.assert_allclose(svm.predict_proba(x)[:, 1], 1 / (1 + np.exp(-2 * d)), atol=1e-12)
+
+
+def test_svm_save_load_and_legacy_run_files(tmp_path):
+    x, y = _two_blobs()
+    svm = EmbeddingSVM(C=0.5, classes=[0, 1, 2], random_state=1).fit(x, y)
+    back = EmbeddingSVM.load(svm.save(tmp_path / "fold_0" / "svm.pkl"))
+    np.testing.assert_array_equal(back.predict_proba(x), svm.predict_proba(x))
+    # svm.pkl written by the engine's former EmbeddingSVM(num_classes=3, c=0.5, seed=1) (classical/embedding_svm)
+    # and by its pre-restructure copy (engine/classifiers) with EmbeddingSVM(2, c=1.0, seed=2) on one row of class 1
+    old = EmbeddingSVM.load(DATA / "svm_legacy.pkl")
+    assert isinstance(old, EmbeddingSVM) and old.get_params() == svm.get_params()
+    np.testing.assert_allclose(old.predict_proba(x), svm.predict_proba(x), atol=1e-12)
+    np.testing.assert_allclose(old.predict_proba(x[:1]), [[0.78890998, 0.21109002, 0]], atol=1e-8)
+    x1, y1 = x[:21], np.r_[np.zeros(20, int), 1]
+    old1 = EmbeddingSVM.load(DATA / "svm_legacy_engine_uncalibrated.pkl")
+    new1 = EmbeddingSVM(classes=[0, 1], random_state=2).fit(x1, y1)
+    assert not old1.calibrated_
+    np.testing.assert_allclose(old1.predict_proba(x1), new1.predict_proba(x1), atol=1e-12)
+    np.testing.assert_allclose(old1.decision_function(x1), new1.decision_function(x1), atol=1e-12)
+    (tmp_path / "junk.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(CadxDataError, match=r"junk\.pkl"):
+        EmbeddingSVM.load(tmp_path / "junk.pkl")
+    (tmp_path / "other.pkl").write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(CadxDataError, match=r"other\.pkl.*dict"):
+        EmbeddingSVM.load(tmp_path / "other.pkl")
+    with pytest.raises(CadxDataError, match="EmbeddingSVM"):
+        HandcraftedSVM.load(tmp_path / "fold_0" / "svm.pkl")
 
 
 def test_attribute_regressors_sparse_recovery_and_nan_masking():

@@ -163,17 +163,18 @@ def test_batch_key_partner_gather() -> None:
 
 
 def test_embedding_svm_probabilities_cover_all_classes() -> None:
-    from cadx.classical.embedding_svm import EmbeddingSVM
+    from cadx.classical.svm import EmbeddingSVM
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 4))
     y = np.r_[np.zeros(20, int), np.ones(20, int)]
     x[y == 1] += 3.0
-    svm = EmbeddingSVM(num_classes=3, seed=1).fit(x, y)
+    svm = EmbeddingSVM(classes=[0, 1, 2], random_state=1).fit(x, y)
     p = svm.predict_proba(x)
     assert p.shape == (40, 3) and np.allclose(p.sum(1), 1) and (p[:, 2] == 0).all()
     assert (p.argmax(1) == y).mean() == 1.0
-    np.testing.assert_array_equal(p, EmbeddingSVM(num_classes=3, seed=1).fit(x, y).predict_proba(x))  # seeded
+    again = EmbeddingSVM(classes=[0, 1, 2], random_state=1).fit(x, y)
+    np.testing.assert_array_equal(p, again.predict_proba(x))  # seeded
 
 
 def test_fixed_fov_keeps_absolute_lesion_size() -> None:

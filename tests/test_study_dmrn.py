@@ -113,7 +113,8 @@ def test_hc_svm_run_folder_matches_a_direct_fit(tmp_path: Path) -> None:
     from cadx.training.trainer import fold_seed
 
     svm = HandcraftedSVM(classes=[0, 1], random_state=fold_seed(0, 0), precomputed=True)
-    p = svm.fit(feats[tr], store.item_labels(tr)).predict_proba(feats[te])
+    groups = np.asarray(store.patient_ids)[store.study[tr]]  # Platt calibration CV grouped by patient
+    p = svm.fit(feats[tr], store.item_labels(tr), groups=groups).predict_proba(feats[te])
     st = store.study[te]
     got = pred[pred["fold"] == 0].set_index("study_id")
     for s in np.unique(st):

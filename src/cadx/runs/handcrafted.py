@@ -66,7 +66,7 @@ def run_hc_svm(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False)
         svm = HandcraftedSVM(kernel=str(cfg.model.kwargs.get("kernel", "linear")),
                              C=float(cfg.model.kwargs.get("C", 1.0)), classes=list(range(len(classes))),
                              random_state=fold_seed(cfg.seed, fold.fold), precomputed=True)
-        svm.fit(feats[tr], store.item_labels(tr))
+        svm.fit(feats[tr], store.item_labels(tr), groups=np.asarray(store.patient_ids)[store.study[tr]])
         slices = slice_rows(store, te, {"proba": svm.predict_proba(feats[te])}, fold.fold)
         studies = finish_fold(cfg, cohort, store, fold, fdir, slices, tf, best_epoch=-1,
                               items={"train_items": int(tr.size), "val_items": 0, "test_items": int(te.size)})

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cadx.classical.embedding_svm import EmbeddingSVM
+from cadx.classical.svm import EmbeddingSVM
 from cadx.config import ExperimentConfig
 from cadx.data.splits import Fold
 from cadx.data.study import Cohort
@@ -24,12 +24,14 @@ from cadx.utils import atomic_write_json
 
 def fit_svm(cfg: ExperimentConfig, store: ItemStore, model: Any, train_items: np.ndarray, seed: int,
             path: Path) -> EmbeddingSVM:
-    """Fit the per-fold linear SVM on the training items' embeddings (no augmentation) and save it to ``path``."""
+    """Fit the per-fold linear SVM on the training items' embeddings (no augmentation; Platt calibration CV
+    grouped by patient) and save it to ``path``."""
     y = store.item_labels(train_items)
     items = train_items[y >= 0]
     feats = infer(model, store.images[items], cfg.train.eval_batch_size, features=cfg.eval.svm_features,
                   tta=cfg.eval.tta)
-    svm = EmbeddingSVM(len(store.classes), c=cfg.eval.svm_c, seed=seed).fit(feats["features"], y[y >= 0])
+    svm = EmbeddingSVM(C=cfg.eval.svm_c, classes=list(range(len(store.classes))), random_state=seed).fit(
+        feats["features"], y[y >= 0], groups=np.asarray(store.patient_ids)[store.study[items]])
     svm.save(path)
     return svm
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from cadx.config import ExperimentConfig, load_config
-from cadx.classical.embedding_svm import EmbeddingSVM
+from cadx.classical.svm import EmbeddingSVM
 from cadx.runs.folder import load_cohort, run_config, run_models
 from cadx.runs.network import fit_svm
 from cadx.runs.inference import ensemble_proba, infer
