@@ -1,4 +1,5 @@
-"""cadx.explain: Grad-CAM on tiny models with a known answer (2D and 3D), filters/feature maps via hooks, t-SNE."""
+"""cadx.explain: Grad-CAM on tiny models with a known answer (2D and 3D), cross-checked by hand and against
+monai.visualize.GradCAM; filters/feature maps via hooks; t-SNE."""
 
 from __future__ import annotations
 
@@ -83,6 +84,102 @@ def test_grad_cam_upsamples_and_validates():
         grad_cam(net, x, target=5)
     with pytest.raises(CadxConfigError):
         last_conv_layer(nn.Sequential(nn.Flatten(), nn.Linear(256, 2)), x)
+
+
+class ConvPoolFC(nn.Module):
+    """conv 3x3 (padding 1) → ReLU(inplace) → global mean → fc: Grad-CAM of ``act`` has a closed form.
+
+    ``dy_c/dA_k(s) = W_fc[c, k] / |s|`` for every position, so ``w_k = W_fc[c, k] / |s|`` and
+    ``cam = ReLU(sum_k W_fc[c, k] A_k) / |s|`` with ``A_k = ReLU(x ⋆ kernel_k + b_k)`` (no upsampling: same size).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.act = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(3, 2)
+        with torch.no_grad():  # class 0 reads channels 0 and 2, class 1 mostly channel 1
+            self.fc.weight.copy_(torch.tensor([[1.0, -0.5, 0.3], [-0.2, 1.0, 0.5]]))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.fc(self.act(self.conv(x)).mean(dim=(2, 3)))}
+
+
+def test_grad_cam_equals_a_hand_computed_grad_cam():
+    from scipy.signal import correlate2d
+
+    model = ConvPoolFC()
+    x = torch.rand(2, 1, 9, 11, generator=torch.Generator().manual_seed(3))
+    k, b = model.conv.weight.detach().numpy()[:, 0].astype(np.float64), model.conv.bias.detach().numpy()
+    w_fc = model.fc.weight.detach().numpy().astype(np.float64)
+    want = []
+    for i, c in enumerate([1, 0]):
+        acts = np.stack([np.maximum(correlate2d(x[i, 0].numpy(), k[j], mode="same") + b[j], 0) for j in range(3)])
+        cam = np.maximum(np.tensordot(w_fc[c], acts, axes=1) / acts[0].size, 0)
+        assert cam.max() > cam.min()
+        want.append((cam - cam.min()) / (cam.max() - cam.min()))
+    got = grad_cam(model, x, target=[1, 0], layer="act")
+    np.testing.assert_allclose(got, np.stack(want), atol=1e-5)
+    assert got.min() == 0 and got.max() == 1
+    # a batch with one target per sample gives each sample's own map (MONAI's logits[:, idx] would mix them)
+    np.testing.assert_array_equal(got[1:], grad_cam(model, x[1:], target=0, layer="act"))
+
+
+def test_grad_cam_core_is_monai_gradcam():
+    import copy
+
+    from monai.visualize import GradCAM
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 3))
+    with torch.no_grad():
+        net[4].weight[2] = torch.tensor([1.0, 0.5, -0.3, 0.8])
+    x = torch.rand(3, 1, 16, 12, generator=torch.Generator().manual_seed(5))
+    ours = grad_cam(net, x, target=2, layer="1")  # 8 x 6 map, bilinearly upsampled to 16 x 12
+    ref = GradCAM(nn_module=copy.deepcopy(net), target_layers="1")(x, class_idx=2)[:, 0].numpy()
+    assert ref.shape == ours.shape == (3, 16, 12)
+    assert (ours.reshape(3, -1).max(1) == 1).all() and (ours.reshape(3, -1).min(1) == 0).all()
+    np.testing.assert_allclose(ours, 1 - ref, atol=1e-6)  # MONAI's default normaliser maps (min, max) to (1, 0)
+
+
+def test_grad_cam_leaves_the_model_as_it_was():
+    model = ConvPoolFC().train()
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    model.fc.weight.grad = torch.ones_like(model.fc.weight)
+    model.conv.bias.requires_grad_(False)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    first = grad_cam(model, x, layer="act")
+    np.testing.assert_array_equal(grad_cam(model, x, layer="act"), first)  # no hook piles up
+    assert model.training and model.act.inplace
+    assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
+    assert torch.equal(model.fc.weight.grad, torch.ones_like(model.fc.weight)) and model.conv.weight.grad is None
+    assert model.conv.weight.requires_grad and not model.conv.bias.requires_grad
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+class ReusedReLU(nn.Module):
+    """One ``nn.ReLU`` applied twice per forward pass (as in a residual unit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 2, 3, padding=1)
+        self.conv2 = nn.Conv2d(2, 2, 3, padding=1)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        a = self.act(self.conv1(x))
+        return {"logits": self.fc(self.act(a + self.conv2(a)).mean(dim=(2, 3)))}
+
+
+def test_a_layer_that_runs_twice_is_refused_and_not_the_default():
+    model = ReusedReLU()
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(CadxConfigError, match="runs 2 times"):
+        grad_cam(model, x, layer="act")
+    assert default_cam_layer(model, x) == "conv2"
 
 
 class SegAndClassify(nn.Module):

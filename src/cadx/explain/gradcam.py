@@ -1,23 +1,31 @@
 """Grad-CAM (Selvaraju et al. 2017) for any cadx model, 2D or 3D, and an overlay figure.
 
-For a target layer with activations ``A (B, K, *s)`` and the class score ``y_c`` (the model's ``"logits"``, before
-softmax): ``w_k = mean_s dy_c/dA_k``, ``cam = ReLU(sum_k w_k A_k)``, upsampled (bi/tri-linear) to the input's
-spatial size and min-max normalised per sample to [0, 1] (an all-zero map stays 0). The default layer is the
-deepest spatial map the score depends on (:func:`default_cam_layer`), found with forward hooks, so any cadx model
-works without naming a layer; :func:`last_conv_layer` gives the classic "last convolution" choice.
+The map itself is :class:`monai.visualize.GradCAM`: for a target layer with activations ``A (B, K, *s)`` and the
+class score ``y_c`` (the model's ``"logits"``, before softmax), ``w_k = mean_s dy_c/dA_k``,
+``cam = ReLU(sum_k w_k A_k)``, upsampled (bi/tri-linear, MONAI's ``default_upsampler``) to the input's spatial size.
+cadx adds on top: the layer choice (default: the deepest spatial map the score depends on,
+:func:`default_cam_layer`, so any cadx model works without naming a layer; :func:`last_conv_layer` gives the
+classic "last convolution"), dict model outputs, a per-sample class score (MONAI's own ``logits[:, idx]`` mixes
+the targets of a batch), min-max normalisation per sample to [0, 1] (an all-zero map stays 0; MONAI's default
+flips it to [1, 0]), cadx errors, the overlay figure, and leaving the model as it was (mode, hooks, ``inplace``
+flags, parameters' ``requires_grad`` and ``.grad``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from monai.visualize import GradCAM
+from monai.visualize.class_activation_maps import ModelWithHooks
+from monai.visualize.visualizer import default_upsampler
 from torch import Tensor, nn
 
 from cadx.errors import CadxConfigError, CadxDataError
@@ -90,53 +98,44 @@ def _targets(logits: Tensor, target: int | Sequence[int] | None) -> Tensor:
     return tgt
 
 
-def _cam_layer_and_grads(model: nn.Module, xt: Tensor, target: int | Sequence[int] | None, layer: str | None,
-                         output_key: str) -> tuple[str, Tensor, Tensor]:
-    """Forward + backward with hooks; returns ``(layer name, activation A, dscore/dA)`` (model already in eval).
-
-    ``layer=None`` hooks every sub-module and keeps those whose output is ``(B, K, *s)`` with more than one spatial
-    position; the chosen one is the last to finish in the forward pass that the class score depends on.
-    """
-    modules = dict(model.named_modules())
-    if layer is not None and layer not in modules:
-        raise CadxConfigError(f"no layer named {layer!r} in {type(model).__name__}")
-    watched = [(layer, modules[layer])] if layer is not None else [(n, m) for n, m in modules.items() if n]
+def _default_layer(model: nn.Module, xt: Tensor, target: int | Sequence[int] | None, output_key: str) -> str:
+    """The layer :func:`default_cam_layer` picks (model already in eval): every sub-module is hooked and those
+    whose output is ``(B, K, *s)`` with more than one spatial position are kept; the chosen one is the last to
+    finish in the forward pass on which the class score (of ``target``) depends. Modules that run more than once
+    in a forward pass (e.g. one ``nn.ReLU`` applied twice) are skipped: a layer hook sees one activation and one
+    gradient, which would then come from different calls."""
     records: list[tuple[str, Tensor]] = []
+    calls: dict[str, int] = {}
 
     def hook(name: str) -> Callable[[nn.Module, Any, Any], None]:
         def fn(_m: nn.Module, _i: Any, out: Any) -> None:
+            calls[name] = calls.get(name, 0) + 1
             try:
                 t = _first_tensor(out)
             except CadxConfigError:
-                if layer is not None:
-                    raise
                 return
-            if layer is not None or (t.ndim == xt.ndim and t.shape[2:].numel() > 1 and t.requires_grad):
+            if t.ndim == xt.ndim and t.shape[2:].numel() > 1 and t.requires_grad:
                 records.append((name, t))
         return fn
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in watched]
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
     try:
         with torch.enable_grad():
             logits = _logits(model(xt.clone().requires_grad_(True)), output_key)
             if logits.ndim != 2:
                 raise CadxConfigError(f"{output_key!r} must be (B, K), got {tuple(logits.shape)}")
-            score = logits.gather(1, _targets(logits, target)[:, None]).sum()
+            records = [(n, t) for n, t in records if calls[n] == 1]
             if not records:
-                raise CadxConfigError(f"layer {layer!r} did not run in the forward pass" if layer else
-                                      f"{type(model).__name__} has no layer with a spatial output; pass layer=")
-            for name, t in records:
-                if t.ndim != xt.ndim:
-                    raise CadxConfigError(f"layer {name!r} output {tuple(t.shape)} has no matching spatial axes")
+                raise CadxConfigError(f"{type(model).__name__} has no layer with a spatial output; pass layer=")
+            score = logits.gather(1, _targets(logits, target)[:, None]).sum()
             grads = torch.autograd.grad(score, [t for _, t in records], allow_unused=True)
     finally:
         for h in handles:
             h.remove()
-    for (name, act), g in zip(reversed(records), reversed(grads), strict=True):
+    for (name, _), g in zip(reversed(records), reversed(grads), strict=True):
         if g is not None:
-            return name, act.detach(), g
-    raise CadxConfigError(f"the {output_key!r} output does not depend on layer {layer!r}" if layer else
-                          f"the {output_key!r} output depends on no spatial layer of {type(model).__name__}")
+            return name
+    raise CadxConfigError(f"the {output_key!r} output depends on no spatial layer of {type(model).__name__}")
 
 
 def default_cam_layer(model: nn.Module, x: Tensor | np.ndarray, output_key: str = "logits") -> str:
@@ -147,14 +146,128 @@ def default_cam_layer(model: nn.Module, x: Tensor | np.ndarray, output_key: str 
     was_training = model.training
     model.eval()
     try:
-        return _cam_layer_and_grads(model, xt, None, None, output_key)[0]
+        with _frozen_params(model):
+            return _default_layer(model, xt, None, output_key)
     finally:
         model.train(was_training)
 
 
+class _Logits(nn.Module):
+    """A cadx model seen as MONAI's CAM classes expect it: ``x -> (B, K)`` class scores (``output_key``)."""
+
+    def __init__(self, model: nn.Module, output_key: str) -> None:
+        super().__init__()
+        self.model = model
+        self.output_key = output_key
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = _logits(self.model(x), self.output_key)
+        if logits.ndim != 2:
+            raise CadxConfigError(f"{self.output_key!r} must be (B, K), got {tuple(logits.shape)}")
+        return logits
+
+
+class _Hooks(ModelWithHooks):
+    """MONAI's forward/backward hooks on one layer, with a per-sample class score, cadx errors, and
+    :meth:`remove` (MONAI keeps its hooks, and the target's ``inplace=False``, on the model for good)."""
+
+    def __init__(self, net: _Logits, name: str) -> None:
+        self.name = name  # in the cadx model; MONAI sees the wrapper, where it is model.<name>
+        self.layer = f"model.{name}" if name else "model"
+        self._module = dict(net.named_modules())[self.layer]
+        self._old_hooks = (set(self._module._forward_hooks), set(self._module._backward_hooks))
+        self._old_inplace = self._module.__dict__.get("inplace")
+        self.calls = 0  # forward calls of the layer in the current pass
+        super().__init__(net, self.layer, register_forward=True, register_backward=True)
+
+    def remove(self) -> None:
+        for hooks, old in zip((self._module._forward_hooks, self._module._backward_hooks), self._old_hooks,
+                              strict=True):
+            for key in set(hooks) - old:
+                del hooks[key]
+        if self._old_inplace is not None:
+            self._module.__dict__["inplace"] = self._old_inplace
+
+    def forward_hook(self, name: str) -> Callable[[nn.Module, Any, Any], None]:
+        store = super().forward_hook(name)
+
+        def _hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            self.calls += 1
+            store(module, inputs, output)
+        return _hook
+
+    def class_score(self, logits: Tensor, class_idx: Any) -> Tensor:
+        """``(B,)`` score of each sample's own target: ``class_idx`` is MONAI's argmax ``(B,)`` or cadx's
+        ``target`` (int for all / one per sample)."""
+        tgt = class_idx if isinstance(class_idx, Tensor) else _targets(logits, class_idx)
+        return logits.gather(1, tgt.reshape(-1, 1).long())[:, 0]
+
+    def __call__(self, x: Tensor, class_idx: Any = None, retain_graph: bool = False,
+                 **kwargs: Any) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]:
+        self.activations.clear()
+        self.gradients.clear()
+        self.calls = 0
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Backward hook for", UserWarning)
+                logits, acti, grad = super().__call__(x, class_idx, retain_graph, **kwargs)
+        except KeyError:
+            raise CadxConfigError(f"layer {self.name!r} did not run in the forward pass") from None
+        if self.calls > 1:
+            raise CadxConfigError(f"layer {self.name!r} runs {self.calls} times in one forward pass (its hooks would "
+                                  "pair the activation of one call with the gradient of another); pass a layer "
+                                  "that runs once, e.g. its parent module")
+        act = acti[0]
+        if not isinstance(act, Tensor) or act.ndim != x.ndim:
+            shape = tuple(act.shape) if isinstance(act, Tensor) else type(act).__name__
+            raise CadxConfigError(f"layer {self.name!r} output {shape} has no matching spatial axes")
+        if not grad:
+            raise CadxConfigError(f"the {self.model.output_key!r} output does not depend on layer {self.name!r}")
+        return logits, acti, grad
+
+
+@contextmanager
+def _frozen_params(model: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring grad (the maps need input-side gradients only); on exit their ``requires_grad``
+    and ``.grad`` are as before (MONAI calls ``zero_grad`` and ``backward``)."""
+    saved = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+    for p, _, _ in saved:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, req, g in saved:
+            p.requires_grad_(req)
+            p.grad = g
+
+
+@contextmanager
+def _no_inplace(model: nn.Module) -> Iterator[None]:
+    """``inplace=False`` on every module that has the flag (an in-place op on a hooked layer's output breaks
+    PyTorch's full backward hooks), restored on exit."""
+    flagged = [m for m in model.modules() if isinstance(m.__dict__.get("inplace"), bool) and m.__dict__["inplace"]]
+    for m in flagged:
+        m.__dict__["inplace"] = False
+    try:
+        yield
+    finally:
+        for m in flagged:
+            m.__dict__["inplace"] = True
+
+
+def _minmax(cam: Tensor) -> Tensor:
+    """Per-sample min-max scaling of ``(B, 1, *s)`` to [0, 1]; a constant map becomes 0."""
+    flat = cam.reshape(cam.shape[0], -1)
+    shape = (-1, *[1] * (cam.ndim - 1))
+    lo = flat.min(dim=1).values.view(shape)
+    span = flat.max(dim=1).values.view(shape) - lo
+    return torch.where(span > 0, (cam - lo) / torch.where(span > 0, span, torch.ones_like(span)),
+                       torch.zeros_like(cam))
+
+
 def grad_cam(model: nn.Module, x: Tensor | np.ndarray, target: int | Sequence[int] | None = None,
              layer: str | None = None, output_key: str = "logits") -> np.ndarray:
-    """Grad-CAM heatmaps ``(B, *spatial)`` in [0, 1] at the input resolution.
+    """Grad-CAM heatmaps ``(B, *spatial)`` in [0, 1] at the input resolution (core: ``monai.visualize.GradCAM``).
 
     Args:
         model: a cadx model (``forward`` returns a dict with ``output_key``) or any module returning logits.
@@ -162,27 +275,33 @@ def grad_cam(model: nn.Module, x: Tensor | np.ndarray, target: int | Sequence[in
             when the model has ``spatial_dims``).
         target: class index per sample (an int for all), default = the predicted class.
         layer: ``model.named_modules()`` name of the layer to explain (e.g. :func:`last_conv_layer`); default =
-            :func:`default_cam_layer`.
+            :func:`default_cam_layer`. Its output must be a tensor ``(B, K, *s)``.
         output_key: the output dict entry holding the class scores ``(B, K)``.
-    The model runs in eval mode (its training flag is restored); parameters and their ``.grad`` are untouched.
-    A map that is constant over space (e.g. a 1 x 1 layer) is returned as zeros.
+    The model runs in eval mode; afterwards its training flag, hooks, ``inplace`` flags and parameters (values,
+    ``requires_grad``, ``.grad``) are as before. A map that is constant over space (e.g. a 1 x 1 layer) is
+    returned as zeros.
     """
     xt = _as_batch(model, x)
+    modules = dict(model.named_modules())
+    if layer is not None and layer not in modules:
+        raise CadxConfigError(f"no layer named {layer!r} in {type(model).__name__}")
     was_training = model.training
     model.eval()
     try:
-        _, act, grads = _cam_layer_and_grads(model, xt, target, layer, output_key)
+        with _frozen_params(model), _no_inplace(model):
+            name = layer if layer is not None else _default_layer(model, xt, target, output_key)
+            net = _Logits(model, output_key)
+            hooks = _Hooks(net, name)
+            try:
+                # MONAI's CAMBase takes a ModelWithHooks in place of the module (its annotation says nn.Module)
+                cam = GradCAM(hooks, hooks.layer,  # type: ignore[arg-type]
+                              upsampler=default_upsampler, postprocessing=_minmax)(
+                    xt.clone().requires_grad_(True), class_idx=target)
+            finally:
+                hooks.remove()
     finally:
         model.train(was_training)
-    weights = grads.mean(dim=tuple(range(2, act.ndim)), keepdim=True)
-    cam = F.relu((weights * act).sum(dim=1, keepdim=True))
-    mode = "bilinear" if cam.ndim == 4 else "trilinear"
-    cam = F.interpolate(cam, size=tuple(xt.shape[2:]), mode=mode, align_corners=False)[:, 0]
-    flat = cam.reshape(cam.shape[0], -1)
-    lo = flat.min(dim=1).values.view(-1, *[1] * (cam.ndim - 1))
-    span = flat.max(dim=1).values.view(-1, *[1] * (cam.ndim - 1)) - lo
-    cam = torch.where(span > 0, (cam - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(cam))
-    return cam.detach().cpu().numpy().astype(np.float64)
+    return cam[:, 0].detach().cpu().numpy().astype(np.float64)
 
 
 def _display_slice(image: np.ndarray, heatmap: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
