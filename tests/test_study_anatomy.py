@@ -81,11 +81,16 @@ def test_reduced_nets_build_at_64px() -> None:
     from cadx.models import create_model
 
     cfg = load_config(CONFIG, ["data.root=/nowhere"])
-    x = torch.zeros(1, 1, 64, 64)
-    for net in ("proposed", "lenet", "googlenet"):
+    x = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert set(NETS) == {"proposed", "alexnet", "lenet", "googlenet"}
+    for net in NETS:
         m = net_config(cfg, net, "reduced").model
         model = create_model(m.name, num_classes=6, in_channels=1, spatial_dims=2, **m.kwargs).eval()
-        assert model(x)["logits"].shape == (1, 6)
+        with torch.no_grad():
+            logits = model(x)["logits"]
+        assert logits.shape == (2, 6) and torch.isfinite(logits).all(), net
+        size = net_input_size(net, "reduced")
+        assert (model.input_size or 64) == size, net  # AlexNet 67, LeNet 32, the others the native 64
 
 
 def test_balanced_reduced_split_and_holdout_hook(tiny_mednist: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -91,9 +92,15 @@ def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
     assert labels[0] != labels[1] or not np.array_equal(*hu)
 
 
-def test_labels_differ_between_seeds() -> None:
-    ys = {tuple(np.random.default_rng(s).permutation(20).tolist()) for s in range(3)}
-    assert len(ys) == 3  # the label order of generate_cohort is a seeded permutation
+def test_labels_differ_between_seeds(tmp_path: Path, cohort) -> None:
+    """generate_cohort deals every seed the same class counts (the paper's proportions), in a seed-dependent
+    patient order that is not sorted by class."""
+    other = syn.load_cohort(syn.generate_cohort(tmp_path / "other", n_patients=N, seed=SEED + 1, shape=SHAPE).parent)
+    a, b = [s.label for s in cohort.studies], [s.label for s in other.studies]
+    assert Counter(a) == Counter(b) == {c: k for c, k in class_quota(N).items() if k}
+    assert a != b
+    assert a != sorted(a, key=CLASSES.index) and b != sorted(b, key=CLASSES.index)
+    assert [s.patient_id for s in other.studies] == [s.patient_id for s in cohort.studies]  # same ids, new labels
 
 
 def test_hu_plausible() -> None:
