@@ -1,4 +1,4 @@
-"""Engine data pipeline: study → items, item store, epoch batches/partners, seeded augmentation."""
+"""The input pipeline above the array operations: study → items, item store, epoch batches/partners, loaders."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from cadx.config import AugmentConfig, InputConfig
+from cadx.config import InputConfig
 from cadx.data.image import ImageData
-from cadx.pipeline.augment import augment_batch
 from cadx.pipeline.items import build_store
 from cadx.pipeline.loaders import BatchKey, EpochBatchSampler, eval_loader, train_loader
-from cadx.pipeline.preprocess import StudyPreprocessor, crop_pad, normalize_intensity
+from cadx.pipeline.preprocess import StudyPreprocessor
 from helpers import tiny_cohort, tiny_config
 
 
@@ -20,23 +19,6 @@ def _vol() -> tuple[ImageData, np.ndarray]:
     arr[0, 2:7, 10:20, 12:18] = 100.0
     mask = arr > 0
     return ImageData(arr, (2.0, 1.0, 1.0)), mask
-
-
-def test_window_and_percentile_normalisation() -> None:
-    a = np.array([[-1000.0, 40.0, 240.0, 1000.0]], np.float32)
-    w = normalize_intensity(a, InputConfig(window=[40, 400]))
-    np.testing.assert_allclose(w, [[0.0, 0.5, 1.0, 1.0]])
-    z = normalize_intensity(np.arange(10, dtype=np.float32)[None], InputConfig(normalize="zscore"))
-    assert abs(z.mean()) < 1e-6 and abs(z.std() - 1) < 1e-6
-    assert (normalize_intensity(np.full((1, 4, 4), 7.0), InputConfig()) == 0).all()  # constant image
-
-
-def test_crop_pad_pads_outside() -> None:
-    a = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
-    c = crop_pad(a, (-1, 2), (2, 6), fill=-5)
-    assert c.shape == (1, 3, 4)
-    np.testing.assert_array_equal(c[0, 0], [-5, -5, -5, -5])
-    np.testing.assert_array_equal(c[0, 1], [2, 3, -5, -5])
 
 
 def test_slices2d_one_item_per_box_slice_with_25d_channels() -> None:
@@ -132,23 +114,6 @@ def test_loaders_build_paired_dict_batches() -> None:
     assert not torch.equal(b1["image"], st.images[b1["item_index"]])   # augmented
     ev = next(iter(eval_loader(st, items, 5, pairs="balanced")))
     assert torch.equal(ev["image"], st.images[:5]) and "image_b" in ev
-
-
-@pytest.mark.parametrize("shape", [(4, 1, 8, 8), (2, 1, 4, 8, 8)])
-def test_augmentation_reproducible_and_mask_follows(shape: tuple[int, ...]) -> None:
-    x = torch.rand(shape)
-    m = (x > 0.5).float()
-    cfg = AugmentConfig(enabled=True, flip=True, rot90=True, rotate=20, scale=0.1, translate=0.1)
-    a1, m1 = augment_batch(x, m, cfg, np.random.default_rng([1, 2, 3]))
-    a2, m2 = augment_batch(x, m, cfg, np.random.default_rng([1, 2, 3]))
-    assert torch.equal(a1, a2) and torch.equal(m1, m2)
-    a3, _ = augment_batch(x, m, cfg, np.random.default_rng([1, 2, 4]))
-    assert not torch.equal(a1, a3)
-    assert set(torch.unique(m1).tolist()) <= {0.0, 1.0}
-    # flips/turns only: the mask moves exactly with the image
-    flip = AugmentConfig(enabled=True, flip=True, rot90=True)
-    a, mm = augment_batch(x, m, flip, np.random.default_rng(0))
-    assert torch.equal((a > 0.5).float(), mm)
 
 
 def test_batch_key_partner_gather() -> None:

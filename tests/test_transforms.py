@@ -1,199 +1,209 @@
-"""Transforms: hand-computed windows, normalisation, resampling, crops with padding, slices, augmentation."""
+"""The input stack's array operations (cadx.pipeline.preprocess, cadx.pipeline.augment), on MONAI array transforms:
+hand-computed windows, percentile/min-max/z-score scaling, crops with padding, resizes, and the seeded batch
+augmenter's flips, quarter turns, rotation, zoom, shift and intensity changes."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor, get_track_meta
+from monai.transforms import ScaleIntensityRangePercentiles
 
-from cadx.data.image import ImageData
-from cadx.data.transforms import (
+from cadx.config import AugmentConfig, InputConfig
+from cadx.errors import CadxConfigError
+from cadx.pipeline.augment import augment_batch
+from cadx.pipeline.preprocess import (
     WINDOW_PRESETS,
-    PaddedRandomCrop,
-    center_crop,
-    clip_percentiles,
-    crop_box,
-    crop_diameter,
-    crop_mask_bbox,
-    extract_slices,
-    make_augmentation,
-    make_paired_augmentation,
-    mask_bbox,
-    minmax,
-    random_crop,
-    resample,
+    crop_pad,
+    normalize_intensity,
+    plain_tensors,
     resize,
-    window,
-    zscore,
+    window_bounds,
 )
-from cadx.errors import CadxDataError
-
-pytest.importorskip("monai")  # imported once at collection (several seconds), not inside a timed test
 
 
 def test_window_known_hu_values() -> None:
+    assert window_bounds("lung") == (-1350.0, 150.0) and window_bounds([40, 400]) == (-160.0, 240.0)
+    assert WINDOW_PRESETS["mediastinum"] == (50.0, 350.0)
     hu = np.array([[[-2000.0, -1350.0, -600.0, 150.0, 500.0]]])
-    assert np.allclose(window(hu, "lung"), [[[0, 0, 0.5, 1, 1]]])
-    assert np.allclose(window(np.array([[[-160.0, 40.0, 140.0, 240.0]]]), 40, 400), [[[0, 0.5, 0.75, 1]]])
-    assert np.allclose(window(hu, -600, 1500, out=(-1, 1)), [[[-1, -1, 0, 1, 1]]])
-    assert WINDOW_PRESETS["mediastinum"] == (50.0, 350.0) and window(hu, "bone").dtype == np.float32
-    with pytest.raises(CadxDataError, match="unknown window"):
-        window(hu, "elbow")
+    lung = normalize_intensity(hu, InputConfig(window="lung"))
+    assert lung.dtype == np.float32 and lung.shape == hu.shape
+    np.testing.assert_allclose(lung, [[[0, 0, 0.5, 1, 1]]])
+    soft = normalize_intensity(np.array([[[-160, 40, 140, 240]]], np.int16), InputConfig(window=[40, 400]))
+    np.testing.assert_allclose(soft, [[[0, 0.5, 0.75, 1]]])
+    # NaN/inf count as 0 HU: (0 + 160) / 400 = 0.4 in the abdomen window (40/400)
+    np.testing.assert_allclose(normalize_intensity(np.array([[np.nan, np.inf]]), InputConfig(window="abdomen")),
+                               [[0.4, 0.4]])
+    with pytest.raises(CadxConfigError, match=r"input\.window: unknown preset 'elbow'"):
+        normalize_intensity(hu, InputConfig(window="elbow"))
 
 
-def test_clip_zscore_minmax() -> None:
-    a = np.arange(101, dtype=float).reshape(1, 1, 101)
-    c = clip_percentiles(a, 10, 90)
-    assert c.min() == 10 and c.max() == 90 and c[0, 0, 50] == 50
-    z = zscore(np.array([[[1.0, 2.0, 3.0, 4.0]]]))
-    assert np.allclose(z, (np.array([1, 2, 3, 4]) - 2.5) / np.sqrt(1.25))
-    zm = zscore(np.array([[[0.0, 0.0, 2.0, 4.0]]]), mask=np.array([[0, 0, 1, 1]]))  # stats: mean 3, std 1
-    assert np.allclose(zm, [[[-3, -3, -1, 1]]])
-    two = np.stack([np.full((2, 2), 5.0), np.array([[0.0, 1.0], [2.0, 4.0]])])
-    assert np.allclose(minmax(two)[0], 0) and np.allclose(minmax(two)[1], [[0, 0.25], [0.5, 1]])
-    assert np.allclose(zscore(two)[0], 0)  # constant channel → zeros, no division by zero
+def test_percentile_minmax_zscore_hand_values() -> None:
+    a = np.arange(201, dtype=np.float32)[None, None]          # 0.5 % → 1, 99.5 % → 199 (linear interpolation)
+    p = normalize_intensity(a, InputConfig(normalize="percentile"))
+    np.testing.assert_allclose(p[0, 0, [0, 1, 100, 199, 200]], [0, 0, 99 / 198, 1, 1], rtol=1e-6)
+    # on an image under 2·10^6 voxels every voxel counts: MONAI's own percentile transform, up to the float32
+    # round-off of its torch.quantile (cadx takes numpy's percentiles, as before the move to MONAI)
+    img = np.random.default_rng(0).normal(50, 20, size=(2, 30, 40)).astype(np.float32)
+    monai_p = ScaleIntensityRangePercentiles(0.5, 99.5, 0.0, 1.0, clip=True)(img)
+    np.testing.assert_allclose(normalize_intensity(img, InputConfig()), np.asarray(monai_p), atol=1e-5)
+    np.testing.assert_allclose(normalize_intensity(np.array([[2.0, 4, 6, 10]]), InputConfig(normalize="minmax")),
+                               [[0, 0.25, 0.5, 1]])
+    z = normalize_intensity(np.array([[1.0, 2, 3, 4]]), InputConfig(normalize="zscore"))
+    np.testing.assert_allclose(z, [(np.array([1, 2, 3, 4]) - 2.5) / np.sqrt(1.25)], rtol=1e-6)
+    raw = np.array([[3.0, -1.0]], np.float32)
+    assert normalize_intensity(raw, InputConfig(normalize="none")).tolist() == [[3.0, -1.0]]
+    for how in ("percentile", "zscore", "minmax"):                # constant image → zeros, no division by zero
+        assert (normalize_intensity(np.full((1, 4, 4), 7.0), InputConfig(normalize=how)) == 0).all()
+    before = img.copy()
+    normalize_intensity(img, InputConfig(normalize="zscore"))
+    np.testing.assert_array_equal(img, before)                    # the input is never modified
 
 
-def test_resample_linear_hand_values_and_geometry() -> None:
-    vol = np.broadcast_to(np.array([0.0, 10, 20, 30])[:, None, None], (4, 3, 3))[None].copy()
-    img = ImageData(vol, (2.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0))
-    out = resample(img, (1.0, None, None))
-    assert out.array.shape == (1, 8, 3, 3) and out.spacing == (1.0, 1.0, 1.0)
-    # grid-aligned sampling at z = -0.25, 0.25, ..., 3.25 (input index), borders replicated
-    assert np.allclose(out.array[0, :, 1, 1], [0, 2.5, 7.5, 12.5, 17.5, 22.5, 27.5, 30])
-    assert np.allclose(out.origin, (-0.5, 0.0, 0.0))  # first voxel centre moves by (1 − 2) / 2 mm
-    mask = ImageData((vol > 15).astype(np.uint8), (2.0, 1.0, 1.0))
-    m2 = resample(mask, (1.0, 1.0, 1.0), order=0)
-    assert m2.array.dtype == np.uint8 and set(np.unique(m2.array)) == {0, 1}
-    assert m2.array[0, :, 0, 0].tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
-    down = resample(ImageData(np.ones((1, 5, 5)), (1.0, 1.0)), (2.0, 2.0))
-    assert down.array.shape == (1, 2, 2) and down.spacing == (2.5, 2.5)  # effective spacing reported
+def test_statistics_come_from_a_strided_sample_of_large_images() -> None:
+    big = np.full(2_000_000, 5.0, np.float32)                    # ≥ 2·10^6 voxels: every 2nd voxel is sampled
+    big[::2] = np.linspace(0.0, 1.0, 1_000_000, dtype=np.float32)
+    out = normalize_intensity(big[None], InputConfig(normalize="minmax")).ravel()
+    assert out[1] == 1.0 and out[-1] == 1.0                       # 5.0 lies outside the sample's [0, 1]: clipped
+    assert out[0] == 0.0 and out[-2] == 1.0 and abs(out[1_000_000] - 0.5) < 1e-6
 
 
-def test_resize_nearest_and_area() -> None:
-    a = np.array([[[0, 1], [2, 3]]], dtype=np.int16)
-    up = resize(a, 4, mode="nearest")
-    assert up.dtype == np.int16 and up[0].tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
-    down = resize(np.arange(16, dtype=np.float32).reshape(1, 4, 4), (2, 2), mode="area")
-    assert np.allclose(down, [[[2.5, 4.5], [10.5, 12.5]]])
-    assert resize(np.zeros((2, 4, 6, 6)), (8, 3, 3)).shape == (2, 8, 3, 3)
-
-
-def test_crop_box_inside_margin_and_padding() -> None:
+def test_crop_pad_inside_outside_and_dtype() -> None:
     a = np.arange(16).reshape(1, 4, 4)
-    assert crop_box(a, (1, 1, 3, 3))[0].tolist() == [[5, 6], [9, 10]]
-    assert np.array_equal(crop_box(a, (1, 1, 3, 3), margin=1), a)
-    assert crop_box(a, (2, 2, 5, 5), pad_value=99)[0].tolist() == [[10, 11, 99], [14, 15, 99], [99, 99, 99]]
-    assert crop_box(a, (2, 2, 5, 5), pad_mode="edge")[0].tolist() == [[10, 11, 11], [14, 15, 15], [14, 15, 15]]
-    assert crop_box(a, (-1, -1, 1, 1), pad_value=-1)[0].tolist() == [[-1, -1], [-1, 0]]
-    assert crop_box(a, (10, 10, 12, 12), pad_value=7)[0].tolist() == [[7, 7], [7, 7]]
-    with pytest.raises(CadxDataError, match="empty box"):
-        crop_box(a, (2, 2, 2, 3))
-    with pytest.raises(CadxDataError, match="needs 4 values"):
-        crop_box(a, (0, 0, 0, 2, 2, 2))
+    inner = crop_pad(a, (1, 1), (3, 3), fill=0)
+    assert inner.dtype == a.dtype and inner[0].tolist() == [[5, 6], [9, 10]]
+    inner[0, 0, 0] = -1                                          # a new array, not a view of the image
+    assert a[0, 1, 1] == 5
+    assert crop_pad(a, (2, 2), (5, 5), fill=99)[0].tolist() == [[10, 11, 99], [14, 15, 99], [99, 99, 99]]
+    assert crop_pad(a, (-1, -1), (1, 1), fill=-1)[0].tolist() == [[-1, -1], [-1, 0]]
+    assert crop_pad(a, (-1, 2), (2, 6), fill=-5)[0].tolist() == [[-5] * 4, [2, 3, -5, -5], [6, 7, -5, -5]]
+    assert crop_pad(a, (10, 10), (12, 12), fill=7)[0].tolist() == [[7, 7], [7, 7]]   # wholly outside
+    np.testing.assert_array_equal(crop_pad(a, (0, 0), (4, 4), fill=0), a)
+    vol = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    v = crop_pad(vol, (1, -1, 3), (4, 2, 6), fill=-1.0)
+    assert v.shape == (2, 3, 3, 3)
+    np.testing.assert_array_equal(v[:, :2, 1:, :2], vol[:, 1:, :2, 3:])                 # the part inside
+    assert (v[:, 2] == -1).all() and (v[:, :, 0] == -1).all() and (v[..., 2] == -1).all()
 
 
-def test_mask_bbox_crop() -> None:
-    img = np.arange(36).reshape(1, 6, 6)
-    m = np.zeros((6, 6), np.uint8)
-    m[2:4, 1:4] = 1
-    assert mask_bbox(m[None]) == (2, 1, 4, 4)
-    assert crop_mask_bbox(img, m)[0].tolist() == [[13, 14, 15], [19, 20, 21]]
-    assert crop_mask_bbox(img, m, margin=1).shape == (1, 4, 5)
-    with pytest.raises(CadxDataError, match="empty"):
-        crop_mask_bbox(img, np.zeros((6, 6)))
+def test_resize_modes_hand_values() -> None:
+    a = np.array([[[0, 1], [2, 3]]], np.float32)
+    up = resize(a, (4, 4), mask=True)                             # nearest: each pixel becomes a 2 × 2 block
+    assert up.dtype == np.float32 and up[0].tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
+    # 2D images: bilinear with torch's antialiasing (a triangle filter as wide as the zoom). Halving [0, 1, 2, 3]:
+    # output 0 weighs inputs 0, 1, 2 by .75, .75, .25 → 5/7; output 1 weighs inputs 1, 2, 3 by .25, .75, .75 → 16/7
+    down = resize(np.arange(16, dtype=np.float32).reshape(1, 4, 4), (2, 2))
+    r = np.array([5 / 7, 16 / 7])
+    np.testing.assert_allclose(down[0], 4 * r[:, None] + r[None, :], rtol=1e-6)
+    # volumes: trilinear, align_corners=False: [0, 10] along z → samples at −.25, .25, .75, 1.25 (clamped)
+    vol = np.broadcast_to(np.array([0.0, 10.0], np.float32)[:, None, None], (2, 3, 3))[None]
+    np.testing.assert_allclose(resize(vol, (4, 3, 3))[0, :, 1, 1], [0, 2.5, 7.5, 10])
+    rng = np.random.default_rng(1)
+    v = rng.random((2, 5, 9, 7)).astype(np.float32)
+    ref = F.interpolate(torch.from_numpy(v)[None], size=(8, 4, 4), mode="trilinear", align_corners=False)[0]
+    np.testing.assert_array_equal(resize(v, (8, 4, 4)), ref.numpy())
+    m = (rng.random((1, 5, 9, 7)) > 0.5).astype(np.float32)
+    np.testing.assert_array_equal(resize(m, (3, 4, 4), mask=True),
+                                  F.interpolate(torch.from_numpy(m)[None], size=(3, 4, 4), mode="nearest")[0].numpy())
+    assert resize(a, (2, 2)) is a                                 # already the size: no copy
+    assert isinstance(resize(v, (8, 4, 4)), np.ndarray) and get_track_meta()  # plain arrays, setting restored
 
 
-def test_crop_diameter_adaptive_side() -> None:
-    img = np.arange(400, dtype=np.float32).reshape(1, 20, 20)
-    c = crop_diameter(img, (10, 10), diameter_px=3, factor=2.0, min_size=4)  # side = max(4, 6) = 6
-    assert c.shape == (1, 6, 6) and c[0, 0, 0] == 8 * 20 + 8 and c[0, 5, 5] == 13 * 20 + 13
-    small = crop_diameter(img, (10, 10), diameter_px=1, min_size=5)  # side 5, centred exactly on (10, 10)
-    assert small[0, 2, 2] == 210 and small[0, 0, 0] == 8 * 20 + 8
-    edge = crop_diameter(img, (0, 0), diameter_px=4, factor=2.0, min_size=1, pad_value=-5)
-    assert edge.shape == (1, 8, 8) and edge[0, 0, 0] == -5 and edge[0, 4, 4] == 21  # start −3 → (1, 1)
-    assert crop_diameter(img, (10, 10), 5, out_size=16).shape == (1, 16, 16)
+class _Draws:
+    """Stand-in for the augmenter's ``np.random.Generator``: ``uniform``/``random``/``integers`` return the queued
+    arrays in order, so a test chooses each draw."""
+
+    def __init__(self, *draws: Any) -> None:
+        self.draws = [np.asarray(d) for d in draws]
+
+    def _next(self, *_: Any, **__: Any) -> np.ndarray:
+        return self.draws.pop(0)
+
+    uniform = random = integers = _next
 
 
-def test_extract_slices_box_and_mask() -> None:
-    vol = np.broadcast_to(np.arange(6.0)[:, None, None], (6, 5, 5))[None].copy()  # value = z index
-    s, z = extract_slices(vol, box=(1, 1, 1, 4, 3, 3))
-    assert s.shape == (3, 1, 2, 2) and z.tolist() == [1, 2, 3] and np.array_equal(s[:, 0, 0, 0], [1, 2, 3])
-    mask = np.zeros((6, 5, 5), np.uint8)
-    mask[1, 1:3, 1:3] = 1  # area 4
-    mask[3, 2, 2] = 1      # area 1; z = 2 has no lesion
-    assert extract_slices(vol, mask=mask)[1].tolist() == [1, 2, 3]
-    s1, z1 = extract_slices(vol, mask=mask, min_area=1)
-    assert z1.tolist() == [1, 3] and s1.shape == (2, 1, 2, 2) and np.array_equal(s1[:, 0, 0, 0], [1, 3])
-    assert extract_slices(vol, mask=mask, min_area=3)[1].tolist() == [1]
-    sm, _ = extract_slices(vol, box=(1, 1, 1, 4, 3, 3), margin=1)
-    assert sm.shape == (3, 1, 4, 4)
-    sy, zy = extract_slices(vol, box=(0, 2, 0, 6, 4, 5), axis=1)  # slices along y: (N=2, C, Z=6, X=5)
-    assert sy.shape == (2, 1, 6, 5) and zy.tolist() == [2, 3] and np.array_equal(sy[0, 0, :, 0], np.arange(6))
-    assert extract_slices(vol, box=(4, 0, 0, 9, 5, 5))[1].tolist() == [4, 5]  # clipped to the volume
+def _aug(x: torch.Tensor, m: torch.Tensor | None, cfg: AugmentConfig, *draws: Any
+         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return augment_batch(x, m, cfg, cast(np.random.Generator, _Draws(*draws)))
 
 
-def test_center_and_random_crop() -> None:
-    a = np.arange(64).reshape(1, 8, 8)
-    assert np.array_equal(center_crop(a, 4), a[:, 2:6, 2:6])
-    assert center_crop(a, 10).shape == (1, 10, 10) and center_crop(a, 10)[0, 0, 0] == 0  # padded
-    r1 = random_crop(a, (6, 6), np.random.default_rng(4))
-    r2 = random_crop(a, (6, 6), np.random.default_rng(4))
-    assert np.array_equal(r1, r2)
-    oy, ox = divmod(int(r1[0, 0, 0]), 8)
-    assert np.array_equal(r1, a[:, oy:oy + 6, ox:ox + 6]) and 0 <= oy <= 2 and 0 <= ox <= 2
-    starts = {int(random_crop(a, 6, np.random.default_rng(s))[0, 0, 0]) for s in range(40)}
-    assert starts == {y * 8 + x for y in range(3) for x in range(3)}  # all 9 offsets reachable
-    pc = PaddedRandomCrop(8, padding=2, pad_value=-1, seed=0)
-    outs = [pc(a) for _ in range(20)]
-    assert all(o.shape == (1, 8, 8) for o in outs) and any((o == -1).any() for o in outs)
+def test_augment_flips_and_quarter_turns_per_item() -> None:
+    x = torch.arange(3 * 2 * 4 * 4, dtype=torch.float32).reshape(3, 2, 4, 4)
+    m = (x[:, :1] % 3 == 0).float()
+    # H flip for items 0 and 2, W flip for item 2 (a draw < 0.5 flips)
+    a, am = _aug(x, m, AugmentConfig(enabled=True, flip=True), [0.1, 0.9, 0.2], [0.7, 0.6, 0.3])
+    assert torch.equal(a[0], x[0].flip(1)) and torch.equal(a[1], x[1]) and torch.equal(a[2], x[2].flip(1).flip(2))
+    assert am is not None and torch.equal(am[2], m[2].flip(1).flip(2)) and torch.equal(am[1], m[1])
+    # k = 0, 1, 3 quarter turns (counter-clockwise in the (H, W) plane)
+    r, rm = _aug(x, m, AugmentConfig(enabled=True, flip=False, rot90=True), [0, 1, 3])
+    assert torch.equal(r[0], x[0]) and torch.equal(r[1], torch.rot90(x[1], 1, (1, 2)))
+    assert torch.equal(r[2], torch.rot90(x[2], 3, (1, 2))) and rm is not None
+    assert torch.equal(rm[1], torch.rot90(m[1], 1, (1, 2)))
+    assert r[1, 0, 0].tolist() == [35, 39, 43, 47]                # first row = last column of item 1's channel 0
+    v = torch.arange(2 * 1 * 2 * 3 * 3, dtype=torch.float32).reshape(2, 1, 2, 3, 3)
+    f3, _ = _aug(v, None, AugmentConfig(enabled=True, flip=True), [0.0, 1.0], [1.0, 1.0], [1.0, 0.0])
+    assert torch.equal(f3[0], v[0].flip(1)) and torch.equal(f3[1], v[1].flip(3))   # depth flips too
+    assert torch.equal(x, torch.arange(96, dtype=torch.float32).reshape(3, 2, 4, 4))  # input untouched
 
 
-def test_augmentation_flip_exact_and_deterministic() -> None:
-    a = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
-    flip = make_augmentation(2, flips=True, rotate_deg=0, scale=0, intensity=0, prob=1.0)
-    assert np.array_equal(flip(a), a[:, ::-1, ::-1])
-    assert np.array_equal(make_augmentation(2, prob=0.0)(a), a)
-    img = np.random.default_rng(0).random((1, 16, 16)).astype(np.float32)
-    aug1, aug2 = make_augmentation(2, seed=5), make_augmentation(2, seed=5)
-    seq1 = [aug1(img) for _ in range(4)]
-    seq2 = [aug2(img) for _ in range(4)]
-    assert all(np.array_equal(x, y) for x, y in zip(seq1, seq2, strict=True))
-    assert any(not np.array_equal(seq1[0], x) for x in seq1[1:]) and seq1[0].shape == img.shape
-    aug1.reseed(5)
-    assert np.array_equal(aug1(img), seq1[0])
-    v = np.random.default_rng(1).random((1, 6, 8, 8)).astype(np.float32)
-    assert make_augmentation(3, seed=0)(v).shape == v.shape
+def test_augment_rotation_zoom_shift_hand_values() -> None:
+    n = 8
+    x = torch.arange(n * n, dtype=torch.float32).reshape(1, 1, n, n)
+    m = (x > 20).float()
+    cfg = AugmentConfig(enabled=True, flip=False, rotate=90, scale=0.5, translate=0.5)
+    zero = np.zeros((1, 2))
+    # +90°, zoom 1, no shift ≡ a quarter turn (the mask too, nearest)
+    a, am = _aug(x, m, cfg, [90.0], [1.0], zero)
+    np.testing.assert_allclose(a.numpy(), torch.rot90(x, 1, (2, 3)).numpy(), atol=1e-4)
+    assert am is not None and torch.equal(am, torch.rot90(m, 1, (2, 3)))
+    # shift by 0.25 of the field (2 px of 8) to the left: out[:, j] = in[:, j + 2]; the image repeats its border,
+    # the mask is zero where it comes from outside
+    s, sm = _aug(x, m, cfg, [0.0], [1.0], [[0.25, 0.0]])
+    np.testing.assert_allclose(s[0, 0, :, :6].numpy(), x[0, 0, :, 2:].numpy(), atol=1e-4)
+    np.testing.assert_allclose(s[0, 0, :, 6:].numpy(), x[0, 0, :, 7:].expand(n, 2).numpy(), atol=1e-4)
+    assert sm is not None and (sm[0, 0, :, 6:] == 0).all() and torch.equal(sm[0, 0, :, :6], m[0, 0, :, 2:])
+    # zoom 2 about the centre: a ramp of slope 1 along W becomes slope 1/2 (inside, away from the border)
+    ramp = torch.arange(n, dtype=torch.float32).expand(1, 1, n, n)
+    z, _ = _aug(ramp, None, cfg, [0.0], [2.0], zero)
+    np.testing.assert_allclose(np.diff(z[0, 0, 4, 2:6].numpy()), [0.5, 0.5, 0.5], atol=1e-5)
+    np.testing.assert_allclose(z[0, 0, 4, 3:5].numpy(), [3.25, 3.75], atol=1e-5)   # centre 3.5 stays put
+    # 3D: the same in-plane turn on every depth slice, depth untouched
+    v = torch.rand(1, 1, 3, n, n)
+    r3, _ = _aug(v, None, cfg, [90.0], [1.0], zero)
+    np.testing.assert_allclose(r3.numpy(), torch.rot90(v, 1, (3, 4)).numpy(), atol=1e-5)
 
 
-def test_paired_augmentation_mask_binary_and_aligned() -> None:
-    yy, xx = np.mgrid[:48, :48]
-    mask = (((yy - 20) ** 2 + (xx - 28) ** 2) < 100).astype(np.uint8)
-    image = mask[None].astype(np.float32)
-    aug = make_paired_augmentation(2, rotate_deg=40, scale=0.2, intensity=0, prob=1.0, seed=3)
-    for _ in range(3):
-        im2, m2 = aug(image, mask)
-        assert m2.dtype == np.uint8 and m2.shape == mask.shape and set(np.unique(m2)) <= {0, 1}
-        disagree = ((im2[0] > 0.5) != (m2 == 1)).mean()
-        assert disagree < 0.01 and m2.sum() > 0.6 * mask.sum()
-    f = make_paired_augmentation(2, flips=True, rotate_deg=0, scale=0, intensity=0, prob=1.0)
-    im3, m3 = f(image * 7, mask[None])
-    assert np.array_equal(m3, mask[None, ::-1, ::-1]) and np.array_equal(im3, 7 * image[:, ::-1, ::-1])
+def test_augment_intensity_noise_and_plain_tensors() -> None:
+    x = torch.ones(2, 1, 3, 3)
+    g, _ = _aug(x, None, AugmentConfig(enabled=True, flip=False, intensity=0.5), [1.2, 0.8], [0.1, -0.3])
+    assert torch.allclose(g[0], torch.full((1, 3, 3), 1.3)) and torch.allclose(g[1], torch.full((1, 3, 3), 0.5))
+    n1, _ = augment_batch(x, None, AugmentConfig(enabled=True, flip=False, noise=0.1), np.random.default_rng(3))
+    n2, _ = augment_batch(x, None, AugmentConfig(enabled=True, flip=False, noise=0.1), np.random.default_rng(3))
+    assert torch.equal(n1, n2) and 0.05 < float((n1 - 1).std()) < 0.15
+    cfg = AugmentConfig(enabled=True, flip=True, rot90=True, rotate=10, scale=0.1)
+    out, om = augment_batch(torch.rand(4, 1, 6, 6), torch.zeros(4, 1, 6, 6), cfg, np.random.default_rng(0))
+    assert not isinstance(out, MetaTensor) and not isinstance(om, MetaTensor)   # training sees plain tensors
+    with plain_tensors():
+        assert not get_track_meta()
+    assert get_track_meta()
 
 
-def test_mtmr_chain_keeps_nodule_inside_random_224_crop() -> None:
-    yy, xx = np.mgrid[:71, :71]
-    d = 30.0  # the largest LIDC-like nodule in a 71×71 crop
-    nodule = ((yy - 35) ** 2 + (xx - 35) ** 2 <= (d / 2) ** 2).astype(np.float32)[None]
-    patch = crop_diameter(nodule, (35, 35), d, factor=2.0, out_size=256)  # side 60 → 256
-    rows, cols = np.nonzero(patch[0] > 0.5)
-    # every 224 crop of 256 covers [32, 224): the nodule must lie inside it
-    assert rows.min() >= 32 and rows.max() < 224 and cols.min() >= 32 and cols.max() < 224
-    assert np.isclose(rows.min(), 256 / 4, atol=6) and np.isclose(rows.max(), 3 * 256 / 4, atol=6)
-    assert random_crop(patch, 224, np.random.default_rng(0)).shape == (1, 224, 224)
-
-
-def test_paired_augmentation_3d_shapes() -> None:
-    m = np.zeros((1, 6, 10, 10), np.uint8)
-    m[0, 2:4, 3:7, 3:7] = 1
-    im2, m2 = make_paired_augmentation(3, prob=1.0, seed=0)(m.astype(np.float32), m)
-    assert im2.shape == m.shape and m2.shape == m.shape and set(np.unique(m2)) <= {0, 1}
+@pytest.mark.parametrize("shape", [(4, 1, 8, 8), (2, 1, 4, 8, 8)])
+def test_augmentation_reproducible_and_mask_follows(shape: tuple[int, ...]) -> None:
+    x = torch.rand(shape)
+    m = (x > 0.5).float()
+    cfg = AugmentConfig(enabled=True, flip=True, rot90=True, rotate=20, scale=0.1, translate=0.1)
+    a1, m1 = augment_batch(x, m, cfg, np.random.default_rng([1, 2, 3]))
+    a2, m2 = augment_batch(x, m, cfg, np.random.default_rng([1, 2, 3]))
+    assert torch.equal(a1, a2) and torch.equal(m1, m2)
+    a3, _ = augment_batch(x, m, cfg, np.random.default_rng([1, 2, 4]))
+    assert not torch.equal(a1, a3)
+    assert set(torch.unique(m1).tolist()) <= {0.0, 1.0}
+    # flips/turns only: the mask moves exactly with the image
+    flip = AugmentConfig(enabled=True, flip=True, rot90=True)
+    a, mm = augment_batch(x, m, flip, np.random.default_rng(0))
+    assert torch.equal((a > 0.5).float(), mm)

@@ -12,8 +12,8 @@ these numbers on a common grid is a **192 x 192** input (:data:`HC_SIZE`):
 
 Images of any other size are resized (bilinear, anti-aliased) to ``size x size`` first, so every image gives the
 same dimensions; each image is then min-max scaled on its own (window CT in HU before, e.g. with
-``cadx.data.transforms.window``, or the 256 LBP grey levels span the whole HU range). LBP codes and HOG gradients
-are computed on the whole resized image and then pooled per patch (no artificial patch borders).
+``cadx.pipeline.preprocess.window_bounds``, or the 256 LBP grey levels span the whole HU range). LBP codes and HOG
+gradients are computed on the whole resized image and then pooled per patch (no artificial patch borders).
 """
 
 from __future__ import annotations

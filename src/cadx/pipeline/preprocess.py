@@ -3,90 +3,142 @@
 Each study yields one or more *items* (arrays ``(C, *size)``): every slice of each lesion for ``slices2d``, one ROI
 for ``roi2d``/``image2d``/``volume3d``. Intensity normalisation is per image (a fixed window or the image's own
 percentiles/statistics), so nothing is fitted on the cohort and a new study is processed exactly like a training one.
+
+The array operations are MONAI array transforms: ``ScaleIntensityRange`` (window, percentile and min-max scaling to
+[0, 1]), ``NormalizeIntensity`` (z-score), ``SpatialCrop`` + ``BorderPad`` (ROI crop, padded outside the image) and
+``Resize`` (nearest for masks, trilinear for volumes). 2D images are resized with torch's antialiased bilinear
+filter: MONAI's ``Resize(anti_aliasing=True)`` is a Gaussian prefilter instead, which would change every 2D item.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.data import get_track_meta, set_track_meta
+from monai.transforms import BorderPad, NormalizeIntensity, Resize, ScaleIntensityRange, SpatialCrop
+from monai.utils import convert_to_numpy
 
 from cadx.config import InputConfig
 from cadx.data.image import ImageData
 from cadx.data.study import Study
 from cadx.errors import CadxConfigError, CadxDataError
 
+#: CT windows as ``name → (center, width)`` in HU (common radiology presets), for ``input.window``.
+WINDOW_PRESETS: dict[str, tuple[float, float]] = {
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (50.0, 350.0),
+    "soft_tissue": (50.0, 400.0),
+    "abdomen": (40.0, 400.0),
+    "liver": (60.0, 160.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+    "subdural": (75.0, 215.0),
+    "stroke": (40.0, 40.0),
+}
+
+#: Intensity statistics (percentiles, min/max, mean/std) come from a strided sample of at most ~10^6 voxels.
+_STATS_VOXELS = 1_000_000
+
+
+@contextmanager
+def plain_tensors() -> Iterator[None]:
+    """MONAI transforms inside return plain tensors, not MetaTensors: items carry no affine history, and the
+    bookkeeping would make each small crop/scale/resize 5–20x slower. The previous setting is restored."""
+    previous = get_track_meta()
+    set_track_meta(False)
+    try:
+        yield
+    finally:
+        set_track_meta(previous)
+
 
 def window_bounds(window: str | Sequence[float]) -> tuple[float, float]:
-    """``(lo, hi)`` of a window given as a preset name or ``[center, width]``."""
+    """``(lo, hi)`` = ``center ∓ width / 2`` of a window given as a :data:`WINDOW_PRESETS` name or
+    ``[center, width]`` (lung: −1350 … 150 HU). An unknown preset raises CadxConfigError naming ``input.window``."""
     if isinstance(window, str):
-        from cadx.data.transforms import WINDOW_PRESETS
-
         if window not in WINDOW_PRESETS:
             raise CadxConfigError(f"input.window: unknown preset {window!r} (known: {', '.join(WINDOW_PRESETS)})")
-        preset = WINDOW_PRESETS[window]
-        center, width = (preset["center"], preset["width"]) if isinstance(preset, dict) else preset
+        center, width = WINDOW_PRESETS[window]
     else:
         center, width = window
     return float(center) - float(width) / 2, float(center) + float(width) / 2
 
 
-def normalize_intensity(arr: np.ndarray, cfg: InputConfig) -> np.ndarray:
-    """Map intensities per image: window → [0, 1]; percentile (0.5–99.5 %) → [0, 1]; zscore; minmax; none.
+def scale_to_unit(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``clip((a − lo) / (hi − lo), 0, 1)`` as float32 (MONAI ``ScaleIntensityRange``); needs ``hi > lo``."""
+    with plain_tensors():
+        return convert_to_numpy(ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(a))
 
-    Statistics come from a strided sample of at most ~10^6 voxels; a constant image maps to zeros.
+
+def normalize_intensity(arr: np.ndarray, cfg: InputConfig) -> np.ndarray:
+    """Map intensities per image (float32, same shape; NaN/±inf count as 0): ``input.window`` → [0, 1]; else
+    ``input.normalize``: percentile (0.5–99.5 %) → [0, 1], zscore, minmax → [0, 1], or none.
+
+    Statistics come from a strided sample of at most ~10^6 voxels (every voxel of a smaller image); a constant
+    image maps to zeros. The input array is never modified.
     """
     a = arr.astype(np.float32, copy=False)
     if not np.isfinite(a).all():
         a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
     if cfg.window is not None:
-        lo, hi = window_bounds(cfg.window)
-        return np.clip((a - lo) / (hi - lo), 0.0, 1.0)
+        return scale_to_unit(a, *window_bounds(cfg.window))
     if cfg.normalize == "none":
         return a
-    sample = a.ravel()[:: max(1, a.size // 1_000_000)]
+    sample = a.ravel()[:: max(1, a.size // _STATS_VOXELS)]
     if cfg.normalize == "zscore":
         sd = float(sample.std())
-        return (a - float(sample.mean())) / sd if sd > 0 else np.zeros_like(a)
+        if sd <= 0:
+            return np.zeros_like(a)
+        with plain_tensors():
+            # MONAI takes scalar statistics too (its annotation lists only sequences/arrays)
+            z = NormalizeIntensity(subtrahend=float(sample.mean()), divisor=sd)  # type: ignore[arg-type]
+            return convert_to_numpy(z(a))
     if cfg.normalize == "minmax":
         lo, hi = float(sample.min()), float(sample.max())
     else:
         lo, hi = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
     if hi <= lo:
         return np.zeros_like(a)
-    return np.clip((a - lo) / (hi - lo), 0.0, 1.0)
+    return scale_to_unit(a, lo, hi)
 
 
 def crop_pad(arr: np.ndarray, starts: Sequence[int], stops: Sequence[int], fill: float) -> np.ndarray:
-    """Crop spatial region ``[starts, stops)`` of ``arr`` ``(C, *spatial)``, padding with ``fill`` outside."""
-    sp = arr.shape[1:]
-    out_shape = (arr.shape[0], *(int(b) - int(a) for a, b in zip(starts, stops, strict=True)))
-    out = np.full(out_shape, fill, dtype=arr.dtype)
-    src, dst = [slice(None)], [slice(None)]
-    for a, b, n in zip(starts, stops, sp, strict=True):
-        s0, s1 = max(int(a), 0), min(int(b), n)
-        if s1 <= s0:
-            return out
-        src.append(slice(s0, s1))
-        dst.append(slice(s0 - int(a), s1 - int(a)))
-    out[tuple(dst)] = arr[tuple(src)]
-    return out
+    """Region ``[starts, stops)`` of the spatial axes of ``arr`` ``(C, *spatial)`` → ``(C, *(stops − starts))``,
+    parts outside the image filled with ``fill`` (MONAI ``SpatialCrop`` then constant ``BorderPad``); a region
+    wholly outside the image gives all ``fill``. A new array of ``arr``'s dtype (never a view of ``arr``)."""
+    st, sp = [int(v) for v in starts], [int(v) for v in stops]
+    out_shape = (arr.shape[0], *(b - a for a, b in zip(st, sp, strict=True)))
+    lo = [min(max(a, 0), n) for a, n in zip(st, arr.shape[1:], strict=True)]
+    hi = [min(max(b, 0), n) for b, n in zip(sp, arr.shape[1:], strict=True)]
+    if any(h <= low for low, h in zip(lo, hi, strict=True)):
+        return np.full(out_shape, fill, dtype=arr.dtype)
+    border = [p for a, b, l0, h0 in zip(st, sp, lo, hi, strict=True) for p in (l0 - a, b - h0)]
+    with plain_tensors():
+        out = SpatialCrop(roi_start=lo, roi_end=hi)(torch.as_tensor(np.ascontiguousarray(arr)))  # may share arr
+        if any(border):
+            return convert_to_numpy(BorderPad(spatial_border=border, mode="constant", value=fill)(out))
+        return convert_to_numpy(out).copy()
 
 
 def resize(arr: np.ndarray, size: Sequence[int], mask: bool = False) -> np.ndarray:
-    """Resize ``(C, *spatial)`` to ``(C, *size)``: (bi/tri)linear with antialiasing in 2D; nearest for masks."""
+    """Resize ``(C, *spatial)`` to ``(C, *size)`` float32: nearest for masks, trilinear for volumes (MONAI
+    ``Resize``, ``align_corners=False``), bilinear with torch's antialiasing for 2D images. Same size: a float32
+    view/copy of the input."""
     if tuple(arr.shape[1:]) == tuple(size):
         return arr.astype(np.float32, copy=False)
-    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]
-    if mask:
-        r = F.interpolate(t, size=tuple(size), mode="nearest")
-    elif len(size) == 2:
-        r = F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
-    else:
-        r = F.interpolate(t, size=tuple(size), mode="trilinear", align_corners=False)
+    a = np.ascontiguousarray(arr, dtype=np.float32)
+    if mask or len(size) != 2:
+        mode = "nearest" if mask else "trilinear"
+        with plain_tensors():
+            resized = Resize(tuple(size), mode=mode, align_corners=None if mask else False)(torch.from_numpy(a))
+            return convert_to_numpy(resized)
+    r = F.interpolate(torch.from_numpy(a)[None], size=tuple(size), mode="bilinear", align_corners=False,
+                      antialias=True)
     return r[0].numpy()
 
 
