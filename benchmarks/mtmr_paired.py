@@ -1,7 +1,7 @@
 """Paired patient-bootstrap comparisons of MTMR-Net study runs (ΔAUC with 95 % CI and p-value).
 
 Usage: ``.venv/bin/python benchmarks/mtmr_paired.py RUNS_WITH_DIAMETER RUNS_WITHOUT`` where each argument is a study
-folder of ``python -m cadx.studies.mtmr.study`` (subfolders ``mtmr``, ``no_rank``, ``no_reg``). Compares the first
+folder of ``cadx study mtmr`` (subfolders ``mtmr``, ``no_rank``, ``no_reg``). Compares the first
 folder's MTMR-Net with its ablations, with the second folder's MTMR-Net and with the nodule diameter alone; writes
 the table to stdout. Used for ``benchmarks/results/mtmr/diameter_channel/paired.md``.
 """

@@ -14,9 +14,9 @@ from cadx.data.image import LazyImage
 from cadx.data.study import Cohort, Study
 from cadx.errors import CadxConfigError
 from cadx.pipeline.items import build_store
-from cadx.studies import load_study_config, run_imbalance_study
-from cadx.studies.imbalance.report import aggregate, conclusions, verdict_lines
-from cadx.studies.imbalance.study import MethodSpec, Setting, StudySettings, imbalanced_studies, make_grid
+from cadx.studies.imbalance import load_study_config, run_imbalance_study
+from cadx.studies.imbalance.tables import aggregate, conclusions, verdict_lines
+from cadx.studies.imbalance.variants import MethodSpec, Setting, StudySettings, imbalanced_studies, make_grid
 from cadx.training.trainer import fit, load_module
 from cadx.training.two_phase import phase_configs, trainable_prefixes
 from helpers import tiny_cohort, tiny_config

@@ -18,7 +18,7 @@ from cadx.models.attention import sdl_loss_terms
 from cadx.objectives import LOSSES, build_objective
 from cadx.runs.cv import run_cv
 from cadx.runs.handcrafted import hc_features
-from cadx.studies.dmrn.study import VARIANTS, run_dmrn_study, variant_config
+from cadx.studies.dmrn import VARIANTS, run_dmrn_study, variant_config
 from helpers import tiny_config  # noqa: F401  (registers the _test_tiny dataset)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,18 +56,24 @@ def test_sdl_loss_rejects_other_models_and_negative_weight() -> None:
 
 @pytest.mark.slow
 def test_every_variant_is_a_valid_config_and_builds() -> None:
+    base = load_config(ADRENAL, ["train.epochs=1"])
     for name in VARIANTS:
-        cfg = variant_config(ADRENAL, name, ["train.epochs=1"])
+        cfg = variant_config(base, name)
         assert cfg.name == name and cfg.train.epochs == 1 and cfg.cv.folds == 5
         if name == "hc_svm":
             continue
         nd = cfg.input.spatial_dims()
         create_model(cfg.model.name, 5, spatial_dims=nd, **cfg.model.kwargs)
-    assert variant_config(ADRENAL, "dmrn_noms").model.kwargs["multiscale"] is False
-    assert variant_config(ADRENAL, "dmrn").eval.classifier == "svm"
-    cnn = variant_config(ADRENAL, "cnn3d")
+    noms = variant_config(base, "dmrn_noms")
+    assert noms.model.kwargs == {**base.model.kwargs, "multiscale": False} and noms.model.name == "dmrn"
+    assert variant_config(base, "dmrn").eval.classifier == "svm"
+    r18 = variant_config(base, "resnet18", {"width": 4})  # network kwargs: on every network, never on hc_svm
+    assert r18.model.kwargs == {"width": 4, "stem": "small"} and r18.eval.classifier == "head" and r18.pairs == "none"
+    assert variant_config(base, "hc_svm", {"width": 4}).model.kwargs == {"kernel": "linear", "C": 1.0}
+    assert r18.train == base.train and r18.cv == base.cv and r18.input == base.input
+    cnn = variant_config(base, "cnn3d")
     assert cnn.input.kind == "volume3d" and cnn.input.size_tuple() == (16, 32, 32)
-    assert variant_config(ADRENAL, "sdl").objective == {"sdl": 1.0}
+    assert variant_config(base, "sdl").objective == {"sdl": 1.0}
     mn = load_config(MNIST3D)
     assert mn.cv.use_official and mn.input.kind == "volume3d" and mn.input.roi == "none"
     assert mn.model.name == "dmrn" and mn.input.augment.flip
@@ -75,7 +81,7 @@ def test_every_variant_is_a_valid_config_and_builds() -> None:
     # pool stem (0.87 vs 0.69 with the ImageNet stem), SVM on the embedding, flip TTA
     assert set(mn.objective) == {"contrastive", "ce"} and mn.model.kwargs["stem"] == "pool"
     assert mn.eval.classifier == "svm" and mn.eval.tta == "flips"
-    small = variant_config(MNIST3D, "cnn3d_small")  # keeps the whole 28^3 volume of the base
+    small = variant_config(mn, "cnn3d_small")  # keeps the whole 28^3 volume of the base
     assert small.model.name == "cnn3d_small" and small.input.size_tuple() == (28, 28, 28)
     assert not small.input.augment.rot90
 
@@ -88,7 +94,8 @@ def _tiny_base(tmp: Path) -> Path:
 
 
 _TINY = ["input.size=16", "input.window=[0, 400]", "train.epochs=1", "train.batch_size=8", "train.progress=false",
-         "cv.folds=2", "eval.bootstrap=20", "model.kwargs.width=4"]
+         "cv.folds=2", "eval.bootstrap=20"]
+_WIDTH = {"width": 4}
 
 
 @pytest.mark.slow
@@ -98,7 +105,7 @@ def test_hc_svm_run_folder_matches_a_direct_fit(tmp_path: Path) -> None:
     from cadx.pipeline.items import build_store
     from cadx.runs.folder import load_cohort
 
-    cfg = variant_config(_tiny_base(tmp_path), "hc_svm", _TINY)
+    cfg = variant_config(load_config(_tiny_base(tmp_path), _TINY), "hc_svm")
     m = run_cv(cfg, tmp_path / "hc")  # the engine entry point hands hc_svm to run_hc_svm
     pred = pd.read_csv(tmp_path / "hc" / "predictions.csv")
     assert len(pred) == 12 and pred["study_id"].is_unique and set(pred["fold"]) == {0, 1}
@@ -124,8 +131,8 @@ def test_hc_svm_run_folder_matches_a_direct_fit(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_study_runs_models_in_the_same_folds_with_tsne_and_report(tmp_path: Path) -> None:
     out = tmp_path / "study"
-    df = run_dmrn_study(_tiny_base(tmp_path), out, models=["dmrn", "resnet18", "hc_svm"],
-                        overrides=_TINY)
+    df = run_dmrn_study(load_config(_tiny_base(tmp_path), _TINY), out, models=["dmrn", "resnet18", "hc_svm"],
+                        network_kwargs=_WIDTH)
     assert df["model"].tolist() == ["dmrn", "resnet18", "hc_svm"]
     assert df["accuracy"].between(0, 1).all() and df["auc"].notna().all()
     splits = {m: json.loads((out / m / "splits.json").read_text())["folds"] for m in df["model"]}
@@ -143,16 +150,17 @@ def test_study_runs_models_in_the_same_folds_with_tsne_and_report(tmp_path: Path
     cfg = load_config(out / "hc_svm" / "config.yaml")
     assert cfg.model.name == "hc_svm" and "width" not in cfg.model.kwargs  # network overrides skip hc_svm
     # a second call resumes every finished run (no retraining) and gives the same numbers
-    again = run_dmrn_study(_tiny_base(tmp_path), out, models=["dmrn", "hc_svm"], overrides=_TINY, tsne=False)
+    again = run_dmrn_study(load_config(_tiny_base(tmp_path), _TINY), out, models=["dmrn", "hc_svm"], tsne=False,
+                           network_kwargs=_WIDTH)
     assert again["accuracy"].tolist() == df.set_index("model").loc[["dmrn", "hc_svm"], "accuracy"].tolist()
 
 
 @pytest.mark.slow
 def test_evaluate_checkpoint_reproduces_a_finished_fold(tmp_path: Path) -> None:
     from cadx.runs.cv import run_cv
-    from cadx.studies.dmrn.partial import evaluate_checkpoint
+    from cadx.studies.dmrn import evaluate_checkpoint
 
-    cfg = variant_config(_tiny_base(tmp_path), "dmrn", _TINY)
+    cfg = variant_config(load_config(_tiny_base(tmp_path), _TINY), "dmrn", _WIDTH)
     run_cv(cfg, tmp_path / "run")
     m = evaluate_checkpoint(tmp_path / "run", fold=0, checkpoint="checkpoint_best.ckpt", n_bootstrap=10)
     got = pd.read_csv(tmp_path / "run" / "partial" / "predictions.csv").set_index("study_id").sort_index()

@@ -11,7 +11,8 @@ import pytest
 from cadx.config import load_config
 from cadx.data.datasets.lidc import ATTRIBUTES
 from cadx.errors import CadxConfigError
-from cadx.studies.mtmr.study import _run_variant, run_mtmr_tables, variant_config
+from cadx.studies.mtmr import run_mtmr_study, variant_config
+from cadx.studies.mtmr.study import run_variant
 from cadx.studies.mtmr.tables import handcrafted_matrix, inter_reader_row, table2
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +112,8 @@ def test_study_end_to_end_tiny(tmp_path) -> None:
     sets = [f"data.root={data}", "input.size=16", "model.kwargs={depth: 10, width: 4, stem: small}",
             "train.epochs=1", "train.batch_size=8", "cv.folds=2", "eval.bootstrap=20", "train.progress=false"]
     out = tmp_path / "study"
-    m = run_mtmr_tables(ROOT / "configs" / "papers" / "mtmr_lidc.yaml", out, sets)
+    cfg = load_config(ROOT / "configs" / "papers" / "mtmr_lidc.yaml", sets)
+    m = run_mtmr_study(cfg, out)
     for v in ("mtmr", "no_rank", "no_reg"):
         assert (out / v / "fold_1" / "DONE").is_file()
     # the three variants share one set of splits
@@ -141,7 +143,6 @@ def test_study_end_to_end_tiny(tmp_path) -> None:
     assert "largest slice" in (out / "notes.md").read_text()
     # resumable: a finished variant with the same config is reused (no new training)
     done = (out / "mtmr" / "fold_0" / "DONE").stat().st_mtime
-    cfg = load_config(ROOT / "configs" / "papers" / "mtmr_lidc.yaml", sets)
-    again = _run_variant(variant_config(cfg, "mtmr"), out / "mtmr", None)
+    again = run_variant(variant_config(cfg, "mtmr"), out / "mtmr", None)
     assert (out / "mtmr" / "fold_0" / "DONE").stat().st_mtime == done
     assert again["pooled"]["auc"] == m["pooled"]["auc"]

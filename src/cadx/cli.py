@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from cadx.errors import CadxConfigError, CadxError
+from cadx.studies import STUDIES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="cadx: computer-aided diagnosis on medical images — readers, patient-level CV, "
@@ -258,8 +260,24 @@ def demo_cmd(
     run_demo(out_dir)
 
 
-study_app = typer.Typer(no_args_is_help=True, help="Multi-run paper studies: tables and figures in one report.")
+study_app = typer.Typer(no_args_is_help=True, help="The paper studies: each derives its runs from one config, runs "
+                        "them through the engine and writes its tables, figures, notes and report in one folder.")
 app.add_typer(study_app, name="study")
+
+Threads = Annotated[int, typer.Option(help="torch threads (0 = torch's default; 1 is much faster on a busy 2-core "
+                                           "machine).")]
+
+
+def _study_command(name: str) -> Any:
+    """``@study_app.command`` for the study ``name`` of :data:`cadx.studies.STUDIES` (its description = the help)."""
+    return study_app.command(name, help=STUDIES[name].description)
+
+
+def _threads(n: int) -> None:
+    if n > 0:
+        import torch  # heavy: loaded only when a study runs
+
+        torch.set_num_threads(n)
 
 
 def _input_mode(mode: str) -> Any:
@@ -272,41 +290,25 @@ def _split_list(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
-@app.command("imbalance-study")
-def imbalance_study_cmd(
-    config: Annotated[Path, typer.Argument(help="Study YAML, e.g. configs/papers/imbalance_mednist.yaml.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Study folder (results.csv, plots, summary.md).")]
-    = Path("runs/imbalance"),
-    set_: SetList = None,
-    resume: Annotated[bool, typer.Option(help="Skip grid cells already in results.csv.")] = True,
-) -> None:
-    """Thesis A.2: imbalance grid (step/linear, rho, mu) x methods x seeds; AUC/accuracy plots and winners."""
-    from cadx.studies import load_study_config, run_imbalance_study
-
-    cfg = load_study_config(config, list(set_ or []))
-    df = run_imbalance_study(cfg, out_dir, resume=resume)
-    out.print(f"{len(df)} runs; summary: {out_dir / 'summary.md'}")
+def _int_list(option: str, text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CadxConfigError(f"{option}: expected comma-separated integers, got {text!r}") from None
 
 
-@app.command("learning-curve")
-def learning_curve_cmd(
-    config: Annotated[Path, typer.Argument(help="Anatomy experiment YAML (configs/papers/anatomy_mednist.yaml).")],
-    sizes: Annotated[str, typer.Option(help="Training-set sizes, comma separated (7 as in Fig. 13).")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/learning_curve"),
-    nets: Annotated[str | None, typer.Option(help="Nets, comma separated (default: all four).")] = None,
-    input_mode: Annotated[str, typer.Option(help="paper (each net's paper input size) or reduced.")] = "paper",
-    test_size: Annotated[int | None, typer.Option(help="Test images (default: the whole fixed test set).")] = None,
-    set_: SetList = None,
-) -> None:
-    """Accuracy against training-set size (in images) for the anatomy nets, one plot."""
-    from cadx.studies.anatomy.curve import learning_curve_cli
-
-    df = learning_curve_cli(config, sizes, out_dir, overrides=list(set_ or []), nets=nets,
-                            input_mode=_input_mode(input_mode), test_size=test_size)
-    out.print(f"{len(df)} points → {out_dir}")
+def _yaml_pairs(option: str, pairs: list[str] | None) -> dict[str, Any]:
+    """``key=value`` items with YAML values (``width=8`` → ``{"width": 8}``)."""
+    kv: dict[str, Any] = {}
+    for item in pairs or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise CadxConfigError(f"{option} {item!r}: expected key=value")
+        kv[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    return kv
 
 
-@study_app.command("anatomy")
+@_study_command("anatomy")
 def study_anatomy_cmd(
     config: Annotated[Path, typer.Argument(help="configs/papers/anatomy_mednist.yaml")],
     out_dir: Annotated[Path, typer.Option("--out", help="Study folder.")] = Path("runs/anatomy"),
@@ -317,55 +319,125 @@ def study_anatomy_cmd(
     naive_nets: Annotated[str | None, typer.Option(help="Nets for the naive split (default: all).")] = None,
     set_: SetList = None,
     resume: Annotated[bool, typer.Option(help="Reuse finished runs with the same config.")] = True,
+    threads: Threads = 0,
 ) -> None:
-    """Khan & Yong Table II on MedNIST: four nets on a fixed group split, beside a naive per-image split."""
     from cadx.config import load_config
-    from cadx.studies.anatomy.study import PAPER_ORDER, run_anatomy_study
+    from cadx.studies.anatomy import PAPER_ORDER, run_anatomy_study
 
     cfg = load_config(config, list(set_ or []))
     part_sizes = None
     if sizes:
-        vals = [int(v) for v in sizes.split(",")]
+        vals = _int_list("--sizes", sizes)
         if len(vals) != 3:
             raise CadxConfigError(f"--sizes: expected TRAIN,VAL,TEST, got {sizes!r}")
         part_sizes = dict(zip(("train", "val", "test"), vals, strict=True))
+    _threads(threads)
     df = run_anatomy_study(cfg, out_dir, nets=_split_list(nets) or list(PAPER_ORDER), naive_split=naive,
                            input_mode=_input_mode(input_mode), sizes=part_sizes, resume=resume,
                            naive_nets=_split_list(naive_nets))
     out.print(df.to_string(index=False))
 
 
-@study_app.command("dmrn")
+@_study_command("learning-curve")
+def study_learning_curve_cmd(
+    config: Annotated[Path, typer.Argument(help="configs/papers/anatomy_mednist.yaml")],
+    sizes: Annotated[str, typer.Option(help="Training-set sizes in images, comma separated (7 as in Fig. 13).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/learning_curve"),
+    nets: Annotated[str | None, typer.Option(help="Nets, comma separated (default: all four).")] = None,
+    input_mode: Annotated[str, typer.Option(help="paper (each net's paper input size) or reduced.")] = "paper",
+    test_size: Annotated[int | None, typer.Option(help="Test images (default: the whole fixed test set).")] = None,
+    set_: SetList = None,
+    threads: Threads = 0,
+) -> None:
+    from cadx.config import load_config
+    from cadx.studies.anatomy import PAPER_ORDER, run_learning_curve
+
+    cfg = load_config(config, list(set_ or []))
+    size_list = _int_list("--sizes", sizes)
+    _threads(threads)
+    df = run_learning_curve(cfg, size_list, out_dir, nets=_split_list(nets) or list(PAPER_ORDER),
+                            input_mode=_input_mode(input_mode), test_size=test_size)
+    out.print(f"{len(df)} points → {out_dir}")
+
+
+@_study_command("dmrn")
 def study_dmrn_cmd(
     config: Annotated[Path, typer.Argument(help="configs/papers/dmrn_adrenal.yaml or dmrn_adrenalmnist3d.yaml")],
     out_dir: Annotated[Path, typer.Option("--out", help="Study folder.")] = Path("runs/dmrn"),
     models: Annotated[str | None, typer.Option(help="Models/variants, comma separated, or all (default set).")]
     = None,
     tsne: Annotated[bool, typer.Option(help="t-SNE figures of DMRN and ResNet embeddings (Fig. 5).")] = True,
-    set_: SetList = None,
+    network: Annotated[list[str] | None, typer.Option(
+        help="Model kwarg key=value for every network variant (not hc_svm), e.g. width=8 (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", "-s", help="Override key=value of the base (DMRN) config; every model derives from it.")] = None,
+    threads: Threads = 0,
 ) -> None:
-    """DMRN Tables 2-4: DMRN, its ablation and the baselines in the same folds, t-SNE, one report."""
-    from cadx.studies.dmrn.study import run_dmrn_study
+    from cadx.config import load_config
+    from cadx.studies.dmrn import run_dmrn_study
 
-    df = run_dmrn_study(config, out_dir, models=_split_list(models), overrides=list(set_ or []), tsne=tsne)
+    cfg = load_config(config, list(set_ or []))
+    kwargs = _yaml_pairs("--network", network)
+    _threads(threads)
+    df = run_dmrn_study(cfg, out_dir, models=_split_list(models), tsne=tsne, network_kwargs=kwargs)
     out.print(df.to_string(index=False))
 
 
-@study_app.command("mtmr")
+@_study_command("mtmr")
 def study_mtmr_cmd(
     config: Annotated[Path, typer.Argument(help="configs/papers/mtmr_lidc.yaml")],
     out_dir: Annotated[Path, typer.Option("--out", help="Study folder.")] = Path("runs/mtmr"),
     variants: Annotated[str | None, typer.Option(help="mtmr,no_rank,no_reg (default: all three).")] = None,
     regressors: Annotated[bool, typer.Option(help="LASSO/elastic-net Table III baselines.")] = True,
     set_: SetList = None,
+    threads: Threads = 0,
 ) -> None:
-    """MTMR-Net Tables II-IV on LIDC: ablations, ABE vs regressors and readers, RFE relatedness, cards."""
-    from cadx.studies.mtmr.study import VARIANTS, run_mtmr_tables
+    from cadx.config import load_config
+    from cadx.studies.mtmr import VARIANTS, run_mtmr_study
 
-    metrics = run_mtmr_tables(config, out_dir, overrides=list(set_ or []),
-                              variants=_split_list(variants) or list(VARIANTS), regressors=regressors)
+    cfg = load_config(config, list(set_ or []))
+    _threads(threads)
+    metrics = run_mtmr_study(cfg, out_dir, variants=_split_list(variants) or list(VARIANTS), regressors=regressors)
     _print_pooled(metrics.get("pooled", {}), title="MTMR-Net pooled out-of-fold")
     out.print(f"study folder: {out_dir}")
+
+
+@_study_command("imbalance")
+def study_imbalance_cmd(
+    config: Annotated[Path, typer.Argument(help="Study YAML, e.g. configs/papers/imbalance_mednist.yaml.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Study folder (results.csv, plots, summary.md).")]
+    = Path("runs/imbalance"),
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", "-s", help="Override key=value: study.* and experiment.* address those parts, any other key the "
+        "experiment (train.epochs=2).")] = None,
+    resume: Annotated[bool, typer.Option(help="Skip grid cells already in results.csv.")] = True,
+    threads: Threads = 0,
+) -> None:
+    from cadx.studies.imbalance import load_study_config, run_imbalance_study
+
+    cfg = load_study_config(config, list(set_ or []))
+    _threads(threads)
+    df = run_imbalance_study(cfg, out_dir, resume=resume)
+    out.print(f"{len(df)} runs; summary: {out_dir / 'summary.md'}")
+
+
+@_study_command("segmentation")
+def study_segmentation_cmd(
+    runs: Annotated[list[str] | None, typer.Argument(
+        help="Runs (unet_lgg, scnet_lgg, scnet_lgg_no2step, scnet_busi_grouped, scnet_busi_naive) or groups "
+        "(unet, scnet); default all.")] = None,
+    work_dir: Annotated[Path, typer.Option("--work", help="Folder of the run folders.")] = Path("runs/seg"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Results folder (summary.md/json, copies of small files).")]
+    = Path("runs/seg_results"),
+    project: Annotated[Path, typer.Option(help="Project folder holding configs/papers/.")] = Path("."),
+    threads: Threads = 1,
+) -> None:
+    from cadx.studies.segmentation import run_segmentation_study
+
+    _threads(threads)
+    summary = run_segmentation_study(work_dir, out_dir, runs, project=project,
+                                     on_run=lambda name, m: out.print(f"{name}: {m.get('run', {}).get('seconds')} s"))
+    out.print(f"{len(summary['runs'])} runs; summary: {out_dir / 'summary.md'}")
 
 
 def _fmt(v: Any) -> str:

@@ -376,6 +376,30 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", defaults: b
         raise _format_error(e, source) from None
 
 
+def derive(cfg: ExperimentConfig, source: str | None = None, **updates: Any) -> ExperimentConfig:
+    """A validated copy of ``cfg`` with top-level fields updated — the one way studies derive config variants.
+
+    Each keyword names a field of :class:`ExperimentConfig`. A mapping merges into that section the way a config
+    file merges over the defaults (:func:`deep_merge`: nested sections merge; ``objective``, ``kwargs`` and
+    ``options`` are replaced whole), a pydantic section object replaces the section, anything else replaces the
+    field: ``derive(cfg, name="x", model={"name": "resnet18", "kwargs": {"width": 16}}, train={"epochs": 3})``.
+    ``cfg`` is not changed. Raises :class:`CadxConfigError` (naming ``source`` and the key) on an unknown field or
+    a bad value.
+    """
+    unknown = sorted(set(updates) - set(ExperimentConfig.model_fields))
+    if unknown:
+        raise CadxConfigError(f"{source or cfg.name}: unknown config field(s) {unknown}")
+    data = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in updates.items()}
+    return config_from_dict(deep_merge(cfg.to_dict(), data), source=source or f"{cfg.name} (derived)",
+                            defaults=False)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in the YAML file ``path`` (``{}`` for an empty file); CadxConfigError naming the file if it is
+    missing, not YAML or not a mapping."""
+    return _read_yaml(Path(path))
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Defaults → the YAML file at ``path`` (None = defaults only) → ``overrides`` (``["train.epochs=3", ...]``).
 

@@ -1,5 +1,46 @@
-"""Multi-run studies built on the engine: the thesis A.2 class-imbalance study (``cadx imbalance-study``)."""
+"""The paper studies: one subpackage per paper system, each run as ``cadx study <name>``.
 
-from cadx.studies.imbalance.study import StudyConfig, load_study_config, rewrite_outputs, run_imbalance_study
+Every subpackage has the same shape: ``variants.py`` (how the study derives its configs from one experiment
+config, through :func:`cadx.config.derive`), ``study.py`` (runs them through the engine's public functions),
+``tables.py`` (its tables, figures and notes, written through :mod:`cadx.report.studies`), and an ``__init__``
+exporting ``run``, its config type ``Config`` and ``DESCRIPTION`` (the line below).
 
-__all__ = ["StudyConfig", "load_study_config", "rewrite_outputs", "run_imbalance_study"]
+:data:`STUDIES` lists them; it imports nothing, so the command line can list the studies without loading torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["STUDIES", "StudyInfo"]
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """A ``cadx study`` command: its ``name``, the subpackage that holds it, a one-line ``description`` and the
+    subpackage's function that runs it (``entry``; ``run`` is the study's main one)."""
+
+    name: str
+    package: str
+    description: str
+    entry: str = "run"
+
+
+STUDIES: dict[str, StudyInfo] = {s.name: s for s in (
+    StudyInfo("anatomy", "cadx.studies.anatomy",
+              "Khan & Yong 2017 Table II on MedNIST: the anatomy CNN vs LeNet, AlexNet, GoogLeNet on a grouped split."),
+    StudyInfo("learning-curve", "cadx.studies.anatomy",
+              "Khan & Yong 2017 Fig. 13: test accuracy against training-set size for the anatomy nets.",
+              "run_learning_curve"),
+    StudyInfo("dmrn", "cadx.studies.dmrn",
+              "DMRN (Bi et al.) Tables 2-4: DMRN, its ablation and the baselines in the same folds, t-SNE."),
+    StudyInfo("mtmr", "cadx.studies.mtmr",
+              "MTMR-Net (Liu et al. 2019) on LIDC-IDRI: ablations, attribute ABE vs regressors and readers, RFE, "
+              "t-SNE, cards."),
+    StudyInfo("imbalance", "cadx.studies.imbalance",
+              "Thesis A.2 class imbalance: grid (step/linear, rho, mu) x methods x seeds; AUC/accuracy plots, "
+              "winners."),
+    StudyInfo("segmentation", "cadx.studies.segmentation",
+              "U-Net (thesis A.3) and SCNet on LGG and BUSI: Dice with CIs, the 2-step SegNet ablation, grouped vs "
+              "naive CV."),
+)}

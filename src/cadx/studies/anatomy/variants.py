@@ -1,4 +1,5 @@
-"""Paper 001 (Khan & Yong 2017) on MedNIST: the four nets, their input sizes, and the fixed group-aware split.
+"""How the anatomy study (Khan & Yong 2017 on MedNIST) derives its runs: the four nets' configs, their input
+sizes, the naive per-image variant, and the fixed group-aware split they all share.
 
 Nets (``NETS``): ``proposed`` = :mod:`cadx.models.anatomy_cnn`, ``alexnet``, ``lenet`` (LeNet-5), ``googlenet``
 (trained with its two auxiliary heads: objective ``ce + aux_ce``, the heads weighted 0.3 as in Szegedy et al.).
@@ -21,14 +22,13 @@ images per part, balanced over the classes (:func:`reduced_split`) — MedNIST i
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
-from cadx.config import ExperimentConfig, config_from_dict
+from cadx.config import ExperimentConfig, derive
 from cadx.data.splits import Fold, Splits, holdout_split, patient_strata
 from cadx.data.study import Cohort
 from cadx.errors import CadxConfigError
@@ -69,12 +69,9 @@ def net_config(cfg: ExperimentConfig, net: str, input_mode: InputMode = "paper",
     if input_mode not in ("paper", "reduced"):
         raise CadxConfigError(f"input_mode must be 'paper' or 'reduced', got {input_mode!r}")
     spec = NETS[net]
-    d = cfg.to_dict()
-    kwargs = {**copy.deepcopy(spec["kwargs"]), "input_size": spec["sizes"][input_mode], **dict(overrides or {})}
-    d["model"] = {"name": spec["model"], "kwargs": kwargs}
-    d["objective"] = dict(spec["objective"])
-    d["name"] = f"{cfg.name}_{net}"
-    return config_from_dict(d, source=f"{cfg.name}[{net}]", defaults=False)
+    kwargs = {**spec["kwargs"], "input_size": spec["sizes"][input_mode], **dict(overrides or {})}
+    return derive(cfg, source=f"{cfg.name}[{net}]", name=f"{cfg.name}_{net}",
+                  model={"name": spec["model"], "kwargs": kwargs}, objective=dict(spec["objective"]))
 
 
 def balanced_groups(cohort: Cohort, pids: Sequence[str], n_images: int, seed: int) -> list[str]:
@@ -139,7 +136,5 @@ def fixed_split(cohort: Cohort, cfg: ExperimentConfig, sizes: Mapping[str, int] 
 
 def naive_config(cfg: ExperimentConfig) -> ExperimentConfig:
     """``cfg`` with ``data.options.group = image`` (every image its own patient: the leaky per-image split)."""
-    d = cfg.to_dict()
-    d["data"]["options"] = {**d["data"].get("options", {}), "group": "image"}
-    d["name"] = f"{cfg.name}_naive"
-    return config_from_dict(d, source=f"{cfg.name}[naive]", defaults=False)
+    return derive(cfg, source=f"{cfg.name}[naive]", name=f"{cfg.name}_naive",
+                  data={"options": {**cfg.data.options, "group": "image"}})

@@ -1,5 +1,6 @@
 """Figures, the "which method wins where" table and the evidence for A.2's five conclusions, all computed from
-``results.csv`` of :func:`cadx.studies.imbalance.study.run_imbalance_study`.
+``results.csv`` of :func:`cadx.studies.imbalance.study.run_imbalance_study`; written through
+:mod:`cadx.report.studies`.
 
 Method roles are read from the method definitions, not from their names: *baseline* = plain training with
 argmax; *oversampling*/*undersampling* = fixed-sampler training at ratio 1 (partial ratios are the variants of
@@ -8,17 +9,15 @@ conclusion iii); thresholded variants share a model with their argmax twin (same
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
-from cadx.utils import atomic_write_json, atomic_write_text
-
-if TYPE_CHECKING:
-    from pathlib import Path
-
-    from cadx.studies.imbalance.study import MethodSpec, StudySettings
+from cadx.report.studies import Section, new_figure, save_figure, write_study_notes
+from cadx.studies.imbalance.variants import MethodSpec, StudySettings
+from cadx.utils import atomic_write_json, dumps_json
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
@@ -64,17 +63,11 @@ def panel_table(agg: pd.DataFrame, kind: str, mu: float) -> pd.DataFrame:
 
 def plot_metric(agg: pd.DataFrame, metric: str, methods: list[str], path: Path, title: str) -> Path | None:
     """A.2 Figs. 3–6 style: ``metric`` (mean ± std over seeds) against ρ (log scale), one panel per μ / linear."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from cadx.utils import atomic_write_bytes
-
     pans = panels(agg)
     if not pans:
         return None
-    fig, axes = plt.subplots(1, len(pans), figsize=(4.2 * len(pans), 3.6), squeeze=False, sharey=True)
+    fig = new_figure(4.2 * len(pans), 3.6)
+    axes = fig.subplots(1, len(pans), squeeze=False, sharey=True)
     for ax, (ptitle, kind, mu) in zip(axes[0], pans, strict=True):
         t = panel_table(agg, kind, mu)
         for m in methods:
@@ -90,12 +83,7 @@ def plot_metric(agg: pd.DataFrame, metric: str, methods: list[str], path: Path, 
     axes[0][-1].legend(fontsize=7, loc="lower left")
     fig.suptitle(title)
     fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_figure(fig, path, dpi=110)
 
 
 def winners(agg: pd.DataFrame, methods: list[str], tol: float) -> pd.DataFrame:
@@ -197,10 +185,9 @@ def _fmt(x: float) -> str:
     return "" if not np.isfinite(x) else f"{100 * x:.1f}"
 
 
-def summary_markdown(agg: pd.DataFrame, methods: list[str], tol: float, concl: dict[str, Any]) -> str:
-    """Table of mean AUC (×100) per setting and method (best in bold), then the conclusions' evidence."""
-    lines = ["# A.2 class-imbalance study", "",
-             f"Mean multi-class ROC AUC ×100 over seeds; **bold** = best, ties within {tol * 100:.1f}.", "",
+def summary_sections(agg: pd.DataFrame, methods: list[str], tol: float, concl: dict[str, Any]) -> list[Section]:
+    """``summary.md`` body: mean AUC (×100) per setting and method (best in bold), then the conclusions' evidence."""
+    lines = [f"Mean multi-class ROC AUC ×100 over seeds; **bold** = best, ties within {tol * 100:.1f}.", "",
              "| setting | " + " | ".join(methods) + " | best |", "|---" * (len(methods) + 2) + "|"]
     w = winners(agg, methods, tol)
     for _, row in w.iterrows():
@@ -211,9 +198,8 @@ def summary_markdown(agg: pd.DataFrame, methods: list[str], tol: float, concl: d
             cells.append(f"**{val}**" if m in row.within_tol and val else val)
         mu = "" if row.mu < 0 else f" μ={row.mu:g}"
         lines.append(f"| {row.kind} ρ={row.rho:g}{mu} | " + " | ".join(cells) + f" | {row.best} |")
-    lines += ["", "## A.2 conclusions against this table", "", *verdict_lines(concl), "",
-              "Full evidence (`conclusions.json`):", "", "```json", _json(concl), "```", ""]
-    return "\n".join(lines)
+    return [(None, lines), ("A.2 conclusions against this table", verdict_lines(concl)),
+            (None, ["Full evidence (`conclusions.json`):", "", "```json", dumps_json(concl), "```"])]
 
 
 def _verdict(v: Any) -> str:
@@ -252,12 +238,6 @@ def verdict_lines(c: dict[str, Any]) -> list[str]:
     return out
 
 
-def _json(obj: Any) -> str:
-    from cadx.utils import dumps_json
-
-    return dumps_json(obj)
-
-
 def write_study_outputs(df: pd.DataFrame, out: Path, st: StudySettings) -> dict[str, Any]:
     """``imbalance_auc.png``, ``imbalance_accuracy.png``, ``summary.md``, ``conclusions.json`` in ``out``."""
     if df.empty:
@@ -270,5 +250,6 @@ def write_study_outputs(df: pd.DataFrame, out: Path, st: StudySettings) -> dict[
     plot_metric(agg, "accuracy", list(methods), out / "imbalance_accuracy.png", "accuracy vs imbalance")
     concl = conclusions(df, agg, methods, st.tie_tolerance)
     atomic_write_json(out / "conclusions.json", concl)
-    atomic_write_text(out / "summary.md", summary_markdown(agg, trained, st.tie_tolerance, concl))
+    write_study_notes(out, "A.2 class-imbalance study", summary_sections(agg, trained, st.tie_tolerance, concl),
+                      filename="summary.md")
     return concl

@@ -1,8 +1,11 @@
-"""Configuration and grid of the thesis A.2 imbalance study (:mod:`cadx.studies.imbalance.study`).
+"""How the thesis A.2 imbalance study derives its runs: the study config, the methods, the imbalance grid.
 
-``load_study_config`` reads the study YAML (``name``, ``experiment``, ``study``); :func:`make_grid` lists the
-imbalance settings; :func:`imbalanced_studies` / :func:`resample_items` draw the training sets with rngs seeded
-by (seed, setting), never touching the test set.
+:class:`StudyConfig` = ``name`` + ``experiment`` (an ordinary :class:`~cadx.config.ExperimentConfig`) + ``study``
+(:class:`StudySettings`: grid, seeds, methods); :func:`load_study_config` reads it with the experiment loader's
+YAML reader and ``--set`` rules. Each method's training config is derived from the experiment with
+:func:`method_config` (:func:`cadx.config.derive`). :func:`make_grid` lists the imbalance settings;
+:func:`imbalanced_studies` / :func:`resample_items` draw the training sets with rngs seeded by (seed, setting),
+never touching the test set.
 """
 
 from __future__ import annotations
@@ -17,8 +20,17 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cadx.config import ExperimentConfig, SamplerConfig, TwoPhaseConfig, apply_override, config_from_dict
+from cadx.config import (
+    ExperimentConfig,
+    SamplerConfig,
+    TwoPhaseConfig,
+    apply_override,
+    config_from_dict,
+    derive,
+    read_yaml,
+)
 from cadx.errors import CadxConfigError
+from cadx.pipeline.samplers import linear_imbalance, oversample_indices, step_imbalance, undersample_indices
 
 DEFAULT_METHODS: dict[str, dict[str, Any]] = {
     "baseline": {},
@@ -105,16 +117,7 @@ def load_study_config(path: str | Path | None, overrides: list[str] | None = Non
     """Read a study YAML (None = all defaults) and apply ``--set`` overrides: keys starting with ``study.`` or
     ``experiment.`` (or ``name``) address those parts; any other key (``train.epochs=2``, ``data.root=DIR``) goes
     to the experiment. Raises CadxConfigError for unknown keys or bad values."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise CadxConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as e:
-            raise CadxConfigError(f"{path}: not valid YAML ({e})") from None
-        if not isinstance(data, dict):
-            raise CadxConfigError(f"{path}: expected a mapping at the top level")
+    data: dict[str, Any] = read_yaml(path) if path is not None else {}
     data.setdefault("experiment", {})
     for item in overrides or []:
         key = item.split("=", 1)[0].strip()
@@ -132,6 +135,18 @@ def load_study_config(path: str | Path | None, overrides: list[str] | None = Non
                         f"{'unknown key' if err['type'] == 'extra_forbidden' else err['msg']}"
                         for err in e.errors()[:5])
         raise CadxConfigError(f"{src}: study: {msg}") from None
+
+
+def method_config(experiment: ExperimentConfig, spec: MethodSpec, epochs: int,
+                  sampler: SamplerConfig) -> ExperimentConfig:
+    """The training config of one method: ``experiment`` with ``epochs`` (no progress bar), ``sampler``, the
+    method's objective (when it has one) and its two-phase schedule (None = single phase)."""
+    two_phase = None if spec.two_phase is None else spec.two_phase.model_dump(mode="json")
+    updates: dict[str, Any] = {"train": {"epochs": epochs, "progress": False, "two_phase": two_phase},
+                               "sampler": sampler}
+    if spec.objective is not None:
+        updates["objective"] = spec.objective
+    return derive(experiment, source="imbalance study method", **updates)
 
 
 # --- grid -------------------------------------------------------------------------------------------------
@@ -173,8 +188,6 @@ def row_key(setting: Setting, method: str, seed: int) -> str:
 
 def imbalanced_studies(setting: Setting, y: np.ndarray, seed: int, st: StudySettings) -> np.ndarray:
     """Positions (into ``y``, the training studies' labels) kept for ``setting`` with ``seed``."""
-    from cadx.pipeline.samplers import linear_imbalance, step_imbalance
-
     rng = np.random.default_rng([seed, *[c + 1000 for c in setting.code()]])
     if setting.kind == "step":
         assert setting.mu is not None
@@ -187,8 +200,6 @@ def imbalanced_studies(setting: Setting, y: np.ndarray, seed: int, st: StudySett
 def resample_items(y: np.ndarray, kind: str, ratio: float, seed: int, setting: Setting) -> np.ndarray:
     """Fixed resampling (positions into ``y``): plain = all, else over/undersample with a draw seeded by
     (seed, setting, kind, ratio) only — so methods sharing a sampler share the set."""
-    from cadx.pipeline.samplers import oversample_indices, undersample_indices
-
     if kind == "plain":
         return np.arange(y.size, dtype=np.int64)
     if kind not in ("oversample", "undersample"):

@@ -16,15 +16,37 @@ low-ranked attributes (relatedness below the average 1/A) and of all 8, coloured
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
+from cadx.classical import (
+    AttributeRegressor,
+    attribute_relatedness,
+    covariate_fusion,
+    handcrafted_features,
+    inter_reader_abe,
+    roi_features,
+)
 from cadx.config import ExperimentConfig
-from cadx.utils import atomic_write_json, atomic_write_text, read_json
+from cadx.data.splits import Splits
+from cadx.evaluation.metrics import abe
+from cadx.evaluation.summary import evaluate_predictions
+from cadx.explain import tsne_figure
+from cadx.pipeline.items import build_store
+from cadx.pipeline.preprocess import study_number
+from cadx.report.studies import new_figure, save_figure, write_study_notes
+from cadx.runs.folder import done_folds, load_cohort, write_run_report
+from cadx.runs.inference import infer
+from cadx.studies.mtmr.variants import PAPER_CHOICES, VARIANTS
+from cadx.training.trainer import load_module
+from cadx.utils import atomic_write_json, read_json
 
 SHORT = {"subtlety": "Sub", "internalstructure": "Int", "calcification": "Cal", "sphericity": "Sph",
          "margin": "Mar", "lobulation": "Lob", "spiculation": "Spi", "texture": "Tex"}
@@ -58,9 +80,6 @@ def size_reference(cfg: ExperimentConfig, df: pd.DataFrame, diameters: np.ndarra
     """Table II reference rows on the same folds: the nodule diameter alone (class-balanced logistic regression on
     log mm, fitted per training fold) and MTMR-Net ⊕ diameter (the mean of the two probabilities; equal weights,
     not tuned). ``df``: MTMR-Net's study predictions; ``diameters`` (mm) in its row order. Returns pooled blocks."""
-    from cadx.classical import covariate_fusion
-    from cadx.evaluation.summary import evaluate_predictions
-
     pos = classes[1]
     y = (df["y_true"].astype(str) == pos).to_numpy(int)
     p_cov, p_fused = covariate_fusion(df[f"p_{pos}"].to_numpy(float), diameters, y, folds)
@@ -76,8 +95,6 @@ def size_reference(cfg: ExperimentConfig, df: pd.DataFrame, diameters: np.ndarra
 
 def inter_reader_row(cohort: Any, attrs: list[str]) -> dict[str, float]:
     """IB: ``inter_reader_abe`` over the cohort's nodules from ``metadata["ratings"]``."""
-    from cadx.classical import inter_reader_abe
-
     ratings = {a: np.array([[np.nan if r is None else r for r in s.metadata["ratings"][a]] for s in cohort.studies],
                            dtype=np.float64) for a in attrs}
     return inter_reader_abe(ratings)
@@ -85,8 +102,6 @@ def inter_reader_row(cohort: Any, attrs: list[str]) -> dict[str, float]:
 
 def handcrafted_matrix(images: np.ndarray, diameter_scale: float) -> np.ndarray:
     """``[LBP+HOG | ROI features in the centred equivalent-diameter disk]`` per ROI image ``(N, 1, H, W)``."""
-    from cadx.classical import handcrafted_features, roi_features
-
     x = images[:, 0]
     h, w = x.shape[1:]
     yy, xx = np.mgrid[:h, :w]
@@ -98,8 +113,6 @@ def handcrafted_matrix(images: np.ndarray, diameter_scale: float) -> np.ndarray:
 
 def _fit_predict(X: np.ndarray, Y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], method: str,
                  seed: int) -> np.ndarray:
-    from cadx.classical import AttributeRegressor
-
     pred = np.full(Y.shape, np.nan)
     kw: dict[str, Any] = {"l1_ratio": (0.5,)} if method == "elasticnet" else {}
     for tr, te in folds:
@@ -112,13 +125,6 @@ def handcrafted_abe(cfg: ExperimentConfig, out: Path) -> dict[str, dict[str, flo
     """Table III rows ``LASSO (handcrafted)``/``EN (handcrafted)``: CV on ``out/mtmr/splits.json``, every labelled
     nodule predicted once by the regressor of its test fold. Cached in ``out/handcrafted_abe.json`` (keyed by the
     input config and the splits), so it can run while the networks train."""
-    import hashlib
-    import json
-
-    from cadx.data.splits import Splits
-    from cadx.pipeline.items import build_store
-    from cadx.runs.folder import load_cohort
-
     split_path = out / "mtmr" / "splits.json"
     key = hashlib.sha256(json.dumps([cfg.input.model_dump(mode="json"), cfg.data.model_dump(mode="json"),
                                      split_path.read_text(), cfg.seed]).encode()).hexdigest()[:16]
@@ -145,24 +151,18 @@ def handcrafted_abe(cfg: ExperimentConfig, out: Path) -> dict[str, dict[str, flo
 
 
 def _abe_row(pred: np.ndarray, true: np.ndarray, attrs: list[str], ranges: dict[str, Any]) -> dict[str, float]:
-    from cadx.evaluation.metrics import abe
-
     return {a: float(abe(pred[:, j], true[:, j], ranges[a])) for j, a in enumerate(attrs)}
 
 
 def _cards(df: pd.DataFrame, store: Any, index: dict[str, int], attrs: list[str], ranges: dict[str, Any],
            path: Path, seed: int) -> Path:
     """Fig. 4-style cards: 2 benign + 2 malignant test nodules (seeded), crop + predicted vs readers' mean."""
-    from matplotlib.figure import Figure
-
-    from cadx.explain.tsne import save_figure
-
     rng = np.random.default_rng(seed)
     picks = []
     for cls in ("benign", "malignant"):
         ids = df.loc[df["y_true"] == cls, "study_id"].astype(str).to_numpy()
         picks += list(rng.choice(ids, size=min(2, ids.size), replace=False))
-    fig = Figure(figsize=(9, 2.6 * len(picks)))
+    fig = new_figure(9, 2.6 * len(picks))
     lab = [SHORT[a] for a in attrs]
     for i, sid in enumerate(picks):
         row = df.loc[df["study_id"].astype(str) == sid].iloc[0]
@@ -190,17 +190,6 @@ def _cards(df: pd.DataFrame, store: Any, index: dict[str, int], attrs: list[str]
 def build_study_outputs(cfg: ExperimentConfig, out: Path, results: dict[str, dict[str, Any]],
                         seconds: dict[str, float], regressors: bool = True, t0: float | None = None) -> dict[str, Any]:
     """Tables/figures/notes/report of the study folder ``out`` from the variants' finished runs."""
-    import torch
-
-    from cadx.classical import attribute_relatedness
-    from cadx.data.splits import Splits
-    from cadx.explain import tsne_figure
-    from cadx.pipeline.items import build_store
-    from cadx.runs.folder import done_folds, load_cohort
-    from cadx.runs.inference import infer
-    from cadx.studies.mtmr.study import VARIANTS
-    from cadx.training.trainer import load_module
-
     t_start = time.perf_counter() if t0 is None else t0
     run = out / "mtmr"
     cohort = load_cohort(cfg, run)
@@ -222,8 +211,6 @@ def build_study_outputs(cfg: ExperimentConfig, out: Path, results: dict[str, dic
     study: dict[str, Any] = {"table2": {v: {m: r["pooled"].get(m) for m in METRICS} | {"ci": r["pooled"].get("ci")}
                                         for v, r in results.items()}, "seconds": dict(seconds)}
     if len(store.classes) == 2:
-        from cadx.pipeline.preprocess import study_number
-
         diam = np.array([study_number(cohort.studies[i], cfg.input.diameter_attribute) or np.nan for i in rows_of])
         if np.isfinite(diam).all() and (diam > 0).all():
             ref = size_reference(cfg, df, diam, list(store.classes), folds)
@@ -289,35 +276,30 @@ def build_study_outputs(cfg: ExperimentConfig, out: Path, results: dict[str, dic
                "run": {**mt.get("run", {}), "name": f"{cfg.name} study", "variants": list(results)},
                "study": study, "extra": {"tables": extra_t, "figures": figs}}
     atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_text(out / "notes.md", notes_text(cfg, study, results))
+    write_notes(cfg, out, study)
     (out / "config.yaml").write_text((run / "config.yaml").read_text())
-    from cadx.runs.folder import write_run_report
-
     write_run_report([out], out)
     return read_json(out / "metrics.json")
 
 
-def notes_text(cfg: ExperimentConfig, study: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
-    """notes.md: the choices where this run departs from or interprets the paper, and the wall times."""
-    from cadx.studies import mtmr as M
-
-    doc = (M.__doc__ or "").split("Paper → engine choices", 1)[-1]
+def write_notes(cfg: ExperimentConfig, out: Path, study: dict[str, Any]) -> Path:
+    """``out/notes.md``: the run's settings, where it departs from or interprets the paper, the ablation
+    directions and the wall times."""
     t2 = study["table2"]
     direction = {v: ("higher" if (t2[v]["auc"] or 0) < (t2["mtmr"]["auc"] or 0) else "not higher")
                  for v in t2 if v != "mtmr"}
-    lines = [
-        f"# MTMR-Net study ({cfg.name})", "",
+    settings = (
         f"Input: {cfg.input.kind} {cfg.input.size} px, window {cfg.input.window}, ROI {cfg.input.roi} × "
         f"{cfg.input.diameter_scale}; model {cfg.model.name} {cfg.model.kwargs}; objective {cfg.objective}, "
         f"pairs {cfg.pairs}; optimiser {cfg.optim.name} lr {cfg.optim.lr} groups "
         f"{[(g.prefixes, g.lr) for g in cfg.optim.groups]} weight decay (η) {cfg.optim.weight_decay}; schedule "
         f"{cfg.schedule.name} ×{cfg.schedule.gamma}/{cfg.schedule.step_size} ep; {cfg.train.epochs} epochs, batch "
-        f"{cfg.train.batch_size}; sampler {cfg.sampler.kind}; {cfg.cv.folds}-fold patient-level CV.", "",
-        "Paper → engine choices" + doc.strip(), "",
+        f"{cfg.train.batch_size}; sampler {cfg.sampler.kind}; {cfg.cv.folds}-fold patient-level CV.")
+    ablations = [
         "Without L_reg = attribute branch removed (classifier on f only); without L_rank = no pairs.",
         "Ablations: MTMR-Net AUC is " + ", ".join(f"{d} than {v}" for v, d in direction.items())
-        + " (the paper's direction is: full model higher than both).", "",
-        "Wall time (s): " + ", ".join(f"{k} {v}" for k, v in study["seconds"].items())
-        + f"; regressors {study.get('regressor_seconds', 'skipped')}; whole study {study['seconds_total']}.",
-    ]
-    return "\n".join(lines) + "\n"
+        + " (the paper's direction is: full model higher than both)."]
+    wall = ("Wall time (s): " + ", ".join(f"{k} {v}" for k, v in study["seconds"].items())
+            + f"; regressors {study.get('regressor_seconds', 'skipped')}; whole study {study['seconds_total']}.")
+    return write_study_notes(out, f"MTMR-Net study ({cfg.name})", [
+        (None, settings), ("Paper → engine choices", PAPER_CHOICES), ("Ablations", ablations), (None, wall)])
