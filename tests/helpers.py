@@ -18,6 +18,7 @@ from cadx.data.datasets.base import DATASETS, register_dataset
 from cadx.data.image import LazyImage
 from cadx.data.study import Cohort, Study
 from cadx.models.registry import MODELS, register_model
+from cadx.registry import Options
 
 
 class TinyCNN(nn.Module):
@@ -47,8 +48,12 @@ class TinyCNN(nn.Module):
         return out
 
 
+class TinyOptions(Options):
+    dropout: float = 0.0
+
+
 if "_test_tiny" not in MODELS:
-    register_model("_test_tiny", "test stand-in")(TinyCNN)
+    register_model("_test_tiny", "test stand-in", options=TinyOptions)(TinyCNN)
 
 
 def tiny_volume(label: int, rng: np.random.Generator, shape: tuple[int, int, int] = (6, 20, 20)
@@ -78,10 +83,15 @@ def tiny_cohort(n: int = 12, seed: int = 0, attributes: bool = False) -> Cohort:
     return Cohort(studies, classes=["benign", "malignant"], name="tiny")
 
 
+class TinyCohortOptions(Options):
+    n: int = 12
+    seed: int = 0
+
+
 if "_test_tiny" not in DATASETS:
-    @register_dataset("_test_tiny", "test stand-in: tiny in-memory cohort")
-    def _load_tiny(root: Path, n: int | str = 12, seed: int | str = 0, **_: Any) -> Cohort:
-        return tiny_cohort(int(n), int(seed))
+    @register_dataset("_test_tiny", "test stand-in: tiny in-memory cohort", options=TinyCohortOptions)
+    def _load_tiny(root: Path, *, n: int, seed: int) -> Cohort:
+        return tiny_cohort(n, seed)
 
 
 def tiny_config(*overrides: str) -> ExperimentConfig:

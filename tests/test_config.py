@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cadx.config import ExperimentConfig, apply_override, load_config, packaged_config_path
+from cadx.config import ExperimentConfig, apply_override, config_from_dict, load_config, packaged_config_path
+from cadx.data.datasets import DATASETS
 from cadx.errors import CadxConfigError
+from cadx.models import MODELS
 
 
 def test_defaults_and_overrides() -> None:
@@ -89,8 +91,38 @@ def test_packaged_configs_validate(name: str) -> None:
         assert cfg.pairs == "balanced" and cfg.eval.classifier == "svm" and "contrastive" in cfg.objective
 
 
-def test_user_configs_validate() -> None:
-    root = Path(__file__).resolve().parents[1] / "configs"
-    files = sorted(root.glob("*.yaml"))
-    for f in files:
-        load_config(f)
+ROOT = Path(__file__).resolve().parents[1]
+USER_CONFIGS = sorted([*(ROOT / "configs").glob("*.yaml"), *(ROOT / "configs" / "papers").glob("*.yaml"),
+                       *(ROOT / "src" / "cadx" / "configs").glob("*.yaml")])
+
+
+def test_user_config_list_is_complete() -> None:
+    names = {f"{f.parent.name}/{f.stem}" for f in USER_CONFIGS}
+    assert len(USER_CONFIGS) >= 17
+    assert {"configs/synthetic_resnet18", "papers/dmrn_adrenal", "papers/imbalance_mednist", "papers/unet_lgg",
+            "configs/demo_resnet", "configs/default"} <= names
+
+
+@pytest.mark.parametrize("path", USER_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_user_configs_validate(path: Path) -> None:
+    """Each shipped YAML loads (a study file's ``experiment`` section through the same checks), and its model
+    kwargs / dataset options are exactly what the file says, typed by the model's / dataset's options."""
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    exp_raw = raw["experiment"] if "experiment" in raw else raw  # imbalance study file: {name, experiment, study}
+    cfg = load_config(path) if exp_raw is raw else config_from_dict(exp_raw, source=str(path))
+    assert isinstance(cfg, ExperimentConfig)
+    if "name" in exp_raw:
+        assert cfg.name == exp_raw["name"]
+    model = exp_raw.get("model") or {}
+    assert cfg.model.name == model.get("name", "resnet18")
+    assert cfg.model.kwargs == (model.get("kwargs") or {})
+    opts = MODELS.options(cfg.model.name, cfg.model.kwargs)
+    for k, v in cfg.model.kwargs.items():
+        assert getattr(opts, k) == (tuple(v) if isinstance(v, list) else v), k
+    data = exp_raw.get("data") or {}
+    assert cfg.data.options == (data.get("options") or {})
+    name, _, flag = cfg.data.dataset.partition(":")
+    assert name in DATASETS
+    dopts = DATASETS.options(name, {**({"flag": flag} if flag else {}), **cfg.data.options})
+    for k, v in cfg.data.options.items():
+        assert getattr(dopts, k) == v, k

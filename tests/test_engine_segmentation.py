@@ -18,6 +18,7 @@ from cadx.data.readers import read_image, write_image
 from cadx.data.study import Cohort, Study
 from cadx.evaluation.overlap import dice
 from cadx.pipeline.seg_items import build_seg_data, image_items, training_items
+from cadx.registry import Options
 from cadx.runs import run_cv
 from cadx.runs.predict import predict_study
 from cadx.runs.seg_predict import predict_segmentation
@@ -53,10 +54,16 @@ def seg_cohort(n: int = 3, seed: int = 0, two_d: bool = False) -> Cohort:
     return Cohort(studies, classes=["G2", "G3"], name="segtiny")
 
 
+class SegCohortOptions(Options):
+    n: int = 4
+    seed: int = 0
+    two_d: bool = False
+
+
 if "_test_seg" not in DATASETS:
-    @register_dataset("_test_seg", "test stand-in: tiny segmentation cohort")
-    def _load(root: Path, n: int | str = 4, seed: int | str = 0, two_d: bool = False, **_: Any) -> Cohort:
-        return seg_cohort(int(n), int(seed), bool(two_d))
+    @register_dataset("_test_seg", "test stand-in: tiny segmentation cohort", options=SegCohortOptions)
+    def _load(root: Path, *, n: int, seed: int, two_d: bool) -> Cohort:
+        return seg_cohort(n, seed, two_d)
 
 
 def seg_config(*overrides: str) -> Any:

@@ -111,7 +111,7 @@ def test_bad_configs_raise() -> None:
         create_model("resnet18", 2, stem="tiny")
     with pytest.raises(CadxConfigError, match="spatial_dims"):
         create_model("resnet18", 2, spatial_dims=1)
-    with pytest.raises(CadxConfigError, match="unknown options"):
+    with pytest.raises(CadxConfigError, match="unknown option"):
         create_model("resnet18", 2, widht=8)
     with pytest.raises(CadxConfigError, match="pretrained weights not found"):
         create_model("resnet18", 2, width=4, pretrained_path="/nonexistent/w.pt")

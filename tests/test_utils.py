@@ -31,20 +31,6 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
     assert [f.name for f in tmp_path.iterdir()] == ["r.txt"]
 
 
-def test_coerce_bool_is_strict_and_shared() -> None:
-    from cadx.data.datasets.base import coerce_bool as dataset_coerce
-    from cadx.errors import CadxConfigError
-    from cadx.models import create_model
-    from cadx.utils import coerce_bool
-
-    assert dataset_coerce is coerce_bool
-    assert [coerce_bool(v, "x") for v in (True, "yes", "1", "On", False, "no", "0", "off")] == [True] * 4 + [False] * 4
-    with pytest.raises(CadxConfigError, match="option two_step"):
-        coerce_bool("flase", "two_step")
-    with pytest.raises(CadxConfigError, match="batch_norm"):  # a model option typo is an error, not False
-        create_model("vgg19", num_classes=2, batch_norm="flase")
-
-
 def test_progress_goes_to_stderr_not_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     from cadx.data import Cohort, LazyImage, Study
 

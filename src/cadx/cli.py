@@ -41,10 +41,10 @@ def _print_json(obj: Any) -> None:
 
 
 def _print_registry(registry: Any) -> None:
-    """A name/description table of a :class:`cadx.registry.Registry`."""
-    table = Table("name", "description")
+    """A name/description/options table of a :class:`cadx.registry.Registry` (options with their defaults)."""
+    table = Table("name", "description", "options")
     for e in registry:
-        table.add_row(e.name, e.description)
+        table.add_row(e.name, e.description, registry.describe_options(e.name))
     out.print(table)
 
 

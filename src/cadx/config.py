@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cadx.errors import CadxConfigError
+from cadx.registry import lookup
 from cadx.utils import atomic_write_text
 
 
@@ -367,37 +368,30 @@ def _format_error(e: ValidationError, source: str) -> CadxConfigError:
     return CadxConfigError(f"{source}: " + "; ".join(msgs))
 
 
+def check_options(cfg: ExperimentConfig, source: str = "<config>") -> None:
+    """Check ``model.kwargs`` / ``data.options`` against the options the model / dataset declares.
+
+    Raises one-line :class:`CadxConfigError` ``"<source>: model.kwargs: model 'x': option 'y': ..."`` for an
+    unknown option or a value of the wrong type, ``"<source>: model.name: unknown model 'x' ..."`` for an unknown
+    name (``dataset:flag`` sets the dataset option ``flag``).
+    The registries are found by kind (:func:`cadx.registry.lookup`), so nothing above this layer is imported here.
+    """
+    lookup("model").options(cfg.model.name, cfg.model.kwargs, source, "model.name", "model.kwargs")
+    name, _, flag = cfg.data.dataset.partition(":")
+    options = {"flag": flag, **cfg.data.options} if flag else cfg.data.options
+    lookup("dataset").options(name, options, source, "data.dataset", "data.options")
+
+
 def config_from_dict(data: dict[str, Any], source: str = "<config>", defaults: bool = True) -> ExperimentConfig:
-    """Validate ``data`` (merged over the packaged defaults when ``defaults``)."""
+    """Validate ``data`` (merged over the packaged defaults when ``defaults``), including the model's and the
+    dataset's declared options (:func:`check_options`)."""
     merged = deep_merge(_read_yaml(packaged_config_path("default")), data) if defaults else data
     try:
-        return ExperimentConfig.model_validate(merged)
+        cfg = ExperimentConfig.model_validate(merged)
     except ValidationError as e:
         raise _format_error(e, source) from None
-
-
-def derive(cfg: ExperimentConfig, source: str | None = None, **updates: Any) -> ExperimentConfig:
-    """A validated copy of ``cfg`` with top-level fields updated — the one way studies derive config variants.
-
-    Each keyword names a field of :class:`ExperimentConfig`. A mapping merges into that section the way a config
-    file merges over the defaults (:func:`deep_merge`: nested sections merge; ``objective``, ``kwargs`` and
-    ``options`` are replaced whole), a pydantic section object replaces the section, anything else replaces the
-    field: ``derive(cfg, name="x", model={"name": "resnet18", "kwargs": {"width": 16}}, train={"epochs": 3})``.
-    ``cfg`` is not changed. Raises :class:`CadxConfigError` (naming ``source`` and the key) on an unknown field or
-    a bad value.
-    """
-    unknown = sorted(set(updates) - set(ExperimentConfig.model_fields))
-    if unknown:
-        raise CadxConfigError(f"{source or cfg.name}: unknown config field(s) {unknown}")
-    data = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in updates.items()}
-    return config_from_dict(deep_merge(cfg.to_dict(), data), source=source or f"{cfg.name} (derived)",
-                            defaults=False)
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The mapping in the YAML file ``path`` (``{}`` for an empty file); CadxConfigError naming the file if it is
-    missing, not YAML or not a mapping."""
-    return _read_yaml(Path(path))
+    check_options(cfg, source)
+    return cfg
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:

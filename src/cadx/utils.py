@@ -23,23 +23,6 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def coerce_bool(value: Any, name: str) -> bool:
-    """A boolean option that may arrive as a string (CLI ``--set``/``--option``): true/false, 1/0, yes/no, on/off.
-
-    Anything else raises :class:`~cadx.errors.CadxConfigError` naming the option (no silent ``bool("flase")``).
-    """
-    from cadx.errors import CadxConfigError
-
-    if isinstance(value, bool):
-        return value
-    s = str(value).strip().lower()
-    if s in ("1", "true", "yes", "on"):
-        return True
-    if s in ("0", "false", "no", "off"):
-        return False
-    raise CadxConfigError(f"option {name}: expected a boolean, got {value!r}")
-
-
 def progress_console() -> Any:
     """A rich console on stderr: library progress bars never mix into stdout (``--json`` output stays clean)."""
     from rich.console import Console

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
+from rich.progress import track
 
 from cadx.data.image import LazyImage
 from cadx.errors import CadxDataError
-from cadx.utils import atomic_write_json
+from cadx.utils import atomic_write_json, progress_console
 
 #: A box as ``(start_0, ..., start_n, stop_0, ..., stop_n)`` in voxel indices, array axis order, stop exclusive.
 Box = tuple[int, ...]
@@ -173,23 +174,6 @@ class Cohort(Sequence[Study]):
             return {k: str(v) for k, v in splits.items()}
         return None
 
-    # --- manifest ------------------------------------------------------------------------------------
-    def to_manifest(self, path: str | Path) -> Path:
-        """Write a manifest CSV (``study_id, patient_id, path, label, mask, split, <attributes>``).
-
-        Only studies whose images are files (``LazyImage.source`` a path) can be written.
-        """
-        from cadx.data.manifest_io import write_manifest
-
-        return write_manifest(self, Path(path))
-
-    @classmethod
-    def from_manifest(cls, path: str | Path, **options: Any) -> Cohort:
-        """Read a manifest CSV (see :mod:`cadx.data.datasets.manifest`)."""
-        from cadx.data.datasets.manifest import load_manifest
-
-        return load_manifest(Path(path), **options)
-
     # --- fingerprint ---------------------------------------------------------------------------------
     def fingerprint(self, max_images: int = 200, percentiles: Sequence[float] = (0.5, 5, 50, 95, 99.5),
                     progress: bool = False) -> dict[str, Any]:
@@ -207,10 +191,6 @@ class Cohort(Sequence[Study]):
         channels: set[int] = set()
         it: Iterable[int] = idx
         if progress:
-            from rich.progress import track
-
-            from cadx.utils import progress_console
-
             it = track(idx, description="fingerprint", console=progress_console())
         for i in it:
             st = self.studies[int(i)]

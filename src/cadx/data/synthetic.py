@@ -24,6 +24,7 @@ import SimpleITK as sitk
 
 from cadx.data.dicom_write import write_dicom_series
 from cadx.data.image import LazyImage
+from cadx.data.manifest_io import write_manifest
 from cadx.data.readers import read_dicom_series, read_image
 from cadx.data.study import Box, Cohort, Study
 from cadx.data.synthetic_phantom import CLASS_NAMES, CLASSES, PAPER_COUNTS, class_quota, render_case
@@ -108,7 +109,7 @@ def _generate_into(tmp: Path, params: dict[str, Any]) -> None:
                "box": list(box), "attributes": {a: case["attributes"][a] for a in ATTRIBUTES}, "metadata": meta}
         records.append(rec)
         studies.append(_study(tmp, rec))
-    Cohort(studies, classes=CLASSES, name="synthetic").to_manifest(tmp / MANIFEST_FILE)
+    write_manifest(Cohort(studies, classes=CLASSES, name="synthetic"), tmp / MANIFEST_FILE)
     atomic_write_json(tmp / META_FILE, {
         "generator": "cadx.data.synthetic", "params": params, "complete": True, "classes": list(CLASSES),
         "class_names": CLASS_NAMES, "paper_counts": PAPER_COUNTS, "class_counts": quota, "studies": records})

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cadx.models.base import maybe_load_pretrained
-from cadx.models.lenet_alexnet import PaperNet, caffe_lrn, check_model_args, paper_init
+from cadx.models.lenet_alexnet import InputSize, PaperNet, PaperNetOptions, caffe_lrn, check_model_args, paper_init
 from cadx.models.registry import register_model
 
 
@@ -57,15 +57,19 @@ class AnatomyCNN(PaperNet):
         return F.relu(self.fc5(self.pool(maps).flatten(1)))  # the pool is the identity on a 4×4 map (227 px)
 
 
-@register_model("anatomy_cnn", "Khan & Yong 2017 anatomy CNN: 4 conv (LRN after conv1) + fc 4096 (no dropout), 2D")
-def anatomy_cnn(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_attributes: int = 0,
-                input_size: int | str | None = 227, fc_units: int = 4096, **kw: object) -> AnatomyCNN:
+class AnatomyCNNOptions(PaperNetOptions):
+    input_size: InputSize = 227
+    fc_units: int = 4096
+
+
+@register_model("anatomy_cnn", "Khan & Yong 2017 anatomy CNN: 4 conv (LRN after conv1) + fc 4096 (no dropout), 2D",
+                options=AnatomyCNNOptions)
+def anatomy_cnn(num_classes: int, in_channels: int, spatial_dims: int, num_attributes: int, *,
+                input_size: int | str | None, fc_units: int, init: str, pretrained_path: str | None) -> AnatomyCNN:
     """``input_size=None`` = native resolution (≥ 19 px). ``num_attributes`` is ignored (no attribute head)."""
-    pretrained = kw.pop("pretrained_path", None)
-    init = str(kw.pop("init", "he"))
-    check_model_args("anatomy_cnn", spatial_dims, kw)
+    check_model_args("anatomy_cnn", spatial_dims)
     model = paper_init(AnatomyCNN(num_classes, in_channels, input_size=input_size, fc_units=fc_units), init)
-    return maybe_load_pretrained(model, pretrained)  # type: ignore[arg-type,return-value]
+    return maybe_load_pretrained(model, pretrained_path)  # type: ignore[arg-type,return-value]
 
 
-__all__ = ["AnatomyCNN", "anatomy_cnn"]
+__all__ = ["AnatomyCNN", "AnatomyCNNOptions", "anatomy_cnn"]

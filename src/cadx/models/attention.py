@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +20,8 @@ from torch import Tensor, nn
 
 from cadx.errors import CadxConfigError, CadxDataError
 from cadx.models.base import CadxModel, check_spatial_dims, maybe_load_pretrained
-from cadx.models.registry import register_model
-from cadx.models.resnet import ResNet
+from cadx.models.registry import PretrainedOptions, register_model
+from cadx.models.resnet import ResNet, Stem
 
 __all__ = ["SDL", "ARLBottleneck", "build_arl", "sdl_loss_terms", "synergic_loss", "synergic_targets"]
 
@@ -81,18 +81,26 @@ def build_arl(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, dep
     return model
 
 
-@register_model("arl", "ARL: ResNet-50 whose bottlenecks add a parameter-free attention term (Zhang et al. 2019)")
-def arl(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_attributes: int = 0, *,
-        depth: int = 50, width: int = 64, stem: str = "imagenet", attention: str = "softmax",
-        attend: str = "identity", dropout: float = 0.0, pretrained_path: str | Path | None = None,
-        **kw: Any) -> ResNet:
+class ARLOptions(PretrainedOptions):
+    """Options of ``arl`` (see :func:`build_arl`)."""
+
+    depth: int = 50
+    width: int = 64
+    stem: Stem = "imagenet"
+    attention: Literal["softmax", "sigmoid"] = "softmax"
+    attend: Literal["identity", "residual"] = "identity"
+    dropout: float = 0.0
+
+
+@register_model("arl", "ARL: ResNet-50 whose bottlenecks add a parameter-free attention term (Zhang et al. 2019)",
+                options=ARLOptions)
+def arl(num_classes: int, in_channels: int, spatial_dims: int, num_attributes: int, *, depth: int, width: int,
+        stem: str, attention: str, attend: str, dropout: float, pretrained_path: str | None) -> ResNet:
     """Build ARL-CNN; ``pretrained_path`` = a local ResNet state_dict (the ``alpha`` scalars stay 0)."""
-    if kw:
-        raise CadxConfigError(f"arl: unknown options {sorted(kw)}")
     if num_attributes:
         raise CadxConfigError("arl has no attribute head (num_attributes must be 0)")
-    model = build_arl(num_classes, in_channels, check_spatial_dims(spatial_dims, "arl"), depth=int(depth),
-                      width=int(width), stem=stem, attention=attention, attend=attend, dropout=float(dropout))
+    model = build_arl(num_classes, in_channels, check_spatial_dims(spatial_dims, "arl"), depth=depth, width=width,
+                      stem=stem, attention=attention, attend=attend, dropout=dropout)
     maybe_load_pretrained(model, pretrained_path)
     return model
 
@@ -191,16 +199,24 @@ def sdl_loss_terms(out: dict[str, Tensor], label: Tensor, label_b: Tensor | None
             "synergic": _masked_ce(syn, t)}
 
 
-@register_model("sdl", "SDL: two ResNet classifiers + synergic net on pair features (same/different class)")
-def sdl(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_attributes: int = 0, *,
-        depth: int = 50, width: int = 64, stem: str = "imagenet", synergic_hidden: int = 256,
-        dropout: float = 0.5, pretrained_path: str | Path | None = None, **kw: Any) -> SDL:
+class SDLOptions(PretrainedOptions):
+    """Options of ``sdl`` (see :class:`SDL`)."""
+
+    depth: int = 50
+    width: int = 64
+    stem: Stem = "imagenet"
+    synergic_hidden: int = 256
+    dropout: float = 0.5
+
+
+@register_model("sdl", "SDL: two ResNet classifiers + synergic net on pair features (same/different class)",
+                options=SDLOptions)
+def sdl(num_classes: int, in_channels: int, spatial_dims: int, num_attributes: int, *, depth: int, width: int,
+        stem: str, synergic_hidden: int, dropout: float, pretrained_path: str | None) -> SDL:
     """Build ``SDL`` (ResNet-50 branches as in SDL); ``pretrained_path`` = ResNet weights for both branches."""
-    if kw:
-        raise CadxConfigError(f"sdl: unknown options {sorted(kw)}")
     if num_attributes:
         raise CadxConfigError("sdl has no attribute head (num_attributes must be 0)")
-    model = SDL(num_classes, in_channels, spatial_dims, depth=int(depth), width=int(width), stem=stem,
-                synergic_hidden=int(synergic_hidden), dropout=float(dropout))
+    model = SDL(num_classes, in_channels, spatial_dims, depth=depth, width=width, stem=stem,
+                synergic_hidden=synergic_hidden, dropout=dropout)
     maybe_load_pretrained(model, pretrained_path)
     return model

@@ -6,10 +6,12 @@ Every model maps a tensor ``(B, C, *spatial)`` (``spatial`` = ``(H, W)`` or ``(D
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from monai.networks.layers.factories import Conv, Norm, Pool
 from torch import Tensor, nn
@@ -130,10 +132,6 @@ class CadxModel(nn.Module):
 
 def _numpy_safe_globals(path: Path) -> list[Any]:
     """numpy reconstruction functions and dtype classes named in (or needed by) the checkpoint."""
-    import importlib
-
-    import numpy as np
-
     objs: list[Any] = [np.ndarray, np.dtype]
     objs += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
     for n in torch.serialization.get_unsafe_globals_in_checkpoint(path):

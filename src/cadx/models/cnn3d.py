@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 from torch import Tensor, nn
 
 from cadx.errors import CadxConfigError
 from cadx.models.base import CadxModel, check_spatial_dims, maybe_load_pretrained
-from cadx.models.registry import register_model
+from cadx.models.registry import PretrainedOptions, register_model
+from cadx.registry import IntTuple
 
 __all__ = ["CNN3D", "SmallCNN3D"]
 
@@ -87,35 +86,47 @@ class SmallCNN3D(CadxModel):
         return self.dropout(self.avgpool(self.stages(x)).flatten(1))
 
 
-def _check(name: str, spatial_dims: int, num_attributes: int, kw: dict[str, Any]) -> None:
+def _check(name: str, spatial_dims: int, num_attributes: int) -> None:
     check_spatial_dims(spatial_dims, name, supported=(3,))
-    if kw:
-        raise CadxConfigError(f"{name}: unknown options {sorted(kw)}")
     if num_attributes:
         raise CadxConfigError(f"{name} has no attribute head (num_attributes must be 0)")
 
 
-@register_model("cnn3d", "3D CNN baseline: 6 x (Conv3d+BN+ReLU) with pooling, 3 FC layers (DMRN Table 2)")
-def cnn3d(num_classes: int, in_channels: int = 1, spatial_dims: int = 3, num_attributes: int = 0, *,
-          width: int = 32, pool_size: int = 2, fc_dims: Sequence[int] = (256, 128), dropout: float = 0.5,
-          pretrained_path: str | Path | None = None, **kw: Any) -> CNN3D:
+class CNN3DOptions(PretrainedOptions):
+    """Options of ``cnn3d`` (``fc_dims`` also as ``"256,128"`` from the command line)."""
+
+    width: int = 32
+    pool_size: int = 2
+    fc_dims: IntTuple = (256, 128)
+    dropout: float = 0.5
+
+
+class SmallCNN3DOptions(PretrainedOptions):
+    """Options of ``cnn3d_small``."""
+
+    width: int = 16
+    convs_per_stage: int = 1
+    dropout: float = 0.2
+
+
+@register_model("cnn3d", "3D CNN baseline: 6 x (Conv3d+BN+ReLU) with pooling, 3 FC layers (DMRN Table 2)",
+                options=CNN3DOptions)
+def cnn3d(num_classes: int, in_channels: int, spatial_dims: int, num_attributes: int, *, width: int,
+          pool_size: int, fc_dims: tuple[int, ...], dropout: float, pretrained_path: str | None) -> CNN3D:
     """Build ``CNN3D`` (3D only: ``spatial_dims`` must be 3)."""
-    _check("cnn3d", spatial_dims, num_attributes, kw)
-    if isinstance(fc_dims, str):  # CLI: "256,128"
-        fc_dims = [int(v) for v in fc_dims.replace(",", " ").split()]
-    model = CNN3D(num_classes, in_channels, width=int(width), pool_size=int(pool_size),
-                  fc_dims=[int(d) for d in fc_dims], dropout=float(dropout))
+    _check("cnn3d", spatial_dims, num_attributes)
+    model = CNN3D(num_classes, in_channels, width=width, pool_size=pool_size, fc_dims=list(fc_dims),
+                  dropout=dropout)
     maybe_load_pretrained(model, pretrained_path)
     return model
 
 
-@register_model("cnn3d_small", "small 3D CNN: 4 stages 16-128 channels, global pooling (AdrenalMNIST3D 28^3/64^3)")
-def cnn3d_small(num_classes: int, in_channels: int = 1, spatial_dims: int = 3, num_attributes: int = 0, *,
-                width: int = 16, convs_per_stage: int = 1, dropout: float = 0.2,
-                pretrained_path: str | Path | None = None, **kw: Any) -> SmallCNN3D:
+@register_model("cnn3d_small", "small 3D CNN: 4 stages 16-128 channels, global pooling (AdrenalMNIST3D 28^3/64^3)",
+                options=SmallCNN3DOptions)
+def cnn3d_small(num_classes: int, in_channels: int, spatial_dims: int, num_attributes: int, *, width: int,
+                convs_per_stage: int, dropout: float, pretrained_path: str | None) -> SmallCNN3D:
     """Build ``SmallCNN3D`` (3D only)."""
-    _check("cnn3d_small", spatial_dims, num_attributes, kw)
-    model = SmallCNN3D(num_classes, in_channels, width=int(width), convs_per_stage=int(convs_per_stage),
-                       dropout=float(dropout))
+    _check("cnn3d_small", spatial_dims, num_attributes)
+    model = SmallCNN3D(num_classes, in_channels, width=width, convs_per_stage=convs_per_stage, dropout=dropout)
     maybe_load_pretrained(model, pretrained_path)
     return model

@@ -8,16 +8,14 @@ embedding as the feature vector of a linear SVM fitted afterwards, and slice pro
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
 
 from cadx.errors import CadxConfigError
 from cadx.models.base import CadxModel, check_spatial_dims, conv_nd, maybe_load_pretrained, pool_nd
-from cadx.models.registry import register_model
-from cadx.models.resnet import ResNet
-from cadx.utils import coerce_bool
+from cadx.models.registry import PretrainedOptions, register_model
+from cadx.models.resnet import ResNet, Stem
 
 __all__ = ["DMRN", "ResidualPoolingUnit"]
 
@@ -98,16 +96,23 @@ class DMRN(CadxModel):
         return out
 
 
-@register_model("dmrn", "DMRN: ResNet + residual pooling unit per stage, multi-scale contrastive embeddings (SVM)")
-def dmrn(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_attributes: int = 0, *,
-         depth: int = 18, width: int = 64, stem: str = "imagenet", multiscale: bool = True,
-         pretrained_path: str | Path | None = None, **kw: Any) -> DMRN:
+class DMRNOptions(PretrainedOptions):
+    """Options of ``dmrn``: the ResNet backbone's ``depth``/``width``/``stem`` and ``multiscale`` (False = the
+    last-stage embedding only, the ablation)."""
+
+    depth: int = 18
+    width: int = 64
+    stem: Stem = "imagenet"
+    multiscale: bool = True
+
+
+@register_model("dmrn", "DMRN: ResNet + residual pooling unit per stage, multi-scale contrastive embeddings (SVM)",
+                options=DMRNOptions)
+def dmrn(num_classes: int, in_channels: int, spatial_dims: int, num_attributes: int, *, depth: int, width: int,
+         stem: str, multiscale: bool, pretrained_path: str | None) -> DMRN:
     """Build ``DMRN``; ``pretrained_path`` = a local ResNet or DMRN state_dict (loaded leniently)."""
-    if kw:
-        raise CadxConfigError(f"dmrn: unknown options {sorted(kw)}")
     if num_attributes:
         raise CadxConfigError("dmrn has no attribute head (num_attributes must be 0)")
-    model = DMRN(num_classes, in_channels, spatial_dims, depth=int(depth), width=int(width), stem=stem,
-                 multiscale=coerce_bool(multiscale, "multiscale"))
+    model = DMRN(num_classes, in_channels, spatial_dims, depth=depth, width=width, stem=stem, multiscale=multiscale)
     maybe_load_pretrained(model, pretrained_path)
     return model

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from cadx.models.base import maybe_load_pretrained
-from cadx.models.lenet_alexnet import PaperNet, caffe_lrn, check_model_args, paper_init
+from cadx.models.lenet_alexnet import InputSize, PaperNet, PaperNetOptions, caffe_lrn, check_model_args, paper_init
 from cadx.models.registry import register_model
 
 # (1×1, 3×3 reduce, 3×3, 5×5 reduce, 5×5, pool proj) per module, Szegedy et al. 2015 Table 1
@@ -131,18 +131,24 @@ class GoogLeNet(PaperNet):
         return out
 
 
-@register_model("googlenet", "GoogLeNet / Inception v1 (Szegedy 2015) with 2 aux heads in training, 2D, 224 px")
-def googlenet(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_attributes: int = 0,
-              input_size: int | str | None = 224, aux: bool = True, dropout: float = 0.4,
-              aux_dropout: float = 0.7, **kw: object) -> GoogLeNet:
+class GoogLeNetOptions(PaperNetOptions):
+    input_size: InputSize = 224
+    aux: bool = True
+    dropout: float = 0.4
+    aux_dropout: float = 0.7
+
+
+@register_model("googlenet", "GoogLeNet / Inception v1 (Szegedy 2015) with 2 aux heads in training, 2D, 224 px",
+                options=GoogLeNetOptions)
+def googlenet(num_classes: int, in_channels: int, spatial_dims: int, num_attributes: int, *,
+              input_size: int | str | None, aux: bool, dropout: float, aux_dropout: float, init: str,
+              pretrained_path: str | None) -> GoogLeNet:
     """``input_size=None`` = native resolution (≥ 47 px); ``aux=False`` drops the auxiliary classifiers.
     ``num_attributes`` is ignored (no attribute head)."""
-    pretrained = kw.pop("pretrained_path", None)
-    init = str(kw.pop("init", "he"))
-    check_model_args("googlenet", spatial_dims, kw)
+    check_model_args("googlenet", spatial_dims)
     model = paper_init(GoogLeNet(num_classes, in_channels, input_size=input_size, aux=aux, dropout=dropout,
                                  aux_dropout=aux_dropout), init)
-    return maybe_load_pretrained(model, pretrained)  # type: ignore[arg-type,return-value]
+    return maybe_load_pretrained(model, pretrained_path)  # type: ignore[arg-type,return-value]
 
 
-__all__ = ["INCEPTION_CFG", "AuxHead", "GoogLeNet", "Inception", "googlenet"]
+__all__ = ["INCEPTION_CFG", "AuxHead", "GoogLeNet", "GoogLeNetOptions", "Inception", "googlenet"]

@@ -16,25 +16,52 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch.nn.functional as F
+from pydantic import BeforeValidator
 from torch import Tensor, nn
 
 from cadx.errors import CadxConfigError, CadxDataError
 from cadx.models.base import CadxModel, check_spatial_dims, maybe_load_pretrained
 from cadx.models.registry import register_model
+from cadx.registry import Options, PathText
 
 
-def check_model_args(name: str, spatial_dims: int, extra: dict[str, object]) -> None:
-    """Raise ``CadxConfigError`` unless ``spatial_dims == 2`` (the paper-001 nets are 2D only) and no unknown
-    keyword options were passed (a typo must not be silently ignored)."""
-    check_spatial_dims(spatial_dims, name, supported=(2,))
-    if extra:
-        raise CadxConfigError(f"model {name!r}: unknown option(s) {', '.join(sorted(extra))}")
+def _input_size(value: Any) -> Any:
+    """CLI/YAML text of ``input_size``: ``"227"`` → 227, ``"none"``/``"native"`` → None, ``"paper"`` kept."""
+    if isinstance(value, str):
+        key = value.strip().lower()
+        return None if key in ("none", "native", "null", "") else key
+    return value
 
 
+#: ``input_size`` option of the paper nets: pixels, ``"paper"`` (the net's paper size) or None (native size).
+InputSize = Annotated[int | Literal["paper"] | None, BeforeValidator(_input_size)]
 INITS = ("he", "torch")
+
+
+class PaperNetOptions(Options):
+    """Options every paper-001 net takes: ``init`` (``he`` = the papers' He/MSRA init, ``torch`` = PyTorch's
+    default) and ``pretrained_path`` (a local state_dict)."""
+
+    init: Literal["he", "torch"] = "he"
+    pretrained_path: PathText = None
+
+
+class LeNetOptions(PaperNetOptions):
+    variant: Literal["lenet5", "caffe"] = "lenet5"
+    input_size: InputSize = "paper"
+
+
+class AlexNetOptions(PaperNetOptions):
+    input_size: InputSize = 227
+    dropout: float = 0.5
+
+
+def check_model_args(name: str, spatial_dims: int) -> None:
+    """Raise ``CadxConfigError`` unless ``spatial_dims == 2`` (the paper-001 nets are 2D only)."""
+    check_spatial_dims(spatial_dims, name, supported=(2,))
 
 
 def paper_init(model: nn.Module, init: str = "he") -> nn.Module:
@@ -245,7 +272,7 @@ class AlexNet(PaperNet):
 
     paper_size = 227
 
-    def __init__(self, num_classes: int, in_channels: int = 1, input_size: int | None = 227,
+    def __init__(self, num_classes: int, in_channels: int = 1, input_size: int | str | None = 227,
                  dropout: float = 0.5) -> None:
         super().__init__(num_classes, in_channels, input_size)
         self.trunk = nn.Sequential(OrderedDict([
@@ -273,27 +300,26 @@ class AlexNet(PaperNet):
         return F.relu(self.fc7(h))
 
 
-@register_model("lenet", "LeNet-5 (LeCun 1998; variant='caffe' = DIGITS LeNet), paper-001 baseline, 2D")
-def lenet(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_attributes: int = 0,
-          variant: str = "lenet5", input_size: int | str | None = "paper", **kw: object) -> LeNet:
+@register_model("lenet", "LeNet-5 (LeCun 1998; variant='caffe' = DIGITS LeNet), paper-001 baseline, 2D",
+                options=LeNetOptions)
+def lenet(num_classes: int, in_channels: int, spatial_dims: int, num_attributes: int, *, variant: str,
+          input_size: int | str | None, init: str, pretrained_path: str | None) -> LeNet:
     """``input_size="paper"`` = the variant's paper size (32 or 28); None = native resolution (≥ 16 px).
     ``num_attributes`` is ignored (no attribute head)."""
-    pretrained = kw.pop("pretrained_path", None)
-    init = str(kw.pop("init", "he"))
-    check_model_args("lenet", spatial_dims, kw)
+    check_model_args("lenet", spatial_dims)
     model = paper_init(LeNet(num_classes, in_channels, variant=variant, input_size=input_size), init)
-    return maybe_load_pretrained(model, pretrained)  # type: ignore[arg-type,return-value]
+    return maybe_load_pretrained(model, pretrained_path)  # type: ignore[arg-type,return-value]
 
 
-@register_model("alexnet", "AlexNet (Krizhevsky 2012, LRN + dropout), paper-001 baseline, 2D, 227 px")
-def alexnet(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_attributes: int = 0,
-            input_size: int | None = 227, dropout: float = 0.5, **kw: object) -> AlexNet:
+@register_model("alexnet", "AlexNet (Krizhevsky 2012, LRN + dropout), paper-001 baseline, 2D, 227 px",
+                options=AlexNetOptions)
+def alexnet(num_classes: int, in_channels: int, spatial_dims: int, num_attributes: int, *,
+            input_size: int | str | None, dropout: float, init: str, pretrained_path: str | None) -> AlexNet:
     """``input_size=None`` = native resolution (≥ 67 px). ``num_attributes`` is ignored (no attribute head)."""
-    pretrained = kw.pop("pretrained_path", None)
-    init = str(kw.pop("init", "he"))
-    check_model_args("alexnet", spatial_dims, kw)
+    check_model_args("alexnet", spatial_dims)
     model = paper_init(AlexNet(num_classes, in_channels, input_size=input_size, dropout=dropout), init)
-    return maybe_load_pretrained(model, pretrained)  # type: ignore[arg-type,return-value]
+    return maybe_load_pretrained(model, pretrained_path)  # type: ignore[arg-type,return-value]
 
 
-__all__ = ["INITS", "AlexNet", "LeNet", "PaperNet", "caffe_lrn", "check_model_args", "paper_init", "trunk_out_size"]
+__all__ = ["INITS", "AlexNet", "AlexNetOptions", "InputSize", "LeNet", "LeNetOptions", "PaperNet", "PaperNetOptions",
+           "caffe_lrn", "check_model_args", "paper_init", "trunk_out_size"]

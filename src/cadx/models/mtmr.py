@@ -9,17 +9,15 @@ margin ranking loss runs this model on both images of a pair (weights shared).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from cadx.errors import CadxConfigError
 from cadx.models.base import CadxModel, check_spatial_dims, maybe_load_pretrained
-from cadx.models.registry import register_model
-from cadx.models.resnet import ResNet
-from cadx.utils import coerce_bool
+from cadx.models.registry import PretrainedOptions, register_model
+from cadx.models.resnet import ResNet, Stem
 
 __all__ = ["MTMRNet"]
 
@@ -95,17 +93,25 @@ class MTMRNet(CadxModel):
         return out
 
 
-@register_model("mtmr", "MTMR-Net: ResNet + attribute regression (fc→256→A) concatenated into the classifier")
-def mtmr(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_attributes: int = 0, *,
-         depth: int = 50, width: int = 64, stem: str = "imagenet", attribute_dim: int = 256,
-         attribute_branch: bool = True, attribute_activation: str = "sigmoid",
-         pretrained_path: str | Path | None = None, **kw: Any) -> MTMRNet:
+class MTMROptions(PretrainedOptions):
+    """Options of ``mtmr`` (see :class:`MTMRNet`)."""
+
+    depth: int = 50
+    width: int = 64
+    stem: Stem = "imagenet"
+    attribute_dim: int = 256
+    attribute_branch: bool = True
+    attribute_activation: Literal["sigmoid", "linear"] = "sigmoid"
+
+
+@register_model("mtmr", "MTMR-Net: ResNet + attribute regression (fc→256→A) concatenated into the classifier",
+                options=MTMROptions)
+def mtmr(num_classes: int, in_channels: int, spatial_dims: int, num_attributes: int, *, depth: int, width: int,
+         stem: str, attribute_dim: int, attribute_branch: bool, attribute_activation: str,
+         pretrained_path: str | None) -> MTMRNet:
     """Build ``MTMRNet`` (default depth 50: the paper's 2048-d features at a third of ResNet-152's cost)."""
-    if kw:
-        raise CadxConfigError(f"mtmr: unknown options {sorted(kw)}")
-    model = MTMRNet(num_classes, in_channels, spatial_dims, num_attributes=num_attributes, depth=int(depth),
-                    width=int(width), stem=stem, attribute_dim=int(attribute_dim),
-                    attribute_branch=coerce_bool(attribute_branch, "attribute_branch"),
+    model = MTMRNet(num_classes, in_channels, spatial_dims, num_attributes=num_attributes, depth=depth,
+                    width=width, stem=stem, attribute_dim=attribute_dim, attribute_branch=attribute_branch,
                     attribute_activation=attribute_activation)
     maybe_load_pretrained(model, pretrained_path)
     return model

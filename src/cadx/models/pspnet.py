@@ -9,8 +9,7 @@ code does (``_nostride_dilate``): a stage made stride-free with dilation ``d`` g
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,10 +17,11 @@ from torch import Tensor, nn
 
 from cadx.errors import CadxConfigError
 from cadx.models.base import CadxModel, check_spatial_dims, maybe_load_pretrained
-from cadx.models.registry import register_model
+from cadx.models.registry import PretrainedOptions, register_model
 from cadx.models.resnet import ResNet
+from cadx.registry import IntText, IntTuple
 
-__all__ = ["OUTPUT_STRIDES", "PSPNet", "PyramidPooling", "as_ints", "build_dilated_resnet", "dilate_stage",
+__all__ = ["OUTPUT_STRIDES", "PSPNet", "PyramidPooling", "build_dilated_resnet", "dilate_stage",
            "ppm_bins"]
 
 #: output stride → (keep the stem's 7×7 conv stride 2, keep the 3×3/2 max-pool, keep stage 2's stride 2).
@@ -32,15 +32,6 @@ OUTPUT_STRIDES: dict[int, tuple[bool, bool, bool]] = {
     2: (True, False, False),   # SCNet default: no pooling, no stride-2 conv after the stem
     1: (False, False, False),  # no down-sampling at all
 }
-
-
-def as_ints(value: Any, name: str) -> tuple[int, ...]:
-    """A tuple of ints from a list/tuple or a CLI string ``"2,4,8"``."""
-    items = value.replace(" ", "").split(",") if isinstance(value, str) else list(value)
-    try:
-        return tuple(int(v) for v in items if v != "")
-    except (TypeError, ValueError):
-        raise CadxConfigError(f"option {name}: expected integers, got {value!r}") from None
 
 
 def dilate_stage(stage: nn.Module, dilation: int) -> None:
@@ -192,27 +183,32 @@ class PSPNet(PSPTrunk):
         return out
 
 
-def check_trunk_options(name: str, spatial_dims: int, num_attributes: int, depth: int, kw: dict[str, Any]) -> None:
-    """Shared factory checks of ``pspnet``/``scnet`` (2D only, ResNet depth, no attributes, no stray kwargs)."""
-    if kw:
-        raise CadxConfigError(f"{name}: unknown options {sorted(kw)}")
+def check_trunk_options(name: str, spatial_dims: int, num_attributes: int) -> None:
+    """Shared factory checks of ``pspnet``/``scnet`` (2D only, no attributes)."""
     if num_attributes:
         raise CadxConfigError(f"{name} has no attribute head (num_attributes={num_attributes})")
     check_spatial_dims(spatial_dims, name, (2,))
-    if depth not in (18, 34, 50, 101):
-        raise CadxConfigError(f"{name}: depth must be 18, 34, 50 or 101, got {depth}")
+
+
+class PSPNetOptions(PretrainedOptions):
+    """Options of ``pspnet`` (``ppm_ratios`` also as ``"2,4,8"`` from the command line)."""
+
+    num_seg_classes: int = 3
+    depth: Annotated[Literal[18, 34, 50, 101], IntText] = 50
+    width: int = 64
+    output_stride: int = 8
+    ppm_ratios: IntTuple = (2, 4, 8)
+    dropout: float = 0.1
 
 
 @register_model("pspnet", "PSPNet: dilated ResNet-50 (output stride 8) + SCNet PPM (bins 1/2,1/4,1/8 + shortcut); "
-                          "num_seg_classes=3, width=, depth=")
-def pspnet(num_classes: int = 0, in_channels: int = 1, spatial_dims: int = 2, num_attributes: int = 0, *,
-           num_seg_classes: int = 3, depth: int = 50, width: int = 64, output_stride: int = 8,
-           ppm_ratios: tuple[int, ...] | list[int] | str = (2, 4, 8), dropout: float = 0.1,
-           pretrained_path: str | Path | None = None, **kw: Any) -> PSPNet:
+                          "num_seg_classes=3, width=, depth=", options=PSPNetOptions)
+def pspnet(num_classes: int, in_channels: int, spatial_dims: int, num_attributes: int, *, num_seg_classes: int,
+           depth: int, width: int, output_stride: int, ppm_ratios: tuple[int, ...], dropout: float,
+           pretrained_path: str | None) -> PSPNet:
     """Factory of :class:`PSPNet`. ``width`` 64 = standard ResNet-50 channels (use 8–16 on CPU);
     ``output_stride`` 8 (PSPNet) / 4 / 2 (SCNet) / 1; ``pretrained_path`` = local ResNet or PSPNet weights."""
-    check_trunk_options("pspnet", spatial_dims, num_attributes, int(depth), kw)
-    model = PSPNet(num_classes, in_channels, num_seg_classes=int(num_seg_classes), depth=int(depth),
-                   width=int(width), output_stride=int(output_stride), ppm_ratios=as_ints(ppm_ratios, "ppm_ratios"),
-                   dropout=float(dropout))
+    check_trunk_options("pspnet", spatial_dims, num_attributes)
+    model = PSPNet(num_classes, in_channels, num_seg_classes=num_seg_classes, depth=depth, width=width,
+                   output_stride=output_stride, ppm_ratios=ppm_ratios, dropout=dropout)
     return maybe_load_pretrained(model, pretrained_path)  # type: ignore[return-value]

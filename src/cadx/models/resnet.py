@@ -7,8 +7,7 @@ our classifier is ``head``). Bottleneck blocks stride in the 3×3 conv (torchvis
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from monai.networks.nets.resnet import ResNet as _MonaiResNet
 from monai.networks.nets.resnet import ResNetBlock, ResNetBottleneck
@@ -16,9 +15,9 @@ from torch import Tensor, nn
 
 from cadx.errors import CadxConfigError
 from cadx.models.base import CadxModel, check_spatial_dims, maybe_load_pretrained, pool_nd
-from cadx.models.registry import register_model
+from cadx.models.registry import PretrainedOptions, register_model
 
-__all__ = ["RESNET_LAYERS", "STEMS", "ResNet", "resnet_stage_channels"]
+__all__ = ["RESNET_LAYERS", "STEMS", "ResNet", "ResNetOptions", "Stem", "resnet_stage_channels"]
 
 #: depth → (block kind, residual units per stage)
 RESNET_LAYERS: dict[int, tuple[str, list[int]]] = {
@@ -33,6 +32,15 @@ RESNET_LAYERS: dict[int, tuple[str, list[int]]] = {
 #: stem → (conv1 kernel, conv1 stride, use 3×3/2 max-pool). Total stem downsampling: imagenet 4×, pool 2×,
 #: small 1×.
 STEMS: dict[str, tuple[int, int, bool]] = {"imagenet": (7, 2, True), "pool": (3, 1, True), "small": (3, 1, False)}
+Stem = Literal["imagenet", "pool", "small"]
+
+
+class ResNetOptions(PretrainedOptions):
+    """Options of ``resnet10`` … ``resnet152`` (see :class:`ResNet`)."""
+
+    width: int = 64
+    stem: Stem = "imagenet"
+    dropout: float = 0.0
 
 
 def resnet_stage_channels(depth: int, width: int = 64) -> list[int]:
@@ -110,16 +118,12 @@ class ResNet(CadxModel):
         return self.dropout(self.pool(self.forward_stages(x)[-1]))
 
 
-def build_resnet(depth: int, num_classes: int, in_channels: int = 1, spatial_dims: int = 2,
-                 num_attributes: int = 0, *, width: int = 64, stem: str = "imagenet", dropout: float = 0.0,
-                 pretrained_path: str | Path | None = None, **kw: Any) -> ResNet:
-    """Factory behind ``resnet10`` … ``resnet152``; unknown kwargs raise ``CadxConfigError``."""
-    if kw:
-        raise CadxConfigError(f"resnet{depth}: unknown options {sorted(kw)}")
+def build_resnet(depth: int, num_classes: int, in_channels: int, spatial_dims: int, num_attributes: int, *,
+                 width: int, stem: str, dropout: float, pretrained_path: str | None) -> ResNet:
+    """Factory behind ``resnet10`` … ``resnet152`` (options: :class:`ResNetOptions`)."""
     if num_attributes:
         raise CadxConfigError(f"resnet{depth} has no attribute head (num_attributes={num_attributes}); use mtmr")
-    model = ResNet(num_classes, in_channels, spatial_dims, depth=depth, width=int(width), stem=stem,
-                   dropout=float(dropout))
+    model = ResNet(num_classes, in_channels, spatial_dims, depth=depth, width=width, stem=stem, dropout=dropout)
     maybe_load_pretrained(model, pretrained_path)
     return model
 
@@ -127,10 +131,11 @@ def build_resnet(depth: int, num_classes: int, in_channels: int = 1, spatial_dim
 def _register(depth: int) -> None:
     kind, _ = RESNET_LAYERS[depth]
 
-    @register_model(f"resnet{depth}", f"ResNet-{depth} ({kind} blocks), 2D or 3D; width=, stem='imagenet'|'small'")
-    def factory(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_attributes: int = 0,
-                **kw: Any) -> ResNet:
-        return build_resnet(depth, num_classes, in_channels, spatial_dims, num_attributes, **kw)
+    @register_model(f"resnet{depth}", f"ResNet-{depth} ({kind} blocks), 2D or 3D", options=ResNetOptions)
+    def factory(num_classes: int, in_channels: int, spatial_dims: int, num_attributes: int, *, width: int,
+                stem: str, dropout: float, pretrained_path: str | None) -> ResNet:
+        return build_resnet(depth, num_classes, in_channels, spatial_dims, num_attributes, width=width, stem=stem,
+                            dropout=dropout, pretrained_path=pretrained_path)
 
     factory.__name__ = f"resnet{depth}"
 

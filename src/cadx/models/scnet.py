@@ -23,17 +23,16 @@ Choices where the paper is silent (Fig. 1–3 are not in the text):
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor, nn
 
 from cadx.errors import CadxConfigError
 from cadx.models.base import maybe_load_pretrained
-from cadx.models.pspnet import PSPTrunk, as_ints, check_trunk_options, upsample_to
-from cadx.models.registry import register_model
-from cadx.utils import coerce_bool
+from cadx.models.pspnet import PSPTrunk, check_trunk_options, upsample_to
+from cadx.models.registry import PretrainedOptions, register_model
+from cadx.registry import IntText, IntTuple
 
 __all__ = ["ResidualBlock", "SCNet"]
 
@@ -124,18 +123,30 @@ class SCNet(PSPTrunk):
         return out
 
 
+class SCNetOptions(PretrainedOptions):
+    """Options of ``scnet`` (see :class:`SCNet`; ``ppm_ratios`` also as ``"2,4,8"``)."""
+
+    num_seg_classes: int = 3
+    depth: Annotated[Literal[18, 34, 50, 101], IntText] = 50
+    width: int = 64
+    output_stride: int = 2
+    ppm_ratios: IntTuple = (2, 4, 8)
+    two_step: bool = True
+    seg_channels: int = 32
+    cls_blocks: int = 2
+    cls_channels: int | None = None
+    dropout: float = 0.1
+
+
 @register_model("scnet", "SCNet multi-task: PSPNet trunk + 2-step SegNet Y=Φ2(Φ1(X)·F(X)+F(X)) + residual ClsNet; "
-                         "two_step=, width=, depth=")
-def scnet(num_classes: int = 3, in_channels: int = 2, spatial_dims: int = 2, num_attributes: int = 0, *,
-          num_seg_classes: int = 3, depth: int = 50, width: int = 64, output_stride: int = 2,
-          ppm_ratios: tuple[int, ...] | list[int] | str = (2, 4, 8), two_step: bool = True, seg_channels: int = 32,
-          cls_blocks: int = 2, cls_channels: int | None = None, dropout: float = 0.1,
-          pretrained_path: str | Path | None = None, **kw: Any) -> SCNet:
+                         "two_step=, width=, depth=", options=SCNetOptions)
+def scnet(num_classes: int, in_channels: int, spatial_dims: int, num_attributes: int, *, num_seg_classes: int,
+          depth: int, width: int, output_stride: int, ppm_ratios: tuple[int, ...], two_step: bool,
+          seg_channels: int, cls_blocks: int, cls_channels: int | None, dropout: float,
+          pretrained_path: str | None) -> SCNet:
     """Factory of :class:`SCNet` (inputs: 2 channels = the CTA and CTU phases in the paper; any C works)."""
-    check_trunk_options("scnet", spatial_dims, num_attributes, int(depth), kw)
-    model = SCNet(num_classes, in_channels, num_seg_classes=int(num_seg_classes), depth=int(depth),
-                  width=int(width), output_stride=int(output_stride), ppm_ratios=as_ints(ppm_ratios, "ppm_ratios"),
-                  two_step=coerce_bool(two_step, "two_step"), seg_channels=int(seg_channels),
-                  cls_blocks=int(cls_blocks),
-                  cls_channels=None if cls_channels is None else int(cls_channels), dropout=float(dropout))
+    check_trunk_options("scnet", spatial_dims, num_attributes)
+    model = SCNet(num_classes, in_channels, num_seg_classes=num_seg_classes, depth=depth, width=width,
+                  output_stride=output_stride, ppm_ratios=ppm_ratios, two_step=two_step, seg_channels=seg_channels,
+                  cls_blocks=cls_blocks, cls_channels=cls_channels, dropout=dropout)
     return maybe_load_pretrained(model, pretrained_path)  # type: ignore[return-value]

@@ -10,17 +10,13 @@ The Keras code has a ``batch_norm`` switch (off there); cadx defaults to ``batch
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cadx.errors import CadxConfigError
 from cadx.models.base import CadxModel, check_spatial_dims, maybe_load_pretrained
-from cadx.models.registry import register_model
-from cadx.utils import coerce_bool
+from cadx.models.registry import PretrainedOptions, register_model
 
 __all__ = ["UNet", "conv_block"]
 
@@ -120,17 +116,24 @@ class UNet(CadxModel):
         return out
 
 
+class UNetOptions(PretrainedOptions):
+    """Options of ``unet`` (see :class:`UNet`)."""
+
+    num_seg_classes: int = 1
+    base_filters: int = 32
+    levels: int = 4
+    batch_norm: bool = True
+    dropout: float = 0.0
+
+
 @register_model("unet", "2D U-Net of thesis A.3 (32-256 filters, 4 levels, BN, transposed-conv decoder); "
-                        "num_seg_classes=1 (sigmoid), optional classification head")
-def unet(num_classes: int = 0, in_channels: int = 3, spatial_dims: int = 2, num_attributes: int = 0, *,
-         num_seg_classes: int = 1, base_filters: int = 32, levels: int = 4, batch_norm: bool = True,
-         dropout: float = 0.0, pretrained_path: str | Path | None = None, **kw: Any) -> UNet:
-    """Factory of :class:`UNet`; unknown kwargs, ``spatial_dims != 2`` or attributes raise ``CadxConfigError``."""
-    if kw:
-        raise CadxConfigError(f"unet: unknown options {sorted(kw)}")
+                        "num_seg_classes=1 (sigmoid), optional classification head", options=UNetOptions)
+def unet(num_classes: int, in_channels: int, spatial_dims: int, num_attributes: int, *, num_seg_classes: int,
+         base_filters: int, levels: int, batch_norm: bool, dropout: float, pretrained_path: str | None) -> UNet:
+    """Factory of :class:`UNet`; ``spatial_dims != 2`` or attributes raise ``CadxConfigError``."""
     if num_attributes:
         raise CadxConfigError(f"unet has no attribute head (num_attributes={num_attributes})")
     check_spatial_dims(spatial_dims, "unet", (2,))
-    model = UNet(num_classes, in_channels, num_seg_classes=int(num_seg_classes), base_filters=int(base_filters),
-                 levels=int(levels), batch_norm=coerce_bool(batch_norm, "batch_norm"), dropout=float(dropout))
+    model = UNet(num_classes, in_channels, num_seg_classes=num_seg_classes, base_filters=base_filters,
+                 levels=levels, batch_norm=batch_norm, dropout=dropout)
     return maybe_load_pretrained(model, pretrained_path)  # type: ignore[return-value]

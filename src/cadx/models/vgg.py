@@ -7,15 +7,11 @@ classifier is ``head``).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 from torch import Tensor, nn
 
 from cadx.errors import CadxConfigError
 from cadx.models.base import CadxModel, check_spatial_dims, conv_nd, maybe_load_pretrained, norm_nd, pool_nd
-from cadx.models.registry import register_model
-from cadx.utils import coerce_bool
+from cadx.models.registry import PretrainedOptions, register_model
 
 __all__ = ["VGG", "VGG19_CFG"]
 
@@ -79,17 +75,24 @@ class VGG(CadxModel):
         return self.classifier(self.avgpool(self.features(x)).flatten(1))
 
 
-@register_model("vgg19", "VGG-19 (BN by default), 2D or 3D; width=, pool_size=1 and fc_dim= for small inputs")
-def vgg19(num_classes: int, in_channels: int = 1, spatial_dims: int = 2, num_attributes: int = 0, *,
-          width: int = 64, batch_norm: bool = True, pool_size: int = 7, fc_dim: int = 4096, dropout: float = 0.5,
-          pretrained_path: str | Path | None = None, **kw: Any) -> VGG:
+class VGGOptions(PretrainedOptions):
+    """Options of ``vgg19`` (see :class:`VGG`): ``pool_size=1`` and a small ``fc_dim`` for small inputs."""
+
+    width: int = 64
+    batch_norm: bool = True
+    pool_size: int = 7
+    fc_dim: int = 4096
+    dropout: float = 0.5
+
+
+@register_model("vgg19", "VGG-19 (BN by default), 2D or 3D; width=, pool_size=1 and fc_dim= for small inputs",
+                options=VGGOptions)
+def vgg19(num_classes: int, in_channels: int, spatial_dims: int, num_attributes: int, *, width: int,
+          batch_norm: bool, pool_size: int, fc_dim: int, dropout: float, pretrained_path: str | None) -> VGG:
     """Build ``VGG``; ``pretrained_path`` = a local torchvision-layout state_dict."""
-    if kw:
-        raise CadxConfigError(f"vgg19: unknown options {sorted(kw)}")
     if num_attributes:
         raise CadxConfigError("vgg19 has no attribute head (num_attributes must be 0)")
-    model = VGG(num_classes, in_channels, spatial_dims, width=int(width),
-                batch_norm=coerce_bool(batch_norm, "batch_norm"),
-                pool_size=int(pool_size), fc_dim=int(fc_dim), dropout=float(dropout))
+    model = VGG(num_classes, in_channels, spatial_dims, width=width, batch_norm=batch_norm, pool_size=pool_size,
+                fc_dim=fc_dim, dropout=dropout)
     maybe_load_pretrained(model, pretrained_path)
     return model

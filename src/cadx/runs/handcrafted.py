@@ -14,33 +14,37 @@ use a linear SVM (like its DMRN classifier), ``C = 1``.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
-from cadx.config import ExperimentConfig
-from cadx.errors import CadxConfigError
-from cadx.utils import atomic_write_json, atomic_write_text
 from cadx.classical import HandcraftedSVM, handcrafted_features
-from cadx.classical.features import HC_SIZE
+from cadx.config import ExperimentConfig
 from cadx.data.splits import Fold
+from cadx.errors import CadxConfigError
+from cadx.models import MODELS
+from cadx.models.handcrafted import HC_NAME, HCSVMOptions
 from cadx.pipeline.items import build_store
 from cadx.report.notes import write_notes
 from cadx.runs.folder import evaluate_rows, finish_fold, run_folds, start_run, write_run_report
 from cadx.runs.inference import slice_rows
 from cadx.runs.kinds import register_run_kind
 from cadx.training.trainer import fold_seed
-
-HC_NAME = "hc_svm"
-_HC_KEYS = {"kernel", "C", "lbp_patch", "hog_patch", "size"}
+from cadx.utils import atomic_write_json, atomic_write_text
 
 
-def hc_features(images: np.ndarray, kwargs: dict[str, Any]) -> np.ndarray:
-    """``(N, 1827)`` LBP+HOG rows of ``(N, C, H, W)`` items (channels averaged)."""
-    return handcrafted_features(images, int(kwargs.get("lbp_patch", 64)), int(kwargs.get("hog_patch", 32)),
-                                int(kwargs.get("size", HC_SIZE)))
+def hc_options(kwargs: Mapping[str, Any]) -> HCSVMOptions:
+    """``model.kwargs`` of an ``hc_svm`` config, validated (:class:`cadx.models.handcrafted.HCSVMOptions`)."""
+    return cast(HCSVMOptions, MODELS.options(HC_NAME, kwargs, options_key="model.kwargs"))
+
+
+def hc_features(images: np.ndarray, kwargs: Mapping[str, Any]) -> np.ndarray:
+    """``(N, 1827)`` LBP+HOG rows of ``(N, C, H, W)`` items (channels averaged); ``kwargs`` = ``model.kwargs``."""
+    o = hc_options(kwargs)
+    return handcrafted_features(images, o.lbp_patch, o.hog_patch, o.size)
 
 
 @register_run_kind("handcrafted", "LBP + HOG features → SVM per fold (DMRN's HC baseline, model.name: hc_svm)")
@@ -48,9 +52,7 @@ def run_hc_svm(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False)
     """Cross-validate the HC + SVM baseline of ``cfg`` into ``out_dir``; returns the pooled metrics dict."""
     if cfg.model.name != HC_NAME:
         raise CadxConfigError(f"run_hc_svm needs model.name={HC_NAME}, got {cfg.model.name!r}")
-    unknown = set(cfg.model.kwargs) - _HC_KEYS
-    if unknown:
-        raise CadxConfigError(f"hc_svm: unknown model.kwargs {sorted(unknown)} (known: {sorted(_HC_KEYS)})")
+    opts = hc_options(cfg.model.kwargs)
     if cfg.input.kind == "volume3d":
         raise CadxConfigError("hc_svm works on 2D items (input.kind slices2d/roi2d/image2d)")
     out, cohort, splits, t0 = start_run(cfg, out_dir, resume)
@@ -63,10 +65,9 @@ def run_hc_svm(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False)
         tr, te = (store.items_of_studies(fold.indices(cohort, p)) for p in ("train", "test"))
         y = store.item_labels(tr)
         tr = tr[y >= 0]
-        svm = HandcraftedSVM(kernel=str(cfg.model.kwargs.get("kernel", "linear")),
-                             C=float(cfg.model.kwargs.get("C", 1.0)), classes=list(range(len(classes))),
+        svm = HandcraftedSVM(kernel=opts.kernel, C=opts.C, classes=list(range(len(classes))),
                              random_state=fold_seed(cfg.seed, fold.fold), precomputed=True)
-        svm.fit(feats[tr], store.item_labels(tr), groups=np.asarray(store.patient_ids)[store.study[tr]])
+        svm.fit(feats[tr], store.item_labels(tr))
         slices = slice_rows(store, te, {"proba": svm.predict_proba(feats[te])}, fold.fold)
         studies = finish_fold(cfg, cohort, store, fold, fdir, slices, tf, best_epoch=-1,
                               items={"train_items": int(tr.size), "val_items": 0, "test_items": int(te.size)})
@@ -80,12 +81,12 @@ def run_hc_svm(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False)
     notes = write_notes(out, cfg, cohort, store, splits)
     atomic_write_text(notes, notes.read_text(encoding="utf-8") + (
         "\n\n## hc_svm\n\nNo network: LBP (531) + HOG (1296) features of every input slice (resized to "
-        f"{cfg.model.kwargs.get('size', 192)} px) → StandardScaler → SVC(kernel="
-        f"{cfg.model.kwargs.get('kernel', 'linear')}, C={cfg.model.kwargs.get('C', 1.0)}) with Platt-scaled "
+        f"{opts.size} px) → StandardScaler → SVC(kernel="
+        f"{opts.kernel}, C={opts.C}) with Platt-scaled "
         "probabilities, fitted per fold on the training slices (the epoch/optimiser lines above do not apply). "
         "The kernel is our choice (not stated in the DMRN paper).\n"))
     write_run_report([out], out)
     return metrics
 
 
-__all__ = ["HC_NAME", "hc_features", "run_hc_svm"]
+__all__ = ["HC_NAME", "hc_features", "hc_options", "run_hc_svm"]

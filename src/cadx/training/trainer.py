@@ -21,9 +21,13 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from cadx.config import ExperimentConfig
+from cadx.errors import CadxDataError
+from cadx.models import create_model
+from cadx.objectives import build_objective as _build
 from cadx.pipeline.items import ItemStore
 from cadx.pipeline.loaders import eval_loader, train_loader
 from cadx.training.module import CadxModule
+from cadx.training.two_phase import FreezeExceptHead, phase_configs, trainable_prefixes
 from cadx.utils import atomic_write_text
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "val_auc", "lr", "seconds"]
@@ -48,8 +52,7 @@ def model_spec(cfg: ExperimentConfig, store: ItemStore) -> dict[str, Any]:
 
 
 def build_model(spec: dict[str, Any]) -> torch.nn.Module:
-    from cadx.models import create_model
-
+    """The model a :func:`model_spec` describes (its ``kwargs`` validated against the model's options)."""
     return create_model(spec["name"], num_classes=spec["num_classes"], in_channels=spec["in_channels"],
                         spatial_dims=spec["spatial_dims"], num_attributes=spec["num_attributes"], **spec["kwargs"])
 
@@ -58,8 +61,6 @@ def build_objective(cfg: ExperimentConfig, store: ItemStore, train_items: np.nda
     """``cadx.objectives.build_objective(cfg.objective, **context)``; context: class counts of the training items,
     their priors and inverse-frequency class weights, number of classes/attributes, spatial dims (each passed only
     if the builder accepts it)."""
-    from cadx.objectives import build_objective as _build
-
     y = store.item_labels(train_items)
     k = len(store.classes)
     counts = np.bincount(y[y >= 0], minlength=k).astype(float) if k else np.zeros(0)
@@ -130,8 +131,6 @@ def fit(cfg: ExperimentConfig, store: ItemStore, train_items: np.ndarray, val_it
     it (model, optimiser, scheduler, epoch, history, RNG states). Global torch RNG state is left as it was.
     """
     if cfg.train.two_phase is not None:  # phase 1 balanced, phase 2 head-only (cadx.training.two_phase)
-        from cadx.training.two_phase import fit_two_phase
-
         return fit_two_phase(cfg, store, train_items, val_items, out_dir, seed, resume, callbacks)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -185,11 +184,42 @@ def load_module(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     state = torch.load(path, map_location="cpu", weights_only=False)
     spec = state.get("cadx_model")
     if not spec:
-        from cadx.errors import CadxDataError
-
         raise CadxDataError("not a cadx checkpoint (no model spec)", path=path)
     model = build_model(spec)
     sd = {k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(sd)
     return model.eval(), spec
 
+
+def finetune(cfg2: ExperimentConfig, store: ItemStore, model: torch.nn.Module, trainable: str | list[str],
+             train_items: np.ndarray, val_items: np.ndarray, out_dir: str | Path, seed: int, resume: bool = False,
+             callbacks: list[Callback] | None = None) -> CadxModule:
+    """Phase 2: train a copy of ``model``'s weights, only ``trainable``, with the phase-2 config ``cfg2`` (see
+    :func:`phase_configs`) on ``train_items`` as they are. Returns the module (all parameters trainable again)."""
+    prefixes = trainable_prefixes(model, trainable)
+    names = [n for n, _ in model.named_parameters() if any(n.startswith(p) for p in prefixes)]
+    groups = [g for g in cfg2.optim.groups if any(n.startswith(pre) for n in names for pre in g.prefixes)]
+    if len(groups) != len(cfg2.optim.groups):  # lr groups of frozen layers only would match nothing
+        cfg2 = cfg2.model_copy(update={"optim": cfg2.optim.model_copy(update={"groups": groups})})
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    module = fit(cfg2, store, train_items, val_items, Path(out_dir), seed, resume=resume,
+                 callbacks=[FreezeExceptHead(state, prefixes), *(callbacks or [])])
+    for p in module.model.parameters():
+        p.requires_grad_(True)
+    return module
+
+
+def fit_two_phase(cfg: ExperimentConfig, store: ItemStore, train_items: np.ndarray, val_items: np.ndarray,
+                  out_dir: str | Path, seed: int, resume: bool = False, callbacks: list[Callback] | None = None,
+                  phase1: torch.nn.Module | None = None) -> CadxModule:
+    """Both phases into ``out_dir`` (phase 1 in ``out_dir/phase1``); ``phase1`` = an already trained phase-1
+    model to reuse (phase 1 is then skipped). Returns the phase-2 module (best checkpoint weights)."""
+    c1, c2 = phase_configs(cfg)
+    out_dir = Path(out_dir)
+    if phase1 is None:
+        phase1 = fit(c1, store, train_items, val_items, out_dir / "phase1", seed, resume=resume,
+                     callbacks=callbacks).model
+    tp = cfg.train.two_phase
+    assert tp is not None
+    module: Any = finetune(c2, store, phase1, tp.trainable, train_items, val_items, out_dir, seed, resume, callbacks)
+    return module

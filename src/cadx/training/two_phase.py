@@ -6,23 +6,21 @@ fine-tunes only ``two_phase.trainable`` (``head`` = the model's classifier layer
 parameter-name prefixes) for ``two_phase.epochs`` on the original (not resampled) distribution with every learning
 rate × ``two_phase.lr_factor`` (A.2: 0.1) and otherwise the same hyperparameters. Phase 2 writes the fold's usual
 ``checkpoint_*.ckpt``/``history.csv`` into ``out_dir``; frozen layers run in eval mode (no BatchNorm/dropout
-updates). :func:`cadx.training.trainer.fit` dispatches here when ``train.two_phase`` is set.
+updates). This module holds the schedule's pieces (the two phase configs, which parameters train, the freezing
+callback); :func:`cadx.training.trainer.fit` runs both phases when ``train.two_phase`` is set
+(:func:`cadx.training.trainer.fit_two_phase`, :func:`cadx.training.trainer.finetune`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
 from cadx.config import ExperimentConfig
 from cadx.errors import CadxConfigError
-from cadx.pipeline.items import ItemStore
-from cadx.training.module import CadxModule
 
 
 def phase_configs(cfg: ExperimentConfig) -> tuple[ExperimentConfig, ExperimentConfig]:
@@ -87,41 +85,3 @@ class FreezeExceptHead(Callback):
         for n, m in model.named_modules():
             if n and self._is_trainable(n):
                 m.train()
-
-
-def finetune(cfg2: ExperimentConfig, store: ItemStore, model: torch.nn.Module, trainable: str | list[str],
-             train_items: np.ndarray, val_items: np.ndarray, out_dir: str | Path, seed: int, resume: bool = False,
-             callbacks: list[Callback] | None = None) -> CadxModule:
-    """Phase 2: train a copy of ``model``'s weights, only ``trainable``, with the phase-2 config ``cfg2`` (see
-    :func:`phase_configs`) on ``train_items`` as they are. Returns the module (all parameters trainable again)."""
-    from cadx.training.trainer import fit
-
-    prefixes = trainable_prefixes(model, trainable)
-    names = [n for n, _ in model.named_parameters() if any(n.startswith(p) for p in prefixes)]
-    groups = [g for g in cfg2.optim.groups if any(n.startswith(pre) for n in names for pre in g.prefixes)]
-    if len(groups) != len(cfg2.optim.groups):  # lr groups of frozen layers only would match nothing
-        cfg2 = cfg2.model_copy(update={"optim": cfg2.optim.model_copy(update={"groups": groups})})
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    module = fit(cfg2, store, train_items, val_items, Path(out_dir), seed, resume=resume,
-                 callbacks=[FreezeExceptHead(state, prefixes), *(callbacks or [])])
-    for p in module.model.parameters():
-        p.requires_grad_(True)
-    return module
-
-
-def fit_two_phase(cfg: ExperimentConfig, store: ItemStore, train_items: np.ndarray, val_items: np.ndarray,
-                  out_dir: str | Path, seed: int, resume: bool = False, callbacks: list[Callback] | None = None,
-                  phase1: torch.nn.Module | None = None) -> CadxModule:
-    """Both phases into ``out_dir`` (phase 1 in ``out_dir/phase1``); ``phase1`` = an already trained phase-1
-    model to reuse (phase 1 is then skipped). Returns the phase-2 module (best checkpoint weights)."""
-    from cadx.training.trainer import fit
-
-    c1, c2 = phase_configs(cfg)
-    out_dir = Path(out_dir)
-    if phase1 is None:
-        phase1 = fit(c1, store, train_items, val_items, out_dir / "phase1", seed, resume=resume,
-                     callbacks=callbacks).model
-    tp = cfg.train.two_phase
-    assert tp is not None
-    module: Any = finetune(c2, store, phase1, tp.trainable, train_items, val_items, out_dir, seed, resume, callbacks)
-    return module

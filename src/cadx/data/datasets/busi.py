@@ -15,22 +15,22 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from PIL import Image
 
-from cadx.data.datasets.base import coerce_bool, register_dataset
-from cadx.data.datasets.mednist import dedup_options, mixed_label_groups, read_grey
+from cadx.data.datasets.base import register_dataset
+from cadx.data.datasets.mednist import DedupOptions, mixed_label_groups, read_grey
 from cadx.data.dedup import group_files
 from cadx.data.image import ImageData, LazyImage
 from cadx.data.readers import read_image
 from cadx.data.study import Cohort, Study
-from cadx.errors import CadxConfigError, CadxDataError
+from cadx.errors import CadxDataError
+from cadx.registry import Lower
 
 CLASSES = ("benign", "malignant", "normal")
 _MASK = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?$")
-_OPTIONS = {"group", "dedup_threshold", "dedup_min_ncc", "cache", "channels", "strict"}
 
 
 def read_rgb_or_grey(path: Path, channels: str = "auto") -> np.ndarray:
@@ -62,8 +62,18 @@ def _image_size(path: Path) -> tuple[int, int]:
         raise CadxDataError(f"cannot read image header: {e}", path=path, field="image") from None
 
 
-@register_dataset("busi", "BUSI breast ultrasound (benign/malignant/normal) with merged lesion masks")
-def load(root: Path, **options: Any) -> Cohort:
+class BusiOptions(DedupOptions):
+    """The near-duplicate grouping options (:class:`~cadx.data.datasets.mednist.DedupOptions`), ``channels``
+    (``auto`` | ``1`` | ``3``) and ``strict`` (raise on a mask whose size differs from its image)."""
+
+    channels: Annotated[Literal["auto", "1", "3"], Lower] = "auto"
+    strict: bool = False
+
+
+@register_dataset("busi", "BUSI breast ultrasound (benign/malignant/normal) with merged lesion masks",
+                  options=BusiOptions)
+def load(root: Path, *, group: str, dedup_threshold: int, dedup_min_ncc: float | None, cache: bool, channels: str,
+         strict: bool) -> Cohort:
     """Load ``<root>/<class>/<name>.png`` with their masks.
 
     Options: ``group`` = ``dedup`` (default) | ``image``; ``dedup_threshold``, ``dedup_min_ncc``, ``cache``
@@ -73,14 +83,7 @@ def load(root: Path, **options: Any) -> Cohort:
     frames with ``auto``), mask ``(1,H,W)`` uint8 {0,1}, spacing (1,1) (BUSI gives no pixel size);
     ``metadata``: ``file``, ``mask_files``, ``dedup_group``.
     """
-    unknown = set(options) - _OPTIONS
-    if unknown:
-        raise CadxConfigError(f"busi: unknown option(s) {sorted(unknown)} (known: {sorted(_OPTIONS)})")
-    group, thr, ncc, use_cache = dedup_options(options, "busi")
-    channels = str(options.get("channels", "auto")).lower()
-    if channels not in ("auto", "1", "3"):
-        raise CadxConfigError(f"busi: option channels must be auto, 1 or 3, got {channels!r}")
-    strict = coerce_bool(options.get("strict", False), "strict")
+    thr, ncc = dedup_threshold, dedup_min_ncc
     root = Path(root)
     classes = [c for c in CLASSES if (root / c).is_dir()]
     if not classes:
@@ -120,8 +123,7 @@ def load(root: Path, **options: Any) -> Cohort:
     labels = [c for c, _, _ in entries]
     info: dict[str, Any] = {"group": group, "skipped_masks": skipped, "channels": channels}
     if group == "dedup":
-        groups = group_files([p for _, p, _ in entries], read_grey, threshold=thr, min_ncc=ncc,
-                             use_cache=use_cache)
+        groups = group_files([p for _, p, _ in entries], read_grey, threshold=thr, min_ncc=ncc, use_cache=cache)
         info.update(dedup_groups=int(groups.max()) + 1, dedup_threshold=thr, dedup_min_ncc=ncc,
                     mixed_label_groups=mixed_label_groups(groups, labels))
     else:

@@ -28,6 +28,7 @@ from cadx.data.image import ImageData, LazyImage
 from cadx.data.readers import read_image
 from cadx.data.study import Cohort, Study
 from cadx.errors import CadxConfigError, CadxDataError
+from cadx.registry import Options
 
 CODE_NAMES: dict[str, dict[int, str]] = {
     "neoplasm_histologic_grade": {1: "G2", 2: "G3"},
@@ -35,7 +36,6 @@ CODE_NAMES: dict[str, dict[int, str]] = {
 }
 LABEL_ALIASES = {"grade": "neoplasm_histologic_grade"}
 _SLICE = re.compile(r"^(?P<pid>.+)_(?P<z>\d+)(?P<mask>_mask)?$")
-_OPTIONS = {"label"}
 
 
 def _find_root(root: Path) -> Path:
@@ -107,8 +107,15 @@ def _label(column: str, value: Any) -> str | None:
     return CODE_NAMES.get(column, {}).get(code, str(code))
 
 
-@register_dataset("lgg", "LGG brain MRI (TCGA): 3-channel volumes, FLAIR tumour masks, grade/genomic labels")
-def load(root: Path, **options: Any) -> Cohort:
+class LGGOptions(Options):
+    """``label``: ``grade`` (``neoplasm_histologic_grade``) or any other data.csv column."""
+
+    label: str = "grade"
+
+
+@register_dataset("lgg", "LGG brain MRI (TCGA): 3-channel volumes, FLAIR tumour masks, grade/genomic labels",
+                  options=LGGOptions)
+def load(root: Path, *, label: str) -> Cohort:
     """Load the LGG folder: one study per patient folder.
 
     Option ``label`` = ``grade`` (default, ``neoplasm_histologic_grade`` → ``G2``/``G3``) or any data.csv
@@ -117,9 +124,6 @@ def load(root: Path, **options: Any) -> Cohort:
     spacing (1,1,1); ``metadata``: every data.csv field (numbers as float, empty as None), ``folder``,
     ``slices`` (the slice numbers), ``n_slices``. Folders without a data.csv row are unlabelled.
     """
-    unknown = set(options) - _OPTIONS
-    if unknown:
-        raise CadxConfigError(f"lgg: unknown option(s) {sorted(unknown)} (known: {sorted(_OPTIONS)})")
     base = _find_root(Path(root))
     csv = base / "data.csv"
     if not csv.is_file():
@@ -130,8 +134,7 @@ def load(root: Path, **options: Any) -> Cohort:
     if df["Patient"].duplicated().any():
         raise CadxDataError(f"duplicate patient {df['Patient'][df['Patient'].duplicated()].iloc[0]}", path=csv,
                             field="Patient")
-    column = str(options.get("label", "grade"))
-    column = LABEL_ALIASES.get(column, column)
+    column = LABEL_ALIASES.get(label, label)
     if column not in df.columns or column == "Patient":
         raise CadxConfigError(f"lgg: option label must be grade or a data.csv column, got {column!r} "
                               f"(columns: {[c for c in df.columns if c != 'Patient']})")
@@ -145,16 +148,16 @@ def load(root: Path, **options: Any) -> Cohort:
         pid = next((p for p in rows if d.name == p or d.name.startswith(p + "_")), None)
         imgs, masks, z = list_slices(d)
         meta: dict[str, Any] = {"folder": d.name, "slices": z, "n_slices": len(z)}
-        label = None
+        lab: str | None = None
         if pid is None:
             unmatched.append(d.name)
             pid = d.name
         else:
             row = rows[pid]
             meta.update({str(k): _meta_value(v) for k, v in row.items() if k != "Patient"})
-            label = _label(column, row[column])
+            lab = _label(column, row[column])
         studies.append(Study(
-            study_id=d.name, patient_id=pid, label=label,
+            study_id=d.name, patient_id=pid, label=lab,
             images={"image": LazyImage(_loader(imgs, masks, 0), str(d))},
             masks={"mask": LazyImage(_loader(imgs, masks, 1), str(d))}, metadata=meta))
     names = CODE_NAMES.get(column)

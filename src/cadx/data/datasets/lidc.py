@@ -19,15 +19,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from cadx.data.datasets.base import coerce_bool, register_dataset
+from cadx.data.datasets.base import register_dataset
 from cadx.data.image import ImageData, LazyImage
 from cadx.data.study import Cohort, Study
-from cadx.errors import CadxConfigError, CadxDataError
+from cadx.errors import CadxDataError
+from cadx.registry import Lower, NoneText, Options
 
 ATTRIBUTES = ("subtlety", "internalstructure", "calcification", "sphericity", "margin", "lobulation",
               "spiculation", "texture")
@@ -39,7 +40,6 @@ PADDING_VALUE = -2000
 PADDING_HU = -1000.0
 HU_P5_THRESHOLD = -500.0
 READERS = 4
-_OPTIONS = {"labelling", "aggregate", "rescale_attributes"}
 
 
 def hu_offset(crop: np.ndarray) -> tuple[int, float]:
@@ -97,8 +97,18 @@ def _read(root: Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, Path, Path]
     return images, ids, df, npz, csv
 
 
-@register_dataset("lidc", "LIDC-IDRI nodule crops (71×71 HU, malignancy + 8 attributes from up to 4 readers)")
-def load(root: Path, **options: Any) -> Cohort:
+class LIDCOptions(Options):
+    """``labelling`` (``mtmr`` | ``none``), ``aggregate`` (``mean`` | ``median`` over readers) and
+    ``rescale_attributes`` (None = true with mtmr, false with none)."""
+
+    labelling: Annotated[Literal["mtmr", "none"], Lower] = "mtmr"
+    aggregate: Annotated[Literal["mean", "median"], Lower] = "mean"
+    rescale_attributes: Annotated[bool | None, NoneText] = None
+
+
+@register_dataset("lidc", "LIDC-IDRI nodule crops (71×71 HU, malignancy + 8 attributes from up to 4 readers)",
+                  options=LIDCOptions)
+def load(root: Path, *, labelling: str, aggregate: str, rescale_attributes: bool | None) -> Cohort:
     """Load ``<root>/crops.npz`` + ``<root>/nodules.csv`` (or root = either file's folder).
 
     Options: ``labelling`` = ``mtmr`` (default: reader-mean malignancy < 3 → ``benign``, > 3 →
@@ -111,16 +121,7 @@ def load(root: Path, **options: Any) -> Cohort:
     ``hu_offset``, ``padding_fraction``, ``diameter_px``, ``diameter_mm``, ``pixel_spacing_mm``, ``slice_z_mm``,
     ``study_uid``, ``series_uid``, ``source_index``.
     """
-    unknown = set(options) - _OPTIONS
-    if unknown:
-        raise CadxConfigError(f"lidc: unknown option(s) {sorted(unknown)} (known: {sorted(_OPTIONS)})")
-    labelling = str(options.get("labelling", "mtmr")).lower()
-    if labelling not in ("mtmr", "none"):
-        raise CadxConfigError(f"lidc: option labelling must be mtmr or none, got {labelling!r}")
-    aggregate = str(options.get("aggregate", "mean")).lower()
-    if aggregate not in ("mean", "median"):
-        raise CadxConfigError(f"lidc: option aggregate must be mean or median, got {aggregate!r}")
-    rescale = coerce_bool(options.get("rescale_attributes", labelling == "mtmr"), "rescale_attributes")
+    rescale = labelling == "mtmr" if rescale_attributes is None else rescale_attributes
 
     root = Path(root)
     if root.is_file():

@@ -17,16 +17,27 @@ from typing import Any
 
 import numpy as np
 
-from cadx.data.datasets.base import coerce_bool, register_dataset
+from cadx.data.datasets.base import DATASETS, register_dataset
 from cadx.data.image import ImageData, LazyImage
 from cadx.data.readers import read_image
 from cadx.data.study import Cohort, Study
-from cadx.errors import CadxConfigError, CadxDataError
+from cadx.errors import CadxDataError
+from cadx.registry import Options, TextList
 
 REQUIRED = ("study_id", "patient_id", "path", "label")
 OPTIONAL = ("mask", "box", "split")
 MISSING = ("", "nan", "na", "n/a", "none", "null")
-OPTIONS = ("allow_empty_masks", "classes", "metadata_columns", "check_patient_labels")
+
+
+class ManifestOptions(Options):
+    """``allow_empty_masks`` (default false: loading an all-zero mask raises, field ``mask``), ``classes`` (label
+    order), ``metadata_columns`` (extra columns kept as text), ``check_patient_labels`` (default true: one patient
+    with two labels is an error)."""
+
+    allow_empty_masks: bool = False
+    classes: TextList = None
+    metadata_columns: TextList = None
+    check_patient_labels: bool = True
 
 
 def _image(path: Path) -> LazyImage:
@@ -42,14 +53,6 @@ def _mask(path: Path, allow_empty: bool) -> LazyImage:
         return img
 
     return LazyImage(load, str(path))
-
-
-def _list_option(value: Any) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return [str(v) for v in value]
 
 
 def _number(text: str) -> float | None:
@@ -110,21 +113,16 @@ def _column_kinds(rows: list[dict[str, str]], extra: list[str], forced_meta: set
 def load_manifest(path: Path, **options: Any) -> Cohort:
     """Read a manifest CSV (or a folder holding ``manifest.csv``) into a :class:`Cohort`.
 
-    Options: ``allow_empty_masks`` (default False: loading an all-zero mask raises CadxDataError, field
-    ``mask``), ``classes`` (comma list fixing label order), ``metadata_columns`` (comma list of extra columns
-    kept as text), ``check_patient_labels`` (default True: one patient with two labels is an error).
+    Options: :class:`ManifestOptions` (validated here, so a direct call checks them like ``load_dataset``).
     """
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise CadxConfigError(f"manifest: unknown option(s) {unknown} (known: {list(OPTIONS)})")
+    opts = DATASETS.options("manifest", options)
+    assert isinstance(opts, ManifestOptions)
     path = Path(path)
     csv_path = path / "manifest.csv" if path.is_dir() else path
     if not csv_path.is_file():
         raise CadxDataError("manifest CSV not found", path=csv_path, field="path")
-    allow_empty = coerce_bool(options.get("allow_empty_masks", False), "allow_empty_masks")
-    check_labels = coerce_bool(options.get("check_patient_labels", True), "check_patient_labels")
-    classes = _list_option(options.get("classes"))
-    forced_meta = set(_list_option(options.get("metadata_columns")) or [])
+    allow_empty, check_labels, classes = opts.allow_empty_masks, opts.check_patient_labels, opts.classes
+    forced_meta = set(opts.metadata_columns or [])
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -214,7 +212,8 @@ def _study(r: dict[str, str], sid: str, pid: str, line: int, base: Path, csv_pat
                  masks=masks, boxes=boxes, metadata=metadata)
 
 
-@register_dataset("manifest", "any cohort described by a manifest CSV (study_id, patient_id, path, label, ...)")
+@register_dataset("manifest", "any cohort described by a manifest CSV (study_id, patient_id, path, label, ...)",
+                  options=ManifestOptions)
 def load(root: Path, **options: Any) -> Cohort:
     """Registry entry: ``root`` is the CSV file or a folder holding ``manifest.csv``; see :func:`load_manifest`."""
     return load_manifest(Path(root), **options)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -18,6 +17,7 @@ from cadx.data.image import ImageData, LazyImage
 from cadx.data.readers import read_medmnist
 from cadx.data.study import Cohort, Study
 from cadx.errors import CadxConfigError, CadxDataError
+from cadx.registry import Options
 
 SPLITS = ("train", "val", "test")
 #: Official MedMNIST label names (from the MedMNIST INFO table, written snake_case so they are safe as CSV
@@ -31,7 +31,6 @@ LABEL_NAMES: dict[str, list[str]] = {
     "fracturemnist3d": ["buckle_rib_fracture", "nondisplaced_rib_fracture", "displaced_rib_fracture"],
     "synapsemnist3d": ["inhibitory_synapse", "excitatory_synapse"],
 }
-_OPTIONS = {"flag"}
 
 
 def _flag_base(flag: str) -> str:
@@ -55,8 +54,16 @@ def _resolve(root: Path, flag: str | None) -> tuple[Path, str]:
     return path, flag
 
 
-@register_dataset("medmnist", "MedMNIST official npz by flag (2D/3D, official patient-level split)")
-def load(root: Path, **options: Any) -> Cohort:
+class MedMNISTOptions(Options):
+    """``flag``: the MedMNIST flag (e.g. ``breastmnist``, ``adrenalmnist3d_64``); may be left out when root is
+    the npz file itself, and ``medmnist:<flag>`` sets it."""
+
+    flag: str | None = None
+
+
+@register_dataset("medmnist", "MedMNIST official npz by flag (2D/3D, official patient-level split)",
+                  options=MedMNISTOptions)
+def load(root: Path, *, flag: str | None) -> Cohort:
     """Load ``<root>/<flag>.npz`` (or root = the npz itself); option ``flag`` (e.g. ``breastmnist``).
 
     Images: 2D grey ``(1,H,W)``, 2D RGB flags ``(3,H,W)``, 3D ``(1,D,H,W)``, uint8 as stored, spacing 1.
@@ -65,10 +72,7 @@ def load(root: Path, **options: Any) -> Cohort:
     by label index), multi-label flags (chestmnist) use the first positive index.
     ``study_id = "<split>_<index>"``; ``metadata``: ``split``, ``index``, ``label_index``.
     """
-    unknown = set(options) - _OPTIONS
-    if unknown:
-        raise CadxConfigError(f"medmnist: unknown option(s) {sorted(unknown)} (known: {sorted(_OPTIONS)})")
-    path, flag = _resolve(Path(root), str(options["flag"]) if options.get("flag") else None)
+    path, flag = _resolve(Path(root), flag or None)
     data = read_medmnist(path)  # validates keys and lengths, raises CadxDataError naming the key
     three_d = "3d" in _flag_base(flag)
     max_label = 0

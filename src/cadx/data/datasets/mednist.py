@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from PIL import Image
 
-from cadx.data.datasets.base import coerce_bool, coerce_float, coerce_int, register_dataset
+from cadx.data.datasets.base import register_dataset
 from cadx.data.dedup import DEFAULT_MIN_NCC, DEFAULT_THRESHOLD, group_files
 from cadx.data.image import ImageData, LazyImage
 from cadx.data.readers import read_image
 from cadx.data.study import Cohort, Study
-from cadx.errors import CadxConfigError, CadxDataError
+from cadx.errors import CadxDataError
+from cadx.registry import Lower, NoneText, Options
 
 SUFFIXES = (".jpeg", ".jpg", ".png")
-_OPTIONS = {"group", "dedup_threshold", "dedup_min_ncc", "cache"}
 
 
 def read_grey(path: Path) -> np.ndarray:
@@ -40,19 +40,20 @@ def _loader(path: Path) -> Callable[[], ImageData]:
     return load
 
 
-def dedup_options(options: dict[str, Any], name: str) -> tuple[str, int, float | None, bool]:
-    """Parse the shared grouping options ``group``, ``dedup_threshold``, ``dedup_min_ncc``, ``cache``."""
-    group = str(options.get("group", "dedup")).lower()
-    if group not in ("dedup", "image"):
-        raise CadxConfigError(f"{name}: option group must be dedup or image, got {group!r}")
-    thr = coerce_int(options.get("dedup_threshold", DEFAULT_THRESHOLD), "dedup_threshold")
-    raw = options.get("dedup_min_ncc", DEFAULT_MIN_NCC)
-    ncc = None if str(raw).lower() == "none" else coerce_float(raw, "dedup_min_ncc")
-    return group, thr, ncc, coerce_bool(options.get("cache", True), "cache")
+class DedupOptions(Options):
+    """Near-duplicate grouping shared by mednist and busi: ``group`` = ``dedup`` (patient = near-duplicate group)
+    | ``image`` (one group per image); ``dedup_threshold`` (Hamming bits), ``dedup_min_ncc`` (``none`` = hash
+    only) and ``cache`` (hashes cached on disk) of :func:`cadx.data.dedup.group_files`."""
+
+    group: Annotated[Literal["dedup", "image"], Lower] = "dedup"
+    dedup_threshold: int = DEFAULT_THRESHOLD
+    dedup_min_ncc: Annotated[float | None, NoneText] = DEFAULT_MIN_NCC
+    cache: bool = True
 
 
-@register_dataset("mednist", "MedNIST 6-class anatomy/modality 64×64 JPEGs, near-duplicate groups as patients")
-def load(root: Path, **options: Any) -> Cohort:
+@register_dataset("mednist", "MedNIST 6-class anatomy/modality 64×64 JPEGs, near-duplicate groups as patients",
+                  options=DedupOptions)
+def load(root: Path, *, group: str, dedup_threshold: int, dedup_min_ncc: float | None, cache: bool) -> Cohort:
     """Load ``<root>/<Class>/*.jpeg``.
 
     Options: ``group`` = ``dedup`` (default) | ``image``; ``dedup_threshold`` (Hamming bits, default
@@ -61,10 +62,7 @@ def load(root: Path, **options: Any) -> Cohort:
     Studies: ``study_id = "<Class>/<stem>"``, image ``(1,64,64)`` uint8, spacing (1,1); ``metadata``:
     ``file``, ``dedup_group``. ``cohort.info``: ``dedup_groups`` and ``mixed_label_groups``.
     """
-    unknown = set(options) - _OPTIONS
-    if unknown:
-        raise CadxConfigError(f"mednist: unknown option(s) {sorted(unknown)} (known: {sorted(_OPTIONS)})")
-    group, thr, ncc, use_cache = dedup_options(options, "mednist")
+    thr, ncc = dedup_threshold, dedup_min_ncc
     root = Path(root)
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     files: list[Path] = []
@@ -77,7 +75,7 @@ def load(root: Path, **options: Any) -> Cohort:
         raise CadxDataError(f"no {'/'.join(SUFFIXES)} files in <Class>/ folders", path=root, field="root")
     info: dict[str, Any] = {"group": group}
     if group == "dedup":
-        groups = group_files(files, read_grey, threshold=thr, min_ncc=ncc, use_cache=use_cache)
+        groups = group_files(files, read_grey, threshold=thr, min_ncc=ncc, use_cache=cache)
         info.update(dedup_groups=int(groups.max()) + 1, dedup_threshold=thr, dedup_min_ncc=ncc,
                     mixed_label_groups=mixed_label_groups(groups, labels))
     else:

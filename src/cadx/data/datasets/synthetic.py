@@ -8,36 +8,29 @@ cohort into ``root`` unless a complete one with the same options is already ther
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from cadx.data.datasets.base import coerce_int, register_dataset
+from pydantic import AliasChoices, Field
+
+from cadx.data.datasets.base import register_dataset
 from cadx.data.study import Cohort
 from cadx.data.synthetic import DEFAULT_SHAPE, generate_cohort, load_cohort
-from cadx.errors import CadxConfigError
+from cadx.registry import IntTuple, Options
 
 
-def _shape(value: Any) -> tuple[int, ...]:
-    """``(28, 64, 64)``, ``"28,64,64"`` or ``"28x64x64"`` → a tuple of ints."""
-    if isinstance(value, str):
-        parts = value.replace("x", ",").replace("×", ",").split(",")
-    elif isinstance(value, Sequence):
-        parts = list(value)
-    else:
-        raise CadxConfigError(f"option shape: expected Z,Y,X, got {value!r}")
-    return tuple(coerce_int(str(p).strip(), "shape") for p in parts)
+class SyntheticOptions(Options):
+    """``n_patients`` (alias ``n``), generator ``seed``, volume ``shape`` Z,Y,X (``"28,64,64"`` or ``"28x64x64"``
+    from the command line) and ``box_margin`` (voxels around each lesion's box)."""
+
+    n_patients: int = Field(100, ge=1, validation_alias=AliasChoices("n_patients", "n"))
+    seed: int = 0
+    shape: IntTuple = DEFAULT_SHAPE
+    box_margin: int = Field(3, ge=0)
 
 
-@register_dataset("synthetic", "deterministic synthetic CT cohort of 5 adrenal-mass sub-classes (DICOM)")
-def load(root: Path, n_patients: Any = 100, seed: Any = 0, shape: Any = DEFAULT_SHAPE, box_margin: Any = 3,
-         **options: Any) -> Cohort:
-    """Generate (if needed) and load the synthetic cohort in ``root``; ``n`` is an alias of ``n_patients``."""
-    if "n" in options:
-        n_patients = options.pop("n")
-    if options:
-        raise CadxConfigError(f"synthetic: unknown option(s) {sorted(options)} "
-                              "(known: n_patients, seed, shape, box_margin)")
-    generate_cohort(Path(root), n_patients=coerce_int(n_patients, "n_patients"), seed=coerce_int(seed, "seed"),
-                    shape=_shape(shape), box_margin=coerce_int(box_margin, "box_margin"))
+@register_dataset("synthetic", "deterministic synthetic CT cohort of 5 adrenal-mass sub-classes (DICOM)",
+                  options=SyntheticOptions)
+def load(root: Path, *, n_patients: int, seed: int, shape: tuple[int, ...], box_margin: int) -> Cohort:
+    """Generate (if needed) and load the synthetic cohort in ``root``."""
+    generate_cohort(Path(root), n_patients=n_patients, seed=seed, shape=shape, box_margin=box_margin)
     return load_cohort(root)

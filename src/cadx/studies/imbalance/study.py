@@ -136,7 +136,7 @@ class StudyRunner:
         """Train through the engine (``fit``, or ``fit_two_phase`` when ``cfg.train.two_phase``) in a scratch
         run folder (removed afterwards unless ``keep_runs``); returns the model and its per-epoch test AUC."""
         from cadx.training.trainer import fit
-        from cadx.training.two_phase import fit_two_phase
+        from cadx.training.trainer import fit_two_phase
 
         run_dir = self.runs_dir / key
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -191,7 +191,8 @@ class StudyRunner:
             phase1 = self.cache[key1].model if key1 in self.cache else None
             curve1 = self.cache[key1].curve if key1 in self.cache else []
             if fixed:  # phase 1 on the fixed balanced list, phase 2 on the original imbalanced items
-                from cadx.training.two_phase import finetune, phase_configs
+                from cadx.training.trainer import finetune
+                from cadx.training.two_phase import phase_configs
 
                 c1, c2 = phase_configs(cfg)
                 if phase1 is None:
