@@ -4,6 +4,9 @@ regressors, RFE relatedness and inter-reader ABE — all on small synthetic data
 from __future__ import annotations
 
 import pickle
+import sys
+import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -249,7 +252,7 @@ def test_embedding_svm_without_calibration_is_a_softmax_of_the_decision():
     np.testing.assert_allclose(svm.predict_proba(x)[:, 1], 1 / (1 + np.exp(-2 * d)), atol=1e-12)
 
 
-def test_svm_save_load_and_legacy_run_files(tmp_path):
+def test_svm_save_load_and_legacy_run_files(tmp_path, monkeypatch):
     x, y = _two_blobs()
     svm = EmbeddingSVM(C=0.5, classes=[0, 1, 2], random_state=1).fit(x, y)
     back = EmbeddingSVM.load(svm.save(tmp_path / "fold_0" / "svm.pkl"))
@@ -266,6 +269,19 @@ def test_svm_save_load_and_legacy_run_files(tmp_path):
     assert not old1.calibrated_
     np.testing.assert_allclose(old1.predict_proba(x1), new1.predict_proba(x1), atol=1e-12)
     np.testing.assert_allclose(old1.decision_function(x1), new1.decision_function(x1), atol=1e-12)
+    # the first engine version: EmbeddingSVM(3, c, seed) whose pipeline ended in SVC(probability=True)
+    engine = types.ModuleType("cadx.engine.classifiers")
+    engine.EmbeddingSVM = type("EmbeddingSVM", (), {"__module__": "cadx.engine.classifiers"})
+    monkeypatch.setitem(sys.modules, "cadx.engine.classifiers", engine)  # only for pickling it here
+    v0 = engine.EmbeddingSVM()
+    v0.num_classes, v0.c, v0.seed, v0.classes_ = 3, 1.0, 0, np.array([0, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # SVC(probability=True) is deprecated in scikit-learn 1.9
+        v0.pipeline_ = make_pipeline(StandardScaler(), SVC(kernel="linear", probability=True, random_state=0)).fit(x, y)
+    (tmp_path / "v0.pkl").write_bytes(pickle.dumps(v0))
+    first = EmbeddingSVM.load(tmp_path / "v0.pkl")
+    np.testing.assert_allclose(first.predict_proba(x)[:, :2], v0.pipeline_.predict_proba(x), atol=1e-12)
+    np.testing.assert_allclose(first.decision_function(x), v0.pipeline_.decision_function(x), atol=1e-12)
     (tmp_path / "junk.pkl").write_bytes(b"not a pickle")
     with pytest.raises(CadxDataError, match=r"junk\.pkl"):
         EmbeddingSVM.load(tmp_path / "junk.pkl")

@@ -154,7 +154,7 @@ class _ProbaSVM(ClassifierMixin, BaseEstimator):
     def svc_(self) -> SVC:
         """The SVC fitted on all training rows (the one whose outputs are Platt-calibrated)."""
         last = self.pipeline_[-1]
-        return last.calibrated_classifiers_[0].estimator if self.calibrated_ else last
+        return last.calibrated_classifiers_[0].estimator if isinstance(last, CalibratedClassifierCV) else last
 
     def save(self, path: str | Path) -> Path:
         """Pickle the fitted estimator to ``path`` (atomic write; a run folder's ``svm.pkl``)."""
