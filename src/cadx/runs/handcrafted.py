@@ -67,7 +67,7 @@ def run_hc_svm(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False)
         tr = tr[y >= 0]
         svm = HandcraftedSVM(kernel=opts.kernel, C=opts.C, classes=list(range(len(classes))),
                              random_state=fold_seed(cfg.seed, fold.fold), precomputed=True)
-        svm.fit(feats[tr], store.item_labels(tr))
+        svm.fit(feats[tr], store.item_labels(tr), groups=np.asarray(store.patient_ids)[store.study[tr]])
         slices = slice_rows(store, te, {"proba": svm.predict_proba(feats[te])}, fold.fold)
         studies = finish_fold(cfg, cohort, store, fold, fdir, slices, tf, best_epoch=-1,
                               items={"train_items": int(tr.size), "val_items": 0, "test_items": int(te.size)})
