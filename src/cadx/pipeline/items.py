@@ -7,11 +7,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.progress import track
 
 from cadx.config import ExperimentConfig
 from cadx.data.study import Cohort, Study
 from cadx.errors import CadxConfigError, CadxDataError
 from cadx.pipeline.preprocess import StudyPreprocessor, study_number
+from cadx.utils import progress_console
 
 
 @dataclass
@@ -95,10 +97,6 @@ def build_store(cohort: Cohort, cfg: ExperimentConfig, classes: list[str] | None
     pos: list[int] = []
     it: Any = range(len(cohort))
     if progress:
-        from rich.progress import track
-
-        from cadx.utils import progress_console
-
         it = track(it, description=f"preprocessing {len(cohort)} studies", transient=True,
                    console=progress_console())
     for i in it:
