@@ -19,10 +19,10 @@ from cadx.data.study import Cohort, Study
 from cadx.evaluation.overlap import dice
 from cadx.pipeline.seg_items import build_seg_data, image_items, training_items
 from cadx.registry import Options
-from cadx.runs import run_cv
+from cadx.runs import evaluate_run, run_cv
 from cadx.runs.predict import predict_study
 from cadx.runs.seg_predict import predict_segmentation
-from cadx.runs.segmentation import final_masks, vote_rows
+from cadx.runs.segmentation import final_masks, predict_volume, vote_rows
 
 
 def seg_volume(rng: np.random.Generator, label: int, z: int = 5, n: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -177,6 +177,11 @@ def test_scnet_2d_classification_vote_and_png_prediction(tmp_path: Path) -> None
     acc = float((pred["y_pred"] == pred["y_true"]).mean())
     assert m["pooled"]["accuracy"] == pytest.approx(acc) and m["pooled"]["dice_mean"] == pytest.approx(
         pred["dice"].mean())
+    # cadx evaluate, own fold per patient: the same rows (Dice, vote, probabilities) as the CV
+    ext = evaluate_run(tmp_path / "run", "_test_seg", tmp_path, fold="own")
+    ev = pd.read_csv(tmp_path / "run" / "external" / "_test_seg-own-fold" / "predictions.csv")
+    pd.testing.assert_frame_equal(ev, pred, check_exact=False, atol=1e-6)
+    assert ext["accuracy"] == pytest.approx(m["pooled"]["accuracy"])
     img = seg_cohort(6, two_d=True)[0].image().load()
     write_image(ImageData(np.clip(img.array, 0, 255).astype(np.uint8), (1.0, 1.0)), tmp_path / "us.png")
     res = predict_segmentation(tmp_path / "run", tmp_path / "us.png", tmp_path / "out")
@@ -187,6 +192,75 @@ def test_scnet_2d_classification_vote_and_png_prediction(tmp_path: Path) -> None
     # `cadx predict` goes through predict_study, which hands segmentation runs to predict_segmentation
     via_study = predict_study(tmp_path / "run", tmp_path / "us.png", out_dir=tmp_path / "out2")
     assert via_study["mask"].endswith("us_mask.png") and via_study["probabilities"] == res["probabilities"]
+
+
+def test_predict_volume_is_the_cv_rule_on_the_original_grid() -> None:
+    """A fixed "model" whose sigmoid is 0.9 on an 8×8 block and on one lone pixel (0.1 elsewhere): at input size 8 the
+    probabilities are resized back to 16×16, the lone pixel's component is dropped, Dice is taken per volume."""
+    import torch
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            p = torch.full((x.shape[0], 1, 8, 8), 0.1)
+            p[:, :, 2:4, 2:4] = 0.9
+            p[:, :, 7, 7] = 0.9
+            return {"seg_logits": torch.logit(p)}
+
+    cfg = seg_config("input.size=8")
+    gt = np.zeros((3, 16, 16), bool)
+    gt[:, 4:8, 4:8] = True
+    gt[1, 4:8, 8:12] = True
+    vp = predict_volume(cfg, [Fixed()], torch.zeros(3, 1, 8, 8), (3, 16, 16), gt)
+    # bilinear upsampling of the 2×2 block at 0.9: the > 0.5 region is 4:8 × 4:8 in every slice (the corner
+    # pixel's blob is a separate, smaller component and is removed)
+    assert vp.mask.shape == (3, 16, 16) and vp.mask[:, 4:8, 4:8].all() and not vp.mask[:, 12:, 12:].any()
+    assert vp.mask.sum() == 48 and vp.row["lesion_voxels"] == 64
+    assert vp.row["dice"] == pytest.approx(2 * 48 / (48 + 64)) == dice(vp.mask, gt)
+    assert vp.row["pred_voxels"] == int(vp.mask.sum()) and vp.pred_pixels.tolist() == vp.mask.sum((1, 2)).tolist()
+    cfg_all = seg_config("input.size=8", "segmentation={largest_component: false}")
+    assert predict_volume(cfg_all, [Fixed()], torch.zeros(3, 1, 8, 8), (3, 16, 16)).mask[:, 14:, 14:].any()
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_evaluate_own_fold_gives_the_cv_dice(tmp_path: Path) -> None:
+    """`cadx evaluate` of a segmentation run on its own cohort, each patient scored by the fold that held it out:
+    the same per-patient Dice (and masks) as the CV's out-of-fold rows. Input 8 px on 16 px volumes, so the
+    masks are resized back to the original grid and the largest-component step matters."""
+    cfg = seg_config("data.options={n: 6, seed: 3}", "input.size=8", "train.epochs=3")
+    run = tmp_path / "run"
+    m = run_cv(cfg, run)
+    cv = pd.read_csv(run / "predictions.csv")
+    pooled = evaluate_run(run, "_test_seg", tmp_path, fold="own")
+    ext = run / "external" / "_test_seg-own-fold"
+    ev = pd.read_csv(ext / "predictions.csv")
+    assert ev["study_id"].tolist() == cv["study_id"].tolist() and ev["fold"].tolist() == cv["fold"].tolist()
+    np.testing.assert_allclose(ev["dice"], cv["dice"], atol=1e-6)
+    assert ev["pred_voxels"].tolist() == cv["pred_voxels"].tolist() and (cv["pred_voxels"] > 0).any()
+    assert ev["lesion_voxels"].tolist() == cv["lesion_voxels"].tolist() == [48] * 6
+    with np.load(ext / "pred_masks.npz") as z:
+        for _, r in cv.iterrows():
+            key = f"s{int(r['study_id'][1:])}"
+            with np.load(run / f"fold_{int(r['fold'])}" / "pred_masks.npz") as f:
+                np.testing.assert_array_equal(z[key], f[key])
+    assert pooled["dice_mean"] == pytest.approx(m["pooled"]["dice_mean"], abs=1e-9)
+    saved = json.loads((ext / "metrics.json").read_text())["external"]
+    # no options given: the run's own data.options were used (6 studies, seed 3), and recorded as such
+    assert saved["options"] == saved["options_from_run"] == {"n": 6, "seed": 3} and saved["options_override"] == {}
+    assert (saved["n_studies"], saved["n_patients"], saved["fold"]) == (6, 6, "own")
+    # an explicit option overrides the run's (and is recorded); fold 0's model scores every study
+    evaluate_run(run, "_test_seg", tmp_path, {"seed": "4"}, fold=0)
+    other = json.loads((run / "external" / "_test_seg-4-fold0" / "metrics.json").read_text())["external"]
+    assert other["options"] == {"n": 6, "seed": "4"} and other["options_override"] == {"seed": "4"}
+    assert other["models"] == ["fold_0"]
+    md = (run / "report.md").read_text()
+    sec = md[md.index("### External validation"):]
+    assert "_test_seg-own-fold" in sec and "_test_seg-4-fold0" in sec
+    assert "n=6 (run), seed=3 (run)" in sec and "n=6 (run), seed=4 (given, overrides the run's 3)" in sec
+    table = sec[sec.index("external validation beside cross-validation"):].splitlines()
+    cv_line = next(line for line in table if line.startswith("| cross-validation"))
+    own_line = next(line for line in table if line.startswith("| _test_seg-own-fold"))
+    assert f"{m['pooled']['dice_mean']:.3f}" in cv_line and cv_line.split("|")[4:] == own_line.split("|")[4:]
 
 
 def test_paired_comparison() -> None:

@@ -200,13 +200,21 @@ def evaluate_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder.")],
     dataset: Annotated[str, typer.Option(help="Dataset name of the external cohort.")],
     root: Annotated[Path, typer.Option(help="Its folder or file.")],
-    option: OptionList = None,
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", "-o", help="Adapter option key=value; overrides the run's own data.options (which apply when "
+        "the dataset is the run's).")] = None,
+    fold: Annotated[str | None, typer.Option(
+        help="Score with fold K's model, or 'own': each patient with the model of the fold that held it out "
+        "(reproduces the CV rows on the run's cohort). Default: final/, else the mean of the fold models.")] = None,
+    name: Annotated[str | None, typer.Option(help="Folder name under RUN/external/ (default: from the dataset, "
+                                                  "options and --fold).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the pooled metrics as JSON.")] = False,
 ) -> None:
-    """External validation: apply a trained run to another cohort (metrics, CIs, report section)."""
+    """External validation: apply a trained run to another cohort, scored as its CV was (metrics with CIs in
+    RUN/external/NAME/, an external-validation section beside the CV figures in the run's report)."""
     from cadx.runs import evaluate_run
 
-    pooled = evaluate_run(run, dataset, root, _options(option))
+    pooled = evaluate_run(run, dataset, root, _options(option), name=name, fold=fold)
     if as_json:
         _print_json(pooled)
         return

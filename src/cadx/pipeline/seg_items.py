@@ -14,17 +14,20 @@ empty slices from training (A.3 "discarded empty slices that did not contain any
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from rich.progress import track
 
 from cadx.config import ExperimentConfig, InputConfig, SegmentationConfig
 from cadx.data.study import Cohort
 from cadx.errors import CadxConfigError, CadxDataError
 from cadx.pipeline.items import ItemStore, study_targets
 from cadx.pipeline.preprocess import StudyPreprocessor, normalize_intensity, resize
+from cadx.utils import progress_console
 
 
 @dataclass
@@ -128,8 +131,10 @@ def load_study_arrays(study: Any, inp: InputConfig) -> tuple[np.ndarray, np.ndar
     return arr, les
 
 
-def build_seg_data(cohort: Cohort, cfg: ExperimentConfig, progress: bool = False) -> SegData:
-    """Preprocess every study into slice items with targets (once per run)."""
+def build_seg_data(cohort: Cohort, cfg: ExperimentConfig, progress: bool = False,
+                   classes: Sequence[str] | None = None) -> SegData:
+    """Preprocess every study into slice items with targets (once per run). ``classes`` default to the cohort's
+    (an external cohort passes the trained run's; a label outside them is stored as unlabelled, -1)."""
     seg = seg_settings(cfg)
     check_classes(cfg)
     imgs: list[np.ndarray] = []
@@ -140,10 +145,6 @@ def build_seg_data(cohort: Cohort, cfg: ExperimentConfig, progress: bool = False
     gt: list[np.ndarray] = []
     it: Any = range(len(cohort))
     if progress:
-        from rich.progress import track
-
-        from cadx.utils import progress_console
-
         it = track(it, description=f"preprocessing {len(cohort)} studies", transient=True,
                    console=progress_console())
     for i in it:
@@ -160,7 +161,7 @@ def build_seg_data(cohort: Cohort, cfg: ExperimentConfig, progress: bool = False
         raise CadxDataError(f"items differ in shape {sorted(shapes)} (mixed channel counts? set "
                             "data.options.channels)", path=cohort.source, field="image")
     masks = torch.from_numpy(np.stack(tgts).astype(np.float32))
-    classes = list(cohort.classes)
+    classes = list(classes if classes is not None else cohort.classes)
     labels, attrs, score = study_targets(list(cohort), classes, [], None)
     store = ItemStore(torch.from_numpy(np.stack(imgs).astype(np.float32)), masks, np.asarray(study_idx, np.int64),
                       np.asarray(pos, np.int64), labels, attrs, score, classes, [], cohort.study_ids,

@@ -17,6 +17,7 @@ from cadx.errors import CadxDataError
 from cadx.report import figures as F
 from cadx.report import tables as T
 from cadx.report.compare import paired_table
+from cadx.report.external import external_tables
 from cadx.report.runs import RunData, expand_run_dirs, load_run
 from cadx.utils import atomic_write_bytes, atomic_write_text, dumps_json
 
@@ -275,6 +276,9 @@ def _run_section(run: RunData, out: Path) -> list[Block]:
                               link=_inside(p, out)))
         else:
             blocks.append(Para(f"Figure '{f.get('title', '')}' not found ({f.get('path')}); PNG files only."))
+    external = external_tables(run)
+    if external:
+        blocks += [Heading(3, "External validation"), *external]
     if run.config_text is not None:
         blocks.append(Code(f"Resolved configuration (config.yaml, {run.name})", run.config_text, "yaml"))
     if run.missing:

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from cadx.config import ExperimentConfig
 from cadx.data.study import Cohort
@@ -15,20 +17,18 @@ from cadx.pipeline.seg_items import SegData, lesion_channel, load_study_arrays, 
 __all__ = ["dice_size_png", "overlay_png", "pick_cases", "seg_extra", "segmentation_notes"]
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def _figure(width: float, height: float) -> Figure:
+    """A matplotlib Figure on its own Agg canvas (pyplot's global state is not touched, as in report.figures)."""
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def dice_size_png(df: pd.DataFrame, path: Path, title: str) -> Path:
     """Bar per study (sorted by ground-truth lesion size) of its Dice, lesion size on a second axis."""
-    plt = _plt()
     d = df[df["lesion_voxels"] > 0].sort_values("lesion_voxels")
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.12 * len(d) + 2), 3.2), dpi=100)
+    fig = _figure(max(5.0, 0.12 * len(d) + 2), 3.2)
+    ax = fig.add_subplot()
     x = np.arange(len(d))
     ax.bar(x, d["dice"].to_numpy(float), color="#4c72b0", label="Dice")
     ax.set_ylim(0, 1)
@@ -41,7 +41,6 @@ def dice_size_png(df: pd.DataFrame, path: Path, title: str) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -57,8 +56,8 @@ def pick_cases(df: pd.DataFrame, n: int) -> list[str]:
 def overlay_png(cases: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], path: Path) -> Path:
     """One panel per case ``(title, image 2D, ground truth 2D, prediction 2D)``: ground truth green, prediction
     red contours."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(cases), figsize=(2.6 * len(cases), 2.9), dpi=100, squeeze=False)
+    fig = _figure(2.6 * len(cases), 2.9)
+    axes = fig.subplots(1, len(cases), squeeze=False)
     for ax, (title, img, gt, pred) in zip(axes[0], cases, strict=True):
         ax.imshow(img, cmap="gray")
         for m, col in ((gt, "#2ca02c"), (pred, "#d62728")):
@@ -70,7 +69,6 @@ def overlay_png(cases: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], pat
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

@@ -1,4 +1,22 @@
-"""External validation: apply a trained run (fold ensemble or ``final/``) to another cohort."""
+"""External validation (``cadx evaluate``): apply a trained run to a cohort and score it exactly as the run's
+cross-validation scored its test folds.
+
+- **Dataset options**: a cohort loaded with the run's own dataset adapter (same ``data.dataset`` name before any
+  ``:flag``) gets the run's ``data.options``; explicit ``options`` override them key by key. The options used,
+  the inherited ones and the overrides are recorded in ``metrics.json`` ``external`` and in the report.
+- **Models** (``fold``): ``None`` → ``final/`` when trained, else the mean of the fold models (decision
+  parameters: the mean of the folds' fitted priors / Youden thresholds); ``k`` → fold k's model and decision
+  parameters; ``"own"`` → each patient with the model of the fold whose test set held it out (a patient in no
+  test set of ``splits.json`` is an error). On the run's own cohort ``"own"`` reproduces ``predictions.csv``.
+- **Rows**: a network run goes through the CV's chain (:func:`~cadx.runs.inference.slice_rows` →
+  :func:`~cadx.runs.inference.study_rows` → :func:`~cadx.runs.inference.decide_rows`); a segmentation run through
+  :func:`cadx.runs.segmentation.predict_fold` (full volume, original grid, the same post-processing and per-volume
+  Dice).
+
+Output: ``run_dir/external/<name>/{predictions.csv, predictions_slices.csv, metrics.json}`` (segmentation also
+``pred_masks.npz``); the run's report is rewritten with its external-validation section
+(:mod:`cadx.report.external`).
+"""
 
 from __future__ import annotations
 
@@ -7,21 +25,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from cadx.config import ExperimentConfig
 from cadx.data.datasets import load_dataset
-from cadx.runs.folder import evaluate_rows, write_run_report
+from cadx.data.splits import Splits
+from cadx.data.study import Cohort
+from cadx.errors import CadxConfigError, CadxDataError
+from cadx.pipeline.items import build_store
+from cadx.pipeline.seg_items import build_seg_data
+from cadx.runs.folder import done_folds, evaluate_rows, run_config, run_models, write_run_report
 from cadx.runs.inference import decide_rows, slice_rows, study_rows
 from cadx.runs.predict import ensemble_outputs
-from cadx.runs.folder import run_config, run_models
-from cadx.pipeline.items import build_store
+from cadx.runs.segmentation import evaluate_seg, load_models, predict_fold, save_masks
 from cadx.training.trainer import load_module
-from cadx.errors import CadxDataError
 from cadx.utils import atomic_write_json, atomic_write_text, read_json
 
+__all__ = ["evaluate_run", "external_name", "fold_decisions", "model_groups", "resolve_options"]
 
-def external_name(dataset: str, options: dict[str, Any] | None = None) -> str:
-    """Folder name of an external evaluation, e.g. ``medmnist-breastmnist`` (safe for file systems)."""
+Group = tuple[int, list[Path], np.ndarray]
+"""``(fold label written into the rows, model folders, study indices of the cohort they score)``."""
+
+
+def external_name(dataset: str, options: dict[str, Any] | None = None, fold: int | str | None = None) -> str:
+    """Folder name of an external evaluation, e.g. ``medmnist-breastmnist`` or ``lgg-fold1`` (safe for file
+    systems): the dataset, the explicit option values, the model choice."""
     parts = [dataset, *(f"{v}" for _, v in sorted((options or {}).items()))]
+    if fold is not None:
+        parts.append("own-fold" if fold == "own" else f"fold{fold}")
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(parts)).strip("-") or "external"
 
 
@@ -38,43 +69,141 @@ def fold_decisions(model_dirs: list[Path]) -> tuple[list[float] | None, float | 
     return (np.mean(pri, axis=0).tolist() if pri else None), (float(np.mean(thr)) if thr else None)
 
 
+def resolve_options(cfg: ExperimentConfig, dataset: str, options: dict[str, Any] | None
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(options to load the cohort with, the part inherited from the run)``: the run's ``data.options`` when
+    ``dataset`` uses the run's adapter (same name before ``:``), updated with the explicit ``options``."""
+    same = dataset.split(":")[0] == cfg.data.dataset.split(":")[0]
+    inherited = dict(cfg.data.options) if same else {}
+    return {**inherited, **(options or {})}, inherited
+
+
+def parse_fold(fold: int | str | None) -> int | str | None:
+    """``None``, a fold number or ``"own"`` (strings from the CLI are converted); anything else raises."""
+    if fold is None or isinstance(fold, int):
+        return fold
+    text = str(fold).strip().lower()
+    if text == "own":
+        return "own"
+    if re.fullmatch(r"\d+", text):
+        return int(text)
+    raise CadxConfigError(f"--fold: expected a fold number or 'own', got {fold!r}")
+
+
+def _fold_dir(run_dir: Path, k: int) -> Path:
+    for d in done_folds(run_dir):
+        if d.name == f"fold_{k}":
+            return d
+    raise CadxDataError(f"no finished fold {k} (fold_{k}/DONE)", path=run_dir, field="fold")
+
+
+def model_groups(run_dir: Path, cohort: Cohort, fold: int | str | None) -> list[Group]:
+    """Which models score which studies (see the module docstring for ``fold``); empty groups are left out."""
+    every = np.arange(len(cohort))
+    if fold is None:
+        return [(-1, run_models(run_dir), every)]
+    if isinstance(fold, int):
+        return [(fold, [_fold_dir(run_dir, fold)], every)]
+    path = run_dir / "splits.json"
+    if not path.is_file():
+        raise CadxDataError("no splits.json: --fold own needs the run's folds", path=run_dir, field="splits")
+    held_out = {pid: f.fold for f in Splits.load(path) for pid in f.test}
+    pids = np.asarray(cohort.patient_ids)
+    unknown = sorted({str(p) for p in pids if p not in held_out})
+    if unknown:
+        raise CadxDataError(f"patients {unknown[:5]}{' …' if len(unknown) > 5 else ''} are in no fold's test set "
+                            "(--fold own scores each patient with the model that held it out)", path=path,
+                            field="test")
+    which = np.array([held_out[p] for p in pids])
+    return [(k, [_fold_dir(run_dir, k)], every[which == k]) for k in sorted(set(which.tolist()))]
+
+
+def _network_rows(cfg: ExperimentConfig, cohort: Cohort, groups: list[Group], spec: dict[str, Any]
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]], list[str]]:
+    """Slice and study rows of a network run; also the decisions used and the attributes evaluated."""
+    classes = list(spec.get("classes", []))
+    wanted = list(spec.get("attributes", []))
+    attrs = [a for a in wanted if a in cohort.attribute_names()]
+    store = build_store(cohort, cfg, classes=classes, attributes=wanted, progress=cfg.train.progress)
+    use = classes if cfg.task.classification else []
+    all_slices, all_studies, decisions = [], [], []
+    for label, dirs, studies in groups:
+        items = store.items_of_studies(studies)
+        masks = store.masks[items] if store.masks is not None else None
+        out, _ = ensemble_outputs(cfg, dirs, store.images[items], masks)
+        slices = slice_rows(store, items, out, label)
+        for a in set(wanted) - set(attrs):  # attributes the cohort does not have: keep predictions, drop the truth
+            slices = slices.drop(columns=[f"true_{a}"], errors="ignore")
+        priors, threshold = fold_decisions(dirs)
+        rows, decision = decide_rows(study_rows(slices, use, cfg.eval.aggregation), use, cfg.eval.decision,
+                                     priors=priors, threshold=threshold)
+        all_slices.append(slices)
+        all_studies.append(rows)
+        decisions.append({"fold": label, **decision})
+    return pd.concat(all_slices, ignore_index=True), pd.concat(all_studies, ignore_index=True), decisions, attrs
+
+
+def _segmentation_rows(cfg: ExperimentConfig, cohort: Cohort, groups: list[Group], classes: list[str]
+                       ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
+    """Study rows, slice rows and final masks of a segmentation run (:func:`predict_fold` per group)."""
+    data = build_seg_data(cohort, cfg, progress=cfg.train.progress, classes=classes or None)
+    all_slices, all_studies, masks = [], [], {}
+    for label, dirs, studies in groups:
+        models, _ = load_models(dirs, int(data.store.images.shape[1]))
+        rows, slices, m = predict_fold(cfg, data, models, studies, label)
+        all_studies.append(rows)
+        all_slices.append(slices)
+        masks.update(m)
+    return pd.concat(all_studies, ignore_index=True), pd.concat(all_slices, ignore_index=True), masks
+
+
+def _models_text(run_dir: Path, groups: list[Group], fold: int | str | None) -> str:
+    dirs = [d for _, ds, _ in groups for d in ds]
+    if fold == "own":
+        return f"own fold per patient ({len(dirs)} fold models)"
+    if fold is not None:
+        return f"fold {fold}"
+    return "final" if dirs[0].name == "final" else f"mean of {len(dirs)} fold models"
+
+
 def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, options: dict[str, Any] | None = None,
-                 name: str | None = None) -> dict[str, Any]:
-    """Predict every study of ``load_dataset(dataset, root, **options)`` with the run's models and write
-    ``run_dir/external/<name>/{predictions.csv, predictions_slices.csv, metrics.json}``; returns the ``pooled``
-    metrics. The cohort's labels must be among the run's classes (matched by name). The report is refreshed
-    when the report module is installed.
-    """
+                 name: str | None = None, fold: int | str | None = None) -> dict[str, Any]:
+    """Score every study of ``load_dataset(dataset, root, **options)`` with the run's models (see the module
+    docstring for the option rule and ``fold``), write ``run_dir/external/<name>/`` and the run's report, and
+    return the ``pooled`` metrics. Labels must be among the run's classes (matched by name)."""
     run_dir = Path(run_dir)
+    fold = parse_fold(fold)
     dirs = run_models(run_dir)
     cfg = run_config(run_dir, dirs)
     _, spec = load_module(dirs[0] / "checkpoint_best.ckpt")
-    classes = list(spec.get("classes", []))
-    cohort = load_dataset(dataset, root, **(options or {}))
-    unknown = sorted({s.label for s in cohort if s.label is not None} - set(classes))
+    classes = list(spec.get("classes", [])) if cfg.task.classification else []
+    used, inherited = resolve_options(cfg, dataset, options)
+    cohort = load_dataset(dataset, root, **used)
+    unknown = sorted({s.label for s in cohort if s.label is not None} - set(classes)) if classes else []
     if unknown:
         raise CadxDataError(f"labels {unknown} are not classes of the trained run {classes}", path=root,
                             field="label")
-    missing = [a for a in spec.get("attributes", []) if a not in cohort.attribute_names()]
-    attrs = [a for a in spec.get("attributes", []) if a not in missing]
-    store = build_store(cohort, cfg, classes=classes, attributes=spec.get("attributes", []),
-                        progress=cfg.train.progress)
-    out, _ = ensemble_outputs(cfg, dirs, store.images, store.masks)
-    items = np.arange(len(store))
-    slices = slice_rows(store, items, out, -1)
-    for a in missing:  # attributes the external cohort does not have: keep predictions, drop the empty truth
-        slices = slices.drop(columns=[f"true_{a}"], errors="ignore")
-    use = classes if cfg.task.classification else []
-    studies = study_rows(slices, use, cfg.eval.aggregation)
-    priors, threshold = fold_decisions(dirs)
-    studies, decision = decide_rows(studies, use, cfg.eval.decision, priors=priors, threshold=threshold)
-    dest = run_dir / "external" / (name or external_name(dataset, options))
+    groups = model_groups(run_dir, cohort, fold)
+    dest = run_dir / "external" / (name or external_name(dataset, options, fold))
+    info: dict[str, Any] = {
+        "dataset": dataset, "root": str(root), "options": used, "options_from_run": inherited,
+        "options_override": dict(options or {}), "fold": fold, "models_text": _models_text(run_dir, groups, fold),
+        "models": sorted({str(d.relative_to(run_dir)) for _, ds, _ in groups for d in ds}),
+        "n_studies": len(cohort), "n_patients": len(set(cohort.patient_ids))}
+    if cfg.segmentation is not None:
+        studies, slices, masks = _segmentation_rows(cfg, cohort, groups, classes)
+        dest.mkdir(parents=True, exist_ok=True)
+        save_masks(dest / "pred_masks.npz", masks)
+        metrics = evaluate_seg(studies, classes, cfg.eval.bootstrap, cfg.seed)
+    else:
+        slices, studies, decisions, attrs = _network_rows(cfg, cohort, groups, spec)
+        metrics = evaluate_rows(studies, list(spec.get("classes", [])), cfg, cfg.eval.bootstrap,
+                                cohort.info.get("attribute_ranges"))
+        info["decision"] = decisions[0] if len(decisions) == 1 else decisions
+        info["attributes_evaluated"] = attrs
     atomic_write_text(dest / "predictions_slices.csv", slices.to_csv(index=False))
     atomic_write_text(dest / "predictions.csv", studies.to_csv(index=False))
-    metrics = evaluate_rows(studies, use, cfg, cfg.eval.bootstrap, cohort.info.get("attribute_ranges"))
-    metrics["external"] = {"dataset": dataset, "root": str(root), "options": dict(options or {}),
-                           "models": [str(d.relative_to(run_dir)) for d in dirs], "decision": decision,
-                           "attributes_evaluated": attrs}
+    metrics["external"] = info
     atomic_write_json(dest / "metrics.json", metrics)
     write_run_report([run_dir], run_dir)
     return metrics["pooled"]

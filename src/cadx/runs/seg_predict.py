@@ -1,8 +1,9 @@
 """``predict_segmentation``: the lesion mask (and vote) of a new study with a trained segmentation run.
 
-The run's fold models (or ``final/``) are averaged (probabilities at the input size), the mask is built exactly as in
-cross-validation (:func:`cadx.runs.segmentation.study_predictions`: resize back, threshold/argmax, optional
-largest component) and written beside the result: ``<stem>_mask.nii.gz`` for a volume (values 0/1, the input's
+The run's fold models (or ``final/``, or one fold's model) are averaged (probabilities at the input size); the
+mask is built by the one segmentation prediction of cross-validation
+(:func:`cadx.runs.segmentation.predict_volume`: resize back to the original grid, threshold/argmax, optional largest
+component) and written beside the result: ``<stem>_mask.nii.gz`` for a volume (values 0/1, the input's
 spacing/origin/direction) or ``<stem>_mask.png`` for a 2D image (values 0/255, like BUSI's masks).
 """
 
@@ -16,10 +17,12 @@ import pandas as pd
 import torch
 
 from cadx.data.image import ImageData
+from cadx.data.readers import read_image, write_image
+from cadx.errors import CadxConfigError, CadxDataError
 from cadx.pipeline.preprocess import normalize_intensity
 from cadx.pipeline.seg_items import image_items, seg_settings
-from cadx.runs.segmentation import predict_items, study_predictions, vote_rows
-from cadx.errors import CadxConfigError
+from cadx.runs.folder import done_folds, run_config, run_models
+from cadx.runs.segmentation import load_models, predict_volume, vote_rows
 
 __all__ = ["is_segmentation_run", "predict_segmentation"]
 
@@ -27,8 +30,6 @@ __all__ = ["is_segmentation_run", "predict_segmentation"]
 def is_segmentation_run(run_dir: str | Path) -> bool:
     """True when the run's config has a ``segmentation`` section (then ``cadx predict`` should call
     :func:`predict_segmentation`)."""
-    from cadx.runs.folder import run_config, run_models
-
     run_dir = Path(run_dir)
     return run_config(run_dir, run_models(run_dir)).segmentation is not None
 
@@ -41,37 +42,32 @@ def _stem(path: Path) -> str:
     return name
 
 
-def predict_segmentation(run_dir: str | Path, path: str | Path, out_dir: str | Path | None = None
-                         ) -> dict[str, Any]:
+def predict_segmentation(run_dir: str | Path, path: str | Path, out_dir: str | Path | None = None,
+                         fold: int | None = None) -> dict[str, Any]:
     """Segment one study (volume or 2D image file, DICOM folder) with a segmentation run.
 
-    Writes the mask into ``out_dir`` (default: ``<run_dir>/predictions``) and returns ``{"study", "mask" (path),
-    "lesion_voxels", "slices_with_lesion", "models", "items"}`` plus, for runs with classification,
-    ``"probabilities"`` (vote fractions), ``"prediction"`` and ``"vote_fallback"``.
+    ``fold``: predict with that fold's model only (default: ``final/`` when trained, else the mean of the fold
+    models). The mask is :func:`cadx.runs.segmentation.predict_volume`'s, as in CV. Writes it into ``out_dir``
+    (default: ``<run_dir>/predictions``) and returns ``{"study", "mask" (path), "lesion_voxels",
+    "slices_with_lesion", "models", "items"}`` plus, for runs with classification, ``"probabilities"`` (vote
+    fractions), ``"prediction"`` and ``"vote_fallback"``.
     """
-    from cadx.data.readers import read_image, write_image
-    from cadx.runs.folder import run_config, run_models
-    from cadx.training.trainer import load_module
-
     run_dir, path = Path(run_dir), Path(path)
     dirs = run_models(run_dir)
     cfg = run_config(run_dir, dirs)
     if cfg.segmentation is None:
         raise CadxConfigError(f"{run_dir}: not a segmentation run (no segmentation section); use predict_study")
+    if fold is not None:
+        dirs = [d for d in done_folds(run_dir) if d.name == f"fold_{fold}"]
+        if not dirs:
+            raise CadxDataError(f"no finished fold {fold} (fold_{fold}/DONE)", path=run_dir, field="fold")
     img = read_image(path)
     arr = normalize_intensity(np.asarray(img.array), cfg.input)
     items, _, _, _ = image_items(arr, None, cfg.input, seg_settings(cfg))
     images = torch.from_numpy(np.stack(items).astype(np.float32))
-    models: list[torch.nn.Module] = []
-    spec: dict[str, Any] = {}
-    for d in dirs:
-        model, spec = load_module(d / "checkpoint_best.ckpt")
-        if images.shape[1] != spec["in_channels"]:
-            raise CadxConfigError(f"the model takes {spec['in_channels']} channel(s), the input has "
-                                  f"{images.shape[1]}")
-        models.append(model)
-    seg, proba = predict_items(models, images, cfg.train.eval_batch_size)
-    mask, _, per_slice = study_predictions(cfg, seg, proba, tuple(arr.shape[1:]), None)
+    models, spec = load_models(dirs, int(images.shape[1]))
+    vp = predict_volume(cfg, models, images, tuple(arr.shape[1:]))
+    mask = vp.mask
     out = Path(out_dir) if out_dir is not None else run_dir / "predictions"
     if mask.ndim == 3:
         dst = out / f"{_stem(path)}_mask.nii.gz"
@@ -80,12 +76,12 @@ def predict_segmentation(run_dir: str | Path, path: str | Path, out_dir: str | P
         dst = out / f"{_stem(path)}_mask.png"
         write_image(ImageData((mask.astype(np.uint8) * 255)[None], img.spacing), dst)
     result: dict[str, Any] = {"study": str(path), "mask": str(dst), "lesion_voxels": int(mask.sum()),
-                              "slices_with_lesion": int((per_slice > 0).sum()), "models": len(dirs),
+                              "slices_with_lesion": int((vp.pred_pixels > 0).sum()), "models": len(dirs),
                               "items": int(images.shape[0])}
     classes = list(spec.get("classes", []))
-    if proba is not None and classes:
-        df = pd.DataFrame({"study_id": str(path), "pred_pixels": per_slice,
-                           **{f"p_{c}": proba[:, j] for j, c in enumerate(classes)}})
+    if vp.proba is not None and classes and cfg.task.classification:
+        df = pd.DataFrame({"study_id": str(path), "pred_pixels": vp.pred_pixels,
+                           **{f"p_{c}": vp.proba[:, j] for j, c in enumerate(classes)}})
         v = vote_rows(df, classes, seg_settings(cfg).vote_min_pixels).iloc[0]
         result["probabilities"] = {c: float(v[f"p_{c}"]) for c in classes}
         result["prediction"] = str(v["y_pred"])

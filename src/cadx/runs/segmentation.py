@@ -19,12 +19,17 @@ test study:
 Outputs follow the engine's run folder (``predictions.csv``, ``predictions_slices.csv``, ``metrics.json``,
 ``notes.md``, ``fold_<k>/``) plus ``fold_<k>/pred_masks.npz`` (final masks of the test studies) and
 ``figures/`` (Dice vs lesion size, overlays) listed in ``metrics.json`` ``extra``.
+
+Steps 1–4 are :func:`predict_volume`, the ONE segmentation prediction: ``cadx evaluate``
+(:func:`cadx.runs.evaluate.evaluate_run`, through :func:`predict_fold`) and ``cadx predict``
+(:func:`cadx.runs.seg_predict.predict_segmentation`) call it too, so a study gets the same mask and Dice everywhere.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +41,37 @@ import torch.nn.functional as F
 from cadx.config import ExperimentConfig
 from cadx.data.splits import Fold
 from cadx.data.study import Cohort
-from cadx.runs.inference import device
-from cadx.pipeline.seg_items import SegData, build_seg_data, lesion_channel, seg_settings, training_items
-from cadx.training.trainer import fit, fold_seed
+from cadx.errors import CadxDataError
+from cadx.evaluation.aggregation import aggregate_predictions
+from cadx.evaluation.bootstrap import bootstrap_ci
 from cadx.evaluation.overlap import dice, largest_connected_component
-from cadx.utils import atomic_write_json, atomic_write_text
+from cadx.evaluation.summary import evaluate_predictions
+from cadx.pipeline.seg_items import SegData, build_seg_data, lesion_channel, seg_settings, training_items
 from cadx.report.notes import write_notes
 from cadx.report.seg_figures import seg_extra, segmentation_notes
 from cadx.runs.folder import run_folds, start_run, write_run_report
+from cadx.runs.inference import device
 from cadx.runs.kinds import register_run_kind
+from cadx.training.trainer import fit, fold_seed, load_module
+from cadx.utils import atomic_write_json, atomic_write_text
 
-__all__ = ["final_masks", "predict_items", "run_segmentation_cv", "study_predictions"]
+__all__ = ["VolumePrediction", "evaluate_seg", "final_masks", "load_models", "predict_fold", "predict_items",
+           "predict_volume", "run_segmentation_cv", "save_masks", "vote_rows"]
+
+
+def load_models(model_dirs: Sequence[Path], in_channels: int) -> tuple[list[torch.nn.Module], dict[str, Any]]:
+    """The ``checkpoint_best.ckpt`` models of ``model_dirs`` and the last one's spec; CadxDataError naming the
+    checkpoint when a model does not take ``in_channels`` input channels."""
+    models: list[torch.nn.Module] = []
+    spec: dict[str, Any] = {}
+    for d in model_dirs:
+        ckpt = Path(d) / "checkpoint_best.ckpt"
+        model, spec = load_module(ckpt)
+        if int(spec["in_channels"]) != in_channels:
+            raise CadxDataError(f"the model takes {spec['in_channels']} channel(s), the input has {in_channels}",
+                                path=ckpt, field="in_channels")
+        models.append(model)
+    return models, spec
 
 
 @torch.no_grad()
@@ -94,26 +119,44 @@ def final_masks(seg: np.ndarray, shape: tuple[int, ...], lesion: int, largest: b
     return mask
 
 
-def study_predictions(cfg: ExperimentConfig, seg: np.ndarray, proba: np.ndarray | None, shape: tuple[int, ...],
-                      gt: np.ndarray | None) -> tuple[np.ndarray, dict[str, Any], np.ndarray]:
-    """One study's ``(final mask, row fields, per-slice predicted lesion pixels)``; row: ``dice``,
-    ``lesion_voxels``, ``pred_voxels`` (with ``gt``), ``n_slices``, and with ``proba`` the vote
-    (``p_<class>`` are filled by the caller from ``vote_rows``)."""
+@dataclass
+class VolumePrediction:
+    """One study's segmentation: ``mask`` (bool, the study's original grid ``(Z, H, W)`` or ``(H, W)``),
+    ``row`` (``n_slices``, ``pred_voxels``; with a ground truth ``dice`` and ``lesion_voxels``),
+    ``pred_pixels`` ``(N,)`` lesion pixels of each item's slice in the final mask, ``proba`` ``(N, K)`` class
+    probabilities per item (None without a classification head)."""
+
+    mask: np.ndarray
+    row: dict[str, Any]
+    pred_pixels: np.ndarray
+    proba: np.ndarray | None
+
+
+def predict_volume(cfg: ExperimentConfig, models: Sequence[torch.nn.Module], images: torch.Tensor,
+                   shape: tuple[int, ...], gt: np.ndarray | None = None) -> VolumePrediction:
+    """THE segmentation prediction of one study (CV, ``cadx evaluate`` and ``cadx predict`` all call it).
+
+    ``images`` ``(N, C, h, w)``: every item of the study in slice order (:func:`cadx.pipeline.seg_items.image_items`);
+    ``shape``: the original spatial shape. Probabilities are averaged over ``models``, resized back to ``shape``,
+    decided and post-processed (:func:`final_masks` with the config's ``largest_component``/``connectivity``);
+    ``dice`` = :func:`cadx.evaluation.dice` of the whole volume against ``gt`` (both empty → 1.0, one empty → 0.0).
+    """
     s = seg_settings(cfg)
+    seg, proba = predict_items(models, images, cfg.train.eval_batch_size)
     mask = final_masks(seg, shape, lesion_channel(cfg), s.largest_component, s.connectivity)
-    per_slice = mask.reshape(seg.shape[0], -1).sum(1)
     row: dict[str, Any] = {"n_slices": int(seg.shape[0]), "pred_voxels": int(mask.sum())}
     if gt is not None:
+        if gt.shape != mask.shape:
+            raise CadxDataError(f"ground-truth mask shape {gt.shape} differs from the image's {mask.shape}",
+                                field="mask")
         row["dice"] = dice(mask, gt)
         row["lesion_voxels"] = int(gt.sum())
-    return mask, row, per_slice
+    return VolumePrediction(mask, row, mask.reshape(seg.shape[0], -1).sum(1), proba)
 
 
 def vote_rows(slices: pd.DataFrame, classes: list[str], min_pixels: int) -> pd.DataFrame:
     """Study rows by majority vote over the slices with ≥ ``min_pixels`` predicted lesion pixels (all slices
     when none has); adds ``vote_slices`` and ``vote_fallback``."""
-    from cadx.evaluation.aggregation import aggregate_predictions
-
     cols = [f"p_{c}" for c in classes]
     out = []
     for _, g in slices.groupby("study_id", sort=False):
@@ -130,25 +173,26 @@ def vote_rows(slices: pd.DataFrame, classes: list[str], min_pixels: int) -> pd.D
 
 def predict_fold(cfg: ExperimentConfig, data: SegData, models: Sequence[torch.nn.Module], studies: np.ndarray,
                  fold: int) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
-    """Predict test ``studies``: ``(study rows, slice rows, {"s<index>": final mask})``."""
+    """Predict ``studies`` (indices into ``data``) with ``models`` (:func:`predict_volume` per study; labels
+    under ``fold``): ``(study rows, slice rows, {"s<index>": final mask})``. With a classification head the
+    study's class is the lesion-slice vote (:func:`vote_rows`)."""
     st = data.store
     classes = list(st.classes) if cfg.task.classification else []
     rows, srows, masks = [], [], {}
     for s in studies:
         items = data.study_items(int(s))
-        seg, proba = predict_items(models, st.images[items], cfg.train.eval_batch_size)
         gt = data.gt[int(s)]
-        mask, row, per_slice = study_predictions(cfg, seg, proba, gt.shape, gt)
-        masks[f"s{int(s)}"] = mask
+        vp = predict_volume(cfg, models, st.images[items], gt.shape, gt)
+        masks[f"s{int(s)}"] = vp.mask
         y = st.labels[int(s)]
         base = {"study_id": st.study_ids[s], "patient_id": st.patient_ids[s], "fold": fold,
                 "y_true": st.classes[y] if y >= 0 else None}
-        rows.append({**base, **row})
-        sl = pd.DataFrame({**base, "item": items, "slice": st.slice_pos[items], "pred_pixels": per_slice,
+        rows.append({**base, **vp.row})
+        sl = pd.DataFrame({**base, "item": items, "slice": st.slice_pos[items], "pred_pixels": vp.pred_pixels,
                            "true_pixels": gt.reshape(len(items), -1).sum(1) if gt.ndim == 3 else [int(gt.sum())]})
-        if proba is not None and classes:
+        if vp.proba is not None and classes:
             for j, c in enumerate(classes):
-                sl[f"p_{c}"] = proba[:, j]
+                sl[f"p_{c}"] = vp.proba[:, j]
         srows.append(sl)
     studies_df = pd.DataFrame(rows)
     slices_df = pd.concat(srows, ignore_index=True)
@@ -169,9 +213,6 @@ def save_masks(path: Path, masks: dict[str, np.ndarray]) -> None:
 def evaluate_seg(df: pd.DataFrame, classes: list[str], n_bootstrap: int, seed: int) -> dict[str, Any]:
     """Dice (all studies) and, with ``classes``, the vote's classification metrics (labelled studies); the
     pooled block also gets a bootstrap CI of the median Dice (``ci.dice_median``)."""
-    from cadx.evaluation.bootstrap import bootstrap_ci
-    from cadx.evaluation.summary import evaluate_predictions
-
     seg = evaluate_predictions(df.drop(columns=[c for c in df.columns if c.startswith("p_")] + ["y_pred"],
                                        errors="ignore"), [], n_bootstrap=n_bootstrap, seed=seed)
     out = seg
