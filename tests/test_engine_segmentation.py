@@ -247,7 +247,8 @@ def test_evaluate_own_fold_gives_the_cv_dice(tmp_path: Path) -> None:
     saved = json.loads((ext / "metrics.json").read_text())["external"]
     # no options given: the run's own data.options were used (6 studies, seed 3), and recorded as such
     assert saved["options"] == saved["options_from_run"] == {"n": 6, "seed": 3} and saved["options_override"] == {}
-    assert (saved["n_studies"], saved["n_patients"], saved["fold"]) == (6, 6, "own")
+    assert (saved["n_studies"], saved["n_patients"], saved["fold"], saved["n_patients_in_training"]) == \
+        (6, 6, "own", 0)
     # an explicit option overrides the run's (and is recorded); fold 0's model scores every study
     evaluate_run(run, "_test_seg", tmp_path, {"seed": "4"}, fold=0)
     other = json.loads((run / "external" / "_test_seg-4-fold0" / "metrics.json").read_text())["external"]

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import tiny_config
 from typer.testing import CliRunner
 
 from cadx.errors import CadxConfigError, CadxDataError
 from cadx.report import tables as T
 from cadx.runs import evaluate_run, run_cv
 from cadx.runs.evaluate import external_name, parse_fold, resolve_options
+from helpers import tiny_config
 
 
 def test_resolve_options_run_options_unless_told_otherwise() -> None:
@@ -77,6 +77,8 @@ def test_external_section_in_report_and_option_rule(tiny_run: tuple[Path, dict],
     ext = json.loads((run / "external" / "_test_tiny-6-5" / "metrics.json").read_text())
     assert pooled["n_studies"] == 6 and ext["external"]["options_override"] == {"n": "6", "seed": "5"}
     assert ext["external"]["models"] == ["fold_0", "fold_1"] and ext["external"]["options_from_run"] == {}
+    # another seed of the same adapter reuses the ids P00..P05: all of them were training patients of a fold model
+    assert ext["external"]["n_patients_in_training"] == 6
     # the decision: the folds' mean training priors (both folds are balanced here: 0.5 / 0.5)
     assert ext["external"]["decision"]["rule"] == "prior"
     np.testing.assert_allclose(ext["external"]["decision"]["priors"], [0.5, 0.5])
@@ -110,3 +112,6 @@ def test_evaluate_errors_and_cli(tiny_run: tuple[Path, dict], tmp_path: Path) ->
     saved = json.loads((run / "external" / "by-cli" / "metrics.json").read_text())
     assert json.loads(res.output)["accuracy"] == pytest.approx(saved["pooled"]["accuracy"])
     assert saved["external"]["models"] == ["fold_1"] and saved["external"]["fold"] == 1
+    # fold 1's model scoring the run's own cohort: its training patients are fold 1's train + val parts
+    split = json.loads((run / "splits.json").read_text())["folds"][1]
+    assert saved["external"]["n_patients_in_training"] == len(split["train"]) + len(split.get("val", [])) == 6

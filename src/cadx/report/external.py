@@ -63,11 +63,15 @@ def external_tables(run: RunData) -> list[T.Table]:
         e = m["external"]
         cohort_rows.append([name, str(e.get("dataset", T.NA)), str(e.get("root", T.NA)), _options_text(e),
                             str(e.get("models_text") or ", ".join(e.get("models") or []) or T.NA),
-                            T.fmt(e.get("n_studies")), T.fmt(e.get("n_patients"))])
+                            T.fmt(e.get("n_studies")), T.fmt(e.get("n_patients")),
+                            T.fmt(e.get("n_patients_in_training")) if "n_patients_in_training" in e else T.NA])
     cohorts = T.Table(f"{run.name}: external validation cohorts",
-                      ["Evaluation", "Dataset", "Root", "Options", "Models", "Studies", "Patients"], cohort_rows,
+                      ["Evaluation", "Dataset", "Root", "Options", "Models", "Studies", "Patients",
+                       "Seen in training"], cohort_rows,
                       note="Options: 'run' = the run's own data.options (same dataset adapter), 'given' = passed to "
-                           "cadx evaluate.")
+                           "cadx evaluate. Seen in training: patients the scoring model was trained or validated on "
+                           "(by patient id, same dataset adapter only; n/a for another dataset); for them the "
+                           "evaluation is not external.")
     blocks = [run.metrics.get("pooled") or {}] + [m.get("pooled") or {} for _, m in results]
     pairs = [(k, n) for k, n in (*T.HEADLINE, *_DICE) if any(k in b for b in blocks)]
     keys, names = [k for k, _ in pairs], [n for _, n in pairs]

@@ -118,6 +118,25 @@ def model_groups(run_dir: Path, cohort: Cohort, fold: int | str | None) -> list[
     return [(k, [_fold_dir(run_dir, k)], every[which == k]) for k in sorted(set(which.tolist()))]
 
 
+def training_overlap(run_dir: Path, cohort: Cohort, groups: list[Group]) -> int:
+    """How many of the cohort's scored patients the model(s) scoring them were trained or validated on (by
+    patient id, from ``splits.json``: fold k's train + val parts; ``final/`` was trained on every patient of the
+    run). 0 for ``fold="own"``; an evaluation with such patients is not external for them."""
+    path = run_dir / "splits.json"
+    if not path.is_file():
+        return 0
+    folds = {f.fold: f for f in Splits.load(path)}
+    everyone = {p for f in folds.values() for part in ("train", "val", "test") for p in f.part(part)}
+    seen_total: set[str] = set()
+    for _, dirs, studies in groups:
+        seen: set[str] = set()
+        for d in dirs:
+            k = d.name.removeprefix("fold_")
+            seen |= everyone if not k.isdigit() else set(folds[int(k)].train) | set(folds[int(k)].val)
+        seen_total |= {cohort.patient_ids[i] for i in studies} & seen
+    return len(seen_total)
+
+
 def _network_rows(cfg: ExperimentConfig, cohort: Cohort, groups: list[Group], spec: dict[str, Any]
                   ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]], list[str]]:
     """Slice and study rows of a network run; also the decisions used and the attributes evaluated."""
@@ -184,12 +203,14 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, options: d
         raise CadxDataError(f"labels {unknown} are not classes of the trained run {classes}", path=root,
                             field="label")
     groups = model_groups(run_dir, cohort, fold)
+    same_adapter = dataset.split(":")[0] == cfg.data.dataset.split(":")[0]  # patient ids comparable
     dest = run_dir / "external" / (name or external_name(dataset, options, fold))
     info: dict[str, Any] = {
         "dataset": dataset, "root": str(root), "options": used, "options_from_run": inherited,
         "options_override": dict(options or {}), "fold": fold, "models_text": _models_text(run_dir, groups, fold),
         "models": sorted({str(d.relative_to(run_dir)) for _, ds, _ in groups for d in ds}),
-        "n_studies": len(cohort), "n_patients": len(set(cohort.patient_ids))}
+        "n_studies": len(cohort), "n_patients": len(set(cohort.patient_ids)),
+        "n_patients_in_training": training_overlap(run_dir, cohort, groups) if same_adapter else None}
     if cfg.segmentation is not None:
         studies, slices, masks = _segmentation_rows(cfg, cohort, groups, classes)
         dest.mkdir(parents=True, exist_ok=True)
