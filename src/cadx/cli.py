@@ -261,11 +261,13 @@ def ensemble_cmd(
 @app.command("demo")
 def demo_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
+    set_: SetList = None,
 ) -> None:
-    """Build the synthetic CT cohort, cross-validate ResNet-18 and DMRN, write the report."""
+    """Build the synthetic CT cohort, cross-validate ResNet-18 and DMRN, write the report; prints the run
+    folders to use with `cadx predict` (--set applies to both demo configs, e.g. train.epochs=2)."""
     from cadx.runs import run_demo
 
-    run_demo(out_dir)
+    run_demo(out_dir, list(set_ or []), console=out)
 
 
 study_app = typer.Typer(no_args_is_help=True, help="The paper studies: each derives its runs from one config, runs "

@@ -40,8 +40,13 @@ ATTRIBUTES = ("size_mm", "heterogeneity", "fat", "calcification", "necrosis", "m
 
 
 def cohort_params(n_patients: int = 100, seed: int = 0, shape: Sequence[int] = DEFAULT_SHAPE,
-                  box_margin: int = 3) -> dict[str, Any]:
-    """Validated generation parameters (what ``synthetic.json`` records and idempotence compares)."""
+                  box_margin: int = 3, classes: Sequence[str] | None = None) -> dict[str, Any]:
+    """Validated generation parameters (what ``synthetic.json`` records and idempotence compares).
+
+    ``classes``: a subset of :data:`CLASSES` (≥ 2, no repeats; order kept) to generate instead of all five,
+    split in the paper's proportions; recorded only when it differs from all five (so the default cohort's
+    parameters, and files, are those of every earlier version).
+    """
     shp = tuple(int(s) for s in shape)
     if len(shp) != 3 or shp[0] < 8 or min(shp[1:]) < 32:
         raise CadxConfigError(f"synthetic: shape must be (Z≥8, Y≥32, X≥32), got {shape!r}")
@@ -49,8 +54,20 @@ def cohort_params(n_patients: int = 100, seed: int = 0, shape: Sequence[int] = D
         raise CadxConfigError(f"synthetic: n_patients must be ≥ 1, got {n_patients!r}")
     if int(box_margin) < 0:
         raise CadxConfigError(f"synthetic: box_margin must be ≥ 0, got {box_margin!r}")
-    return {"version": GENERATOR_VERSION, "n_patients": int(n_patients), "seed": int(seed), "shape": list(shp),
-            "box_margin": int(box_margin)}
+    params: dict[str, Any] = {"version": GENERATOR_VERSION, "n_patients": int(n_patients), "seed": int(seed),
+                              "shape": list(shp), "box_margin": int(box_margin)}
+    if classes is not None:
+        cls = [str(c) for c in classes]
+        unknown = sorted(set(cls) - set(CLASSES))
+        if unknown or len(cls) < 2 or len(set(cls)) != len(cls):
+            raise CadxConfigError(f"synthetic: classes must be ≥ 2 distinct of {list(CLASSES)}, got {list(classes)!r}")
+        if tuple(cls) != CLASSES:
+            params["classes"] = cls
+    return params
+
+
+def _classes(params: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(params.get("classes", CLASSES))
 
 
 def mask_box(mask: np.ndarray, margin: int = 0) -> Box:
@@ -91,8 +108,9 @@ def _is_complete(out_dir: Path, params: dict[str, Any]) -> bool:
 def _generate_into(tmp: Path, params: dict[str, Any]) -> None:
     seed, n = params["seed"], params["n_patients"]
     shape = tuple(params["shape"])
-    quota = class_quota(n)
-    labels = np.repeat(np.array(CLASSES), [quota[c] for c in CLASSES])
+    classes = _classes(params)
+    quota = class_quota(n, {c: PAPER_COUNTS[c] for c in classes})
+    labels = np.repeat(np.array(classes), [quota[c] for c in classes])
     labels = labels[np.random.default_rng(seed).permutation(n)]
     records, studies = [], []
     for i, label in enumerate(labels.tolist()):
@@ -109,24 +127,27 @@ def _generate_into(tmp: Path, params: dict[str, Any]) -> None:
                "box": list(box), "attributes": {a: case["attributes"][a] for a in ATTRIBUTES}, "metadata": meta}
         records.append(rec)
         studies.append(_study(tmp, rec))
-    write_manifest(Cohort(studies, classes=CLASSES, name="synthetic"), tmp / MANIFEST_FILE)
+    write_manifest(Cohort(studies, classes=classes, name="synthetic"), tmp / MANIFEST_FILE)
     atomic_write_json(tmp / META_FILE, {
-        "generator": "cadx.data.synthetic", "params": params, "complete": True, "classes": list(CLASSES),
-        "class_names": CLASS_NAMES, "paper_counts": PAPER_COUNTS, "class_counts": quota, "studies": records})
+        "generator": "cadx.data.synthetic", "params": params, "complete": True, "classes": list(classes),
+        "class_names": {c: CLASS_NAMES[c] for c in classes}, "paper_counts": {c: PAPER_COUNTS[c] for c in classes},
+        "class_counts": quota, "studies": records})
 
 
 def generate_cohort(out_dir: str | Path, n_patients: int = 100, seed: int = 0,
-                    shape: Sequence[int] = DEFAULT_SHAPE, box_margin: int = 3) -> Path:
+                    shape: Sequence[int] = DEFAULT_SHAPE, box_margin: int = 3,
+                    classes: Sequence[str] | None = None) -> Path:
     """Generate the cohort into ``out_dir`` and return its ``manifest.csv``.
 
     ``shape`` is (Z, Y, X) voxels per volume (spacing is drawn per patient: 1.5–2.0 mm in-plane, 2.5 or
-    3.0 mm slices). Idempotent: when ``out_dir`` already holds a complete cohort with the same parameters it
-    is returned untouched. The cohort is built in a temporary sibling folder and renamed into place, so an
-    interrupted run never leaves half a cohort; a synthetic cohort with other parameters is replaced. Raises
-    :class:`CadxDataError` when ``out_dir`` is a non-empty folder that is not a synthetic cohort.
+    3.0 mm slices); ``classes`` a subset of the five (default all, see :func:`cohort_params`). Idempotent:
+    when ``out_dir`` already holds a complete cohort with the same parameters it is returned untouched. The
+    cohort is built in a temporary sibling folder and renamed into place, so an interrupted run never leaves half
+    a cohort; a synthetic cohort with other parameters is replaced. Raises :class:`CadxDataError` when
+    ``out_dir`` is a non-empty folder that is not a synthetic cohort.
     """
     out_dir = Path(out_dir)
-    params = cohort_params(n_patients, seed, shape, box_margin)
+    params = cohort_params(n_patients, seed, shape, box_margin, classes)
     if _is_complete(out_dir, params):
         return out_dir / MANIFEST_FILE
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir())
