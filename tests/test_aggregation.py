@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cadx.errors import CadxDataError
-from cadx.evaluation.aggregation import aggregate_predictions
+from cadx.evaluation.aggregation import aggregate_predictions, aggregate_proba
 
 
 def _slices() -> pd.DataFrame:
@@ -179,3 +179,128 @@ def test_numeric_class_names_survive_csv_float_round_trip() -> None:
     df["y_true"] = df["y_true"].astype(float)  # what read_csv gives when the column also held NaN
     r = evaluate_predictions(df, ["0", "1"], n_bootstrap=0)
     assert sum(map(sum, r["pooled"]["confusion_matrix"])) == 20
+
+
+# ---- aggregate_proba: the one aggregation (array core) and its tie rule -------------------------------------
+def _reference(proba: np.ndarray, groups: np.ndarray, method: str) -> tuple[list, np.ndarray, np.ndarray]:
+    """The documented rule written out row by row in plain Python (no numpy tricks)."""
+    keys: list = []
+    for g in groups:
+        if g not in keys:
+            keys.append(g)
+    k = proba.shape[1]
+    probs, preds = [], []
+    for key in keys:
+        rows = [list(map(float, proba[i])) for i in range(len(groups)) if groups[i] == key]
+        mean = [sum(r[j] for r in rows) / len(rows) for j in range(k)]
+        if method == "mean":
+            agg = mean
+            pred = agg.index(max(agg))                       # list.index: the lowest tied index
+        elif method == "max":
+            agg = [max(r[j] for r in rows) for j in range(k)]
+            pred = agg.index(max(agg))
+        else:
+            votes = [0] * k
+            for r in rows:
+                votes[r.index(max(r))] += 1                  # a row's own tie → lowest index
+            agg = [v / len(rows) for v in votes]
+            tied = [j for j in range(k) if votes[j] == max(votes)]
+            best = max(mean[j] for j in tied)
+            pred = min(j for j in tied if mean[j] == best)
+        probs.append(agg)
+        preds.append(pred)
+    return keys, np.array(probs), np.array(preds)
+
+
+@pytest.mark.parametrize("method", ["mean", "vote", "max"])
+def test_aggregate_proba_matches_the_written_out_rule(method: str) -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        n, k = int(rng.integers(1, 25)), int(rng.integers(2, 5))
+        # small integer weights, so that row, vote and mean ties are frequent
+        raw = rng.integers(0, 3, size=(n, k)).astype(float)
+        raw[raw.sum(1) == 0, 0] = 1.0
+        p = raw / raw.sum(1, keepdims=True)
+        groups = rng.choice(np.array(["c", "a", "b", "d"]), n)
+        agg = aggregate_proba(p, groups, method)
+        keys, probs, preds = _reference(p, groups, method)
+        assert agg.keys.tolist() == keys
+        np.testing.assert_allclose(agg.proba, probs, atol=1e-12)
+        np.testing.assert_array_equal(agg.pred, preds)
+        assert agg.size.tolist() == [int((groups == g).sum()) for g in keys]
+        assert agg.first.tolist() == [int(np.flatnonzero(groups == g)[0]) for g in keys]
+
+
+def test_vote_tie_rule_by_hand() -> None:
+    p = np.array([[0.5, 0.5, 0.0],     # row tie → votes for class 0
+                  [0.1, 0.2, 0.7],     # class 2
+                  [0.2, 0.3, 0.5],     # study b: class 2 …
+                  [0.45, 0.55, 0.0],   # … class 1: 1-1 tie, mean p1 .425 > p2 .25 → 1
+                  [0.4, 0.6, 0.0],     # study c: class 1
+                  [0.6, 0.4, 0.0]])    # class 0: tie, means equal (.5/.5) → lowest index 0
+    agg = aggregate_proba(p, ["a", "a", "b", "b", "c", "c"], "vote")
+    np.testing.assert_allclose(agg.proba, [[0.5, 0, 0.5], [0, 0.5, 0.5], [0.5, 0.5, 0]])
+    # a: 1-1 between classes 0 and 2; mean p0 = .3 < mean p2 = .35 → 2
+    assert agg.pred.tolist() == [2, 1, 0]
+    # the table version gives the same decisions and probabilities
+    df = pd.DataFrame({"study_id": ["a", "a", "b", "b", "c", "c"], "p_x": p[:, 0], "p_y": p[:, 1], "p_z": p[:, 2]})
+    out = aggregate_predictions(df, method="vote")
+    assert out["y_pred"].tolist() == ["z", "y", "x"]
+    np.testing.assert_allclose(out[["p_x", "p_y", "p_z"]].to_numpy(), agg.proba)
+
+
+def test_aggregate_proba_mean_matches_pandas_and_sklearn_accuracy() -> None:
+    from sklearn.metrics import accuracy_score
+
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(3), 60)
+    groups = rng.integers(0, 15, 60)
+    agg = aggregate_proba(p, groups, "mean")
+    ref = pd.DataFrame(p).groupby(groups, sort=False).mean()
+    np.testing.assert_allclose(agg.proba, ref.to_numpy(), atol=1e-12)
+    assert agg.keys.tolist() == ref.index.tolist()
+    y = rng.integers(0, 3, 15)[agg.keys]
+    assert np.mean(agg.pred == y) == pytest.approx(accuracy_score(y, ref.to_numpy().argmax(1)))
+
+
+def test_aggregate_proba_errors_and_empty() -> None:
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        aggregate_proba(np.ones((2, 2)) / 2, [0, 1], "median")
+    with pytest.raises(ValueError, match=r"groups \(N,\), got \(2, 2\) and \(3,\)"):
+        aggregate_proba(np.ones((2, 2)) / 2, [0, 1, 2])
+    with pytest.raises(ValueError, match="NaN"):
+        aggregate_proba(np.array([[np.nan, 1.0]]), [0])
+    with pytest.raises(ValueError, match="missing ids"):
+        aggregate_proba(np.ones((2, 2)) / 2, np.array(["a", None], dtype=object))
+    empty = aggregate_proba(np.zeros((0, 2)), np.zeros(0, int), "vote")
+    assert empty.proba.shape == (0, 2) and empty.pred.shape == (0,)
+
+
+# ---- the Lightning validation metric uses the same aggregation and AUC ---------------------------------------
+def test_validation_metrics_match_sklearn_on_study_means() -> None:
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    from cadx.training.module import validation_metrics
+
+    rng = np.random.default_rng(1)
+    study = np.repeat(np.arange(20), 3)
+    y_study = np.arange(20) % 3
+    y_study[5] = -1                                     # an unlabelled study is left out
+    p = rng.dirichlet(np.ones(3), 60) + 0.4 * np.eye(3)[np.maximum(y_study, 0)[study]]
+    p = p / p.sum(1, keepdims=True)
+    acc, auc = validation_metrics(p, y_study[study], study)
+    mean = pd.DataFrame(p).groupby(study).mean().to_numpy()
+    ok = y_study >= 0
+    assert acc == pytest.approx(accuracy_score(y_study[ok], mean[ok].argmax(1)))
+    assert auc == pytest.approx(roc_auc_score(y_study[ok], mean[ok], multi_class="ovr"))
+    # binary: AUC of class 1; a missing class → NaN without a warning; nothing labelled → NaN, NaN
+    pb = np.stack([1 - p[:, 0], p[:, 0]], 1)
+    yb = (y_study[study] > 0).astype(int)
+    mb = pd.DataFrame(pb).groupby(study).mean().to_numpy()[:, 1]
+    assert validation_metrics(pb, yb, study)[1] == pytest.approx(roc_auc_score(yb[::3], mb))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(validation_metrics(pb, np.zeros(60, int), study)[1])
+    assert all(np.isnan(validation_metrics(pb, -np.ones(60, int), study)))

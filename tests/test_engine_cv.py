@@ -132,14 +132,15 @@ def test_pairs_svm_youden_and_final_predict_evaluate(tmp_path: Path) -> None:
     # final model on all data, then single-study prediction prefers final/
     final = train_final(cfg, run)
     assert (final / "DONE").is_file() and (final / "svm.pkl").is_file()
-    readers = pytest.importorskip("cadx.data.readers")
     from helpers import tiny_volume
 
     vol, _, box = tiny_volume(1, np.random.default_rng(9))
     np.save(tmp_path / "study.npy", vol[0])
-    if not hasattr(readers, "read_image"):
-        pytest.skip("readers.read_image not available")
     out = predict_study(run, tmp_path / "study.npy", box=list(box))
-    assert out["models"] == 1 and set(out["probabilities"]) == {"benign", "malignant"}
-    assert out["prediction"] in ("benign", "malignant")
-    assert sum(out["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+    thr = json.loads((final / "metrics.json").read_text())["decision_fit"]["threshold"]
+    assert out["models"] == 1 and out["items"] == 4 and out["decision"] == {"rule": "youden", "threshold": thr}
+    p = out["probabilities"]["malignant"]
+    np.testing.assert_allclose(p * 4, round(p * 4), atol=1e-9)          # a vote fraction of the 4 slices
+    assert out["probabilities"]["benign"] == pytest.approx(1 - p, abs=1e-9)
+    assert out["prediction"] == ("malignant" if p >= thr else "benign")  # final/'s fitted Youden threshold
+    # (predict = cv for every rule × aggregation, study by study: tests/test_predict_path.py)

@@ -217,3 +217,17 @@ def test_no_warning_for_defined_auc() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert M.roc_auc(np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.2, 0.8])) == 1.0
+
+
+def test_roc_auc_with_heavy_ties_matches_sklearn(rng: np.random.Generator) -> None:
+    """The one AUC of cadx (cv, evaluate, the validation metric, reports) on scores with many ties: binary on a
+    4-level score, and a multi-class vote-fraction table (studies of 6 slices) as the vote aggregation produces."""
+    y = rng.integers(0, 2, 120)
+    s = np.clip(y + rng.integers(-1, 3, 120), 0, 3).astype(float)
+    assert M.roc_auc(y, s) == pytest.approx(skm.roc_auc_score(y, s))
+    assert M.roc_auc(y, np.stack([1 - s / 3, s / 3], 1)) == pytest.approx(skm.roc_auc_score(y, s))
+    y3 = np.arange(90) % 3
+    votes = rng.multinomial(4, [1 / 3, 1 / 3, 1 / 3], 90)
+    votes[np.arange(90), y3] += 2
+    frac = votes / votes.sum(1, keepdims=True)
+    assert M.roc_auc(y3, frac) == pytest.approx(skm.roc_auc_score(y3, frac, multi_class="ovr", average="macro"))

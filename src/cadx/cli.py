@@ -170,9 +170,13 @@ def predict_cmd(
                                                  "goes (default <run>/predictions).")] = None,
     covariate: Annotated[list[str] | None, typer.Option(help="name=number study metadata the run's input uses, "
                                                         "e.g. diameter_mm=12.5 (repeatable).")] = None,
+    fold: Annotated[int | None, typer.Option(help="Predict with fold K's model and its decision parameters (for a "
+                                             "study of fold K's test set: the same answer as its row in the run's "
+                                             "predictions.csv).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Predict one study with the run's fold ensemble (or its final model); segmentation runs write the mask."""
+    """Predict one study with the run's final model, else its fold ensemble (mean outputs, mean priors/thresholds),
+    or one fold's model (--fold); aggregation and decision as in the run's CV. Segmentation runs write the mask."""
     from cadx.runs import predict_study
 
     cov: dict[str, float] = {}
@@ -181,7 +185,7 @@ def predict_cmd(
             cov[k] = float(v)
         except ValueError:
             raise typer.BadParameter(f"--covariate {k}={v}: not a number") from None
-    result = predict_study(run, study, mask=mask, out_dir=out_dir, covariates=cov)
+    result = predict_study(run, study, mask=mask, out_dir=out_dir, covariates=cov, fold=fold)
     if as_json:
         _print_json(result)
         return

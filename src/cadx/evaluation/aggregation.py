@@ -1,22 +1,84 @@
-"""Slice/patch-level prediction rows → one row per study (or per any id column).
+"""Slice/patch-level predictions → one prediction per study (or per any id): the ONE aggregation of cadx.
 
-Methods: ``mean`` probability (DMRN, MTMR-Net), majority ``vote`` (SCNet) and ``max`` probability.
+Methods: ``mean`` probability (DMRN, MTMR-Net), majority ``vote`` (SCNet) and per-class ``max`` probability.
+
+Tie rule (everywhere: cv, predict, evaluate, ensembles, the Lightning validation metric, the studies):
+
+- a row votes for its argmax class, ties between classes going to the lowest class index;
+- ``mean`` / ``max``: the predicted class is the argmax of the aggregated probabilities, ties to the lowest index;
+- ``vote``: the predicted class has the most votes; a tie in votes goes to the tied class with the higher mean
+  probability, and a remaining tie to the lowest class index.
+
+:func:`aggregate_proba` is the array-level core; :func:`aggregate_predictions` applies it to a prediction table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike, NDArray
 
 from cadx.errors import CadxDataError
 
-__all__ = ["aggregate_predictions"]
+__all__ = ["Aggregated", "aggregate_predictions", "aggregate_proba"]
 
 Method = Literal["mean", "vote", "max"]
+METHODS: tuple[str, ...] = ("mean", "vote", "max")
 _KEEP = ("patient_id", "fold", "y_true")
+
+
+class Aggregated(NamedTuple):
+    """Result of :func:`aggregate_proba` for ``S`` groups (first-appearance order) and ``K`` classes."""
+
+    keys: np.ndarray               # (S,) group ids
+    proba: NDArray[np.float64]     # (S, K) aggregated probabilities (vote: vote fractions)
+    pred: NDArray[np.int64]        # (S,) predicted class index (the tie rule of the module)
+    first: NDArray[np.int64]       # (S,) row index of each group's first row
+    size: NDArray[np.int64]        # (S,) rows per group
+
+
+def aggregate_proba(proba: ArrayLike, groups: ArrayLike, method: str = "mean") -> Aggregated:
+    """Aggregate row probabilities ``(N, K)`` over ``groups`` ``(N,)`` (any hashable ids, e.g. study ids).
+
+    ``mean``: mean probability per class; ``vote``: vote fractions (each row votes for its argmax);
+    ``max``: per-class maximum (rows no longer sum to 1). Predictions follow the module's tie rule.
+    Raises ValueError for an unknown method, shapes that disagree, NaN/inf probabilities or missing ids;
+    ``N == 0`` gives ``S == 0``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown aggregation method {method!r}; use 'mean', 'vote' or 'max'")
+    p = np.asarray(proba, dtype=np.float64)
+    g = np.asarray(groups)
+    if p.ndim != 2 or g.ndim != 1 or p.shape[0] != g.shape[0]:
+        raise ValueError(f"proba must be (N, K) and groups (N,), got {p.shape} and {g.shape}")
+    if not np.isfinite(p).all():
+        raise ValueError("proba contains NaN or inf")
+    codes, uniq = pd.factorize(g, sort=False)
+    if (codes < 0).any():
+        raise ValueError("groups has missing ids")
+    keys = np.asarray(uniq)
+    s, k = keys.size, p.shape[1]
+    size = np.bincount(codes, minlength=s).astype(np.int64)
+    first = np.full(s, -1, np.int64)
+    first[codes[::-1]] = np.arange(codes.size - 1, -1, -1)       # the smallest row index wins
+    sums = np.stack([np.bincount(codes, weights=p[:, j], minlength=s) for j in range(k)], axis=1) \
+        if k else np.zeros((s, 0))
+    mean = sums / np.maximum(size, 1)[:, None]
+    if method == "mean":
+        agg = mean
+    elif method == "max":
+        agg = np.full((s, k), -np.inf)
+        np.maximum.at(agg, codes, p)
+    else:
+        votes = np.zeros((s, k), np.int64)
+        np.add.at(votes, (codes, np.argmax(p, axis=1)), 1)
+        agg = votes / np.maximum(size, 1)[:, None]
+        top = votes == votes.max(axis=1, keepdims=True)
+        return Aggregated(keys, agg, np.argmax(np.where(top, mean, -np.inf), axis=1).astype(np.int64), first, size)
+    return Aggregated(keys, agg, np.argmax(agg, axis=1).astype(np.int64), first, size)
 
 
 def aggregate_predictions(df: pd.DataFrame, by: str = "study_id", method: Method = "mean",
@@ -42,7 +104,7 @@ def aggregate_predictions(df: pd.DataFrame, by: str = "study_id", method: Method
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise CadxDataError(f"missing probability columns {missing}", field="prob_cols")
-    if method not in ("mean", "vote", "max"):
+    if method not in METHODS:
         raise ValueError(f"unknown aggregation method {method!r}; use 'mean', 'vote' or 'max'")
     if df[cols].isna().to_numpy().any():
         raise CadxDataError("probability columns contain NaN", field="prob_cols")
@@ -57,26 +119,13 @@ def aggregate_predictions(df: pd.DataFrame, by: str = "study_id", method: Method
                 bad = nun[nun > 1].index[:3].tolist()
                 raise CadxDataError(f"{c} differs within {by} {bad}", field=c)
             out[c] = g[c].first().reindex(keys).to_numpy()
-
-    mean_p = g[cols].mean().reindex(keys).to_numpy(dtype=np.float64)
-    if method == "mean":
-        probs = mean_p
-        pred = np.argmax(probs, axis=1)
-    elif method == "max":
-        probs = g[cols].max().reindex(keys).to_numpy(dtype=np.float64)
-        pred = np.argmax(probs, axis=1)
-    else:
-        votes = np.argmax(df[cols].to_numpy(dtype=np.float64), axis=1)
-        vote_df = pd.DataFrame(np.eye(len(cols))[votes], columns=cols, index=df.index)
-        vote_df[by] = df[by].to_numpy()
-        probs = vote_df.groupby(by, sort=False)[cols].mean().reindex(keys).to_numpy(dtype=np.float64)
-        top = probs == probs.max(axis=1, keepdims=True)
-        pred = np.argmax(np.where(top, mean_p, -np.inf), axis=1)
+    agg = aggregate_proba(df[cols].to_numpy(dtype=np.float64), df[by].to_numpy(), method)
+    probs, pred = agg.proba, agg.pred
     for j, c in enumerate(cols):
         out[c] = probs[:, j]
     names = [c[2:] if c.startswith("p_") else c for c in cols]
     out["y_pred"] = [names[i] for i in pred]
-    out["n_rows"] = g.size().reindex(keys).to_numpy()
+    out["n_rows"] = agg.size
     extra = [c for c in df.columns
              if c.startswith(("pred_", "true_")) or c in ("dice", "lesion_voxels")]
     if extra:

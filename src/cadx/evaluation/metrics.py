@@ -10,6 +10,9 @@ Conventions (all functions):
 - Wrong shapes, non-integer labels or labels out of range raise ``ValueError``; nothing is reshaped or cast.
 - Undefined values (a zero denominator) are ``NaN``; macro means skip NaN classes (like scikit-learn's
   ``zero_division=np.nan``) and are NaN only when every class is undefined.
+
+:func:`roc_auc` is the one AUC of cadx (cv and evaluate metrics, the Lightning validation metric, the studies,
+the reports); :mod:`cadx.evaluation.bootstrap` holds its weighted, vectorised twin, tested to agree with it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy.stats import rankdata
 
 __all__ = [
     "abe",
@@ -196,8 +200,6 @@ def binary_metrics(y_true: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
 
 def _auc_1d(pos: NDArray[np.bool_], score: NDArray[np.float64]) -> float:
     """Mann–Whitney AUC (ties count 1/2); NaN when one class is absent."""
-    from scipy.stats import rankdata
-
     n_pos = int(pos.sum())
     n_neg = pos.size - n_pos
     if n_pos == 0 or n_neg == 0:

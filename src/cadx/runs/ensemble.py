@@ -2,8 +2,12 @@
 
 Seed ensembles (one recipe trained with several seeds) and model ensembles (DMRN + a 3D CNN) are evaluated like a
 run: ``predictions.csv``, ``metrics.json`` (pooled and per-fold metrics with patient-bootstrap CIs), ``notes.md``
-and a report, so ``cadx report`` can put the ensemble beside its members. Nothing is fitted: equal weights, and
-the decision is the argmax of the mean probabilities (members' own decision rules are not combined).
+and a report, so ``cadx report`` can put the ensemble beside its members. Nothing is fitted: equal weights. The
+decision goes through the prediction path's :func:`~cadx.runs.inference.decide_rows`: when every member was run
+with the same ``eval.decision`` and saved its fitted parameters (``fold_<k>/metrics.json`` ``decision_fit``), the
+studies of fold ``k`` are decided with the members' fold-``k`` parameters combined as a fold ensemble's
+(:func:`~cadx.runs.inference.combine_decisions`: mean priors, mean Youden threshold); otherwise by the argmax of the
+mean probabilities (ties to the lowest class index), and ``metrics.json`` ``run.decision`` says so.
 """
 
 from __future__ import annotations
@@ -16,10 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cadx.config import load_config
 from cadx.errors import CadxDataError
+from cadx.evaluation.summary import evaluate_predictions
+from cadx.runs.folder import write_run_report
+from cadx.runs.inference import Decision, combine_decisions, decide_rows
 from cadx.utils import atomic_write_json, atomic_write_text, read_json
 
-__all__ = ["ensemble_runs", "mean_probabilities"]
+__all__ = ["ensemble_decisions", "ensemble_runs", "mean_probabilities"]
 
 
 def mean_probabilities(tables: Sequence[pd.DataFrame], sources: Sequence[str] | None = None) -> pd.DataFrame:
@@ -62,9 +70,6 @@ def ensemble_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, n_bootstr
 
     ``n_bootstrap``/``seed``: default to the first run's ``eval.bootstrap`` and ``seed`` (its config.yaml).
     """
-    from cadx.config import load_config
-    from cadx.evaluation.summary import evaluate_predictions
-
     t0 = time.perf_counter()
     dirs = [Path(d) for d in run_dirs]
     for d in dirs:
@@ -80,21 +85,50 @@ def ensemble_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, n_bootstr
     if not classes:
         classes = [c[2:] for c in df.columns if c.startswith("p_")]
     df = df[df["y_true"].notna()]
-    metrics = evaluate_predictions(df, classes, n_bootstrap=nb, seed=sd)
+    rule, per_fold = ensemble_decisions(dirs, sorted({int(f) for f in df["fold"]}))
+    parts = [decide_rows(g, classes, per_fold.get(int(f), {"rule": "argmax"})) for f, g in df.groupby("fold")]
+    df = pd.concat(parts).loc[df.index] if parts else df
+    metrics = evaluate_predictions(df, classes, n_bootstrap=nb, seed=sd, decision="given")
     members = [{"run": str(d), "auc": read_json(d / "metrics.json").get("pooled", {}).get("auc")} for d in dirs]
     metrics["run"] = {"name": f"ensemble of {len(dirs)} runs", "members": members, "model": "ensemble",
+                      "decision": {"rule": rule, "folds": {str(k): v for k, v in per_fold.items()}},
                       "seconds": round(time.perf_counter() - t0, 2)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "predictions.csv", index=False)
     atomic_write_json(out / "metrics.json", metrics)
     lines = [f"# Ensemble of {len(dirs)} runs", "",
-             "Equal-weight mean of the members' study-level class probabilities on the same test studies; "
-             "decision = argmax of the mean (nothing fitted). Members (pooled AUC):", ""]
+             "Equal-weight mean of the members' study-level class probabilities on the same test studies "
+             f"(nothing fitted); decision: {_rule_text(rule)}. Members (pooled AUC):", ""]
     lines += [f"- `{m['run']}`: {m['auc']}" for m in members]
     atomic_write_text(out / "notes.md", "\n".join(lines) + "\n")
     if report:
-        from cadx.runs.folder import write_run_report
-
         write_run_report([out], out)
     return metrics
+
+
+def ensemble_decisions(run_dirs: Sequence[Path], folds: Sequence[int]) -> tuple[str, dict[int, Decision]]:
+    """``(rule, {fold: decision})`` of an ensemble of runs (see the module docstring). The members' common
+    ``eval.decision`` (their ``config.yaml``) with, per fold, their ``fold_<k>`` parameters combined; ``argmax``
+    when the rules differ or a member lacks a config or a fold's fitted parameters."""
+    rules = {load_config(d / "config.yaml").eval.decision if (d / "config.yaml").is_file() else None
+             for d in run_dirs}
+    rule = rules.pop() if len(rules) == 1 else None
+    if rule is None or rule == "argmax":
+        return "argmax", {}
+    out: dict[int, Decision] = {}
+    for k in folds:
+        paths = [d / f"fold_{k}" / "metrics.json" for d in run_dirs]
+        if not all(p.is_file() for p in paths):
+            return "argmax", {}
+        fits = [dict(read_json(p).get("decision_fit") or {}) for p in paths]
+        try:
+            out[k] = combine_decisions(rule, fits, [str(p.parent) for p in paths])
+        except CadxDataError:
+            return "argmax", {}
+    return rule, out
+
+
+def _rule_text(rule: str) -> str:
+    return {"prior": "argmax of the mean divided by the members' mean training priors (per fold)",
+            "youden": "the members' mean Youden threshold per fold"}.get(rule, "argmax of the mean")

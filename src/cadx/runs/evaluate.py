@@ -8,8 +8,8 @@ cross-validation scored its test folds.
   parameters: the mean of the folds' fitted priors / Youden thresholds); ``k`` → fold k's model and decision
   parameters; ``"own"`` → each patient with the model of the fold whose test set held it out (a patient in no
   test set of ``splits.json`` is an error). On the run's own cohort ``"own"`` reproduces ``predictions.csv``.
-- **Rows**: a network run goes through the CV's chain (:func:`~cadx.runs.inference.slice_rows` →
-  :func:`~cadx.runs.inference.study_rows` → :func:`~cadx.runs.inference.decide_rows`); a segmentation run through
+- **Rows**: a network run goes through the CV's prediction path (:func:`~cadx.runs.inference.predict_rows`: item
+  outputs → aggregation → decision with the models' fitted parameters); a segmentation run through
   :func:`cadx.runs.segmentation.predict_fold` (full volume, original grid, the same post-processing and per-volume
   Dice).
 
@@ -35,13 +35,12 @@ from cadx.errors import CadxConfigError, CadxDataError
 from cadx.pipeline.items import build_store
 from cadx.pipeline.seg_items import build_seg_data
 from cadx.runs.folder import done_folds, evaluate_rows, run_config, run_models, write_run_report
-from cadx.runs.inference import decide_rows, slice_rows, study_rows
-from cadx.runs.predict import ensemble_outputs
+from cadx.runs.inference import load_predictor, predict_rows
 from cadx.runs.segmentation import evaluate_seg, load_models, predict_fold, save_masks
 from cadx.training.trainer import load_module
-from cadx.utils import atomic_write_json, atomic_write_text, read_json
+from cadx.utils import atomic_write_json, atomic_write_text
 
-__all__ = ["evaluate_run", "external_name", "fold_decisions", "model_groups", "resolve_options"]
+__all__ = ["evaluate_run", "external_name", "model_groups", "resolve_options"]
 
 Group = tuple[int, list[Path], np.ndarray]
 """``(fold label written into the rows, model folders, study indices of the cohort they score)``."""
@@ -54,19 +53,6 @@ def external_name(dataset: str, options: dict[str, Any] | None = None, fold: int
     if fold is not None:
         parts.append("own-fold" if fold == "own" else f"fold{fold}")
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(parts)).strip("-") or "external"
-
-
-def fold_decisions(model_dirs: list[Path]) -> tuple[list[float] | None, float | None]:
-    """Mean of the fitted decision parameters (training priors, Youden threshold) over the models' folds."""
-    pri, thr = [], []
-    for d in model_dirs:
-        p = d / "metrics.json"
-        fit = read_json(p).get("decision_fit", {}) if p.is_file() else {}
-        if fit.get("priors"):
-            pri.append(fit["priors"])
-        if fit.get("threshold") is not None:
-            thr.append(fit["threshold"])
-    return (np.mean(pri, axis=0).tolist() if pri else None), (float(np.mean(thr)) if thr else None)
 
 
 def resolve_options(cfg: ExperimentConfig, dataset: str, options: dict[str, Any] | None
@@ -144,21 +130,13 @@ def _network_rows(cfg: ExperimentConfig, cohort: Cohort, groups: list[Group], sp
     wanted = list(spec.get("attributes", []))
     attrs = [a for a in wanted if a in cohort.attribute_names()]
     store = build_store(cohort, cfg, classes=classes, attributes=wanted, progress=cfg.train.progress)
-    use = classes if cfg.task.classification else []
+    drop = [f"true_{a}" for a in wanted if a not in attrs]  # attributes the cohort lacks: keep predictions only
     all_slices, all_studies, decisions = [], [], []
     for label, dirs, studies in groups:
-        items = store.items_of_studies(studies)
-        masks = store.masks[items] if store.masks is not None else None
-        out, _ = ensemble_outputs(cfg, dirs, store.images[items], masks)
-        slices = slice_rows(store, items, out, label)
-        for a in set(wanted) - set(attrs):  # attributes the cohort does not have: keep predictions, drop the truth
-            slices = slices.drop(columns=[f"true_{a}"], errors="ignore")
-        priors, threshold = fold_decisions(dirs)
-        rows, decision = decide_rows(study_rows(slices, use, cfg.eval.aggregation), use, cfg.eval.decision,
-                                     priors=priors, threshold=threshold)
-        all_slices.append(slices)
-        all_studies.append(rows)
-        decisions.append({"fold": label, **decision})
+        res = predict_rows(cfg, store, store.items_of_studies(studies), [load_predictor(d) for d in dirs], label)
+        all_slices.append(res.slices.drop(columns=drop, errors="ignore"))
+        all_studies.append(res.studies.drop(columns=drop, errors="ignore"))
+        decisions.append({"fold": label, **res.decision})
     return pd.concat(all_slices, ignore_index=True), pd.concat(all_studies, ignore_index=True), decisions, attrs
 
 

@@ -19,8 +19,9 @@ from cadx.errors import CadxConfigError, CadxDataError
 from cadx.evaluation.summary import evaluate_predictions
 from cadx.pipeline.items import ItemStore
 from cadx.report import write_report
-from cadx.runs.inference import decide_rows, study_rows
+from cadx.runs.inference import Decision, fit_decision, study_predictions
 from cadx.utils import atomic_write_json, atomic_write_text, read_json
+
 
 def load_cohort(cfg: ExperimentConfig, out_dir: Path | None = None) -> Cohort:
     """The config's cohort. ``synthetic`` without ``data.root`` is generated under ``out_dir/data``;
@@ -143,15 +144,17 @@ def evaluate_rows(df: pd.DataFrame, classes: list[str], cfg: ExperimentConfig, n
 
 def finish_fold(cfg: ExperimentConfig, cohort: Cohort, store: ItemStore, fold: Fold, fold_dir: Path,
                 slices: pd.DataFrame, t0: float, best_epoch: int, items: dict[str, int],
-                fit_df: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The end of every fold runner: test slice rows → study rows (``eval.aggregation``) → decision rule (fitted on
-    the fold's training labels, or ``fit_df`` for Youden) → ``predictions_slices.csv``, ``predictions.csv``,
-    ``metrics.json`` (no bootstrap) and the ``DONE`` marker (``items`` = train/val/test item counts). Returns the
-    study rows."""
+                decision: Decision | None = None) -> pd.DataFrame:
+    """The end of every fold runner: the fold's test slice rows → study rows and decision
+    (:func:`cadx.runs.inference.study_predictions`, ``eval.aggregation``) → ``predictions_slices.csv``,
+    ``predictions.csv``, ``metrics.json`` (no bootstrap; ``decision_fit`` = the decision parameters, which
+    ``cadx predict`` and ``cadx evaluate`` reuse) and the ``DONE`` marker (``items`` = train/val/test item counts).
+    ``decision``: fitted by the runner (:func:`cadx.runs.inference.fold_decision`); default: fitted on the fold's
+    training labels alone (priors; a Youden threshold then falls back to 0.5). Returns the study rows."""
     classes = store.classes if cfg.task.classification else []
-    studies = study_rows(slices, classes, cfg.eval.aggregation)
-    train_y = store.labels[fold.indices(cohort, "train")]
-    studies, decision = decide_rows(studies, classes, cfg.eval.decision, train_y[train_y >= 0], fit_df)
+    if decision is None:
+        decision = fit_decision(cfg.eval.decision, classes, store.labels[fold.indices(cohort, "train")])
+    studies = study_predictions(slices, classes, cfg.eval.aggregation, decision)
     atomic_write_text(fold_dir / "predictions_slices.csv", slices.to_csv(index=False))
     atomic_write_text(fold_dir / "predictions.csv", studies.to_csv(index=False))
     metrics = evaluate_rows(studies, classes, cfg, 0, cohort.info.get("attribute_ranges"))

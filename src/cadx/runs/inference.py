@@ -1,15 +1,41 @@
-"""Model outputs on stored items → slice-level rows → study-level predictions (aggregation + decision)."""
+"""The ONE classification prediction path: trained model(s) → item outputs → slice rows → study rows
+(``eval.aggregation``, :mod:`cadx.evaluation.aggregation`) → decision (``eval.decision``) → study predictions.
+
+:func:`predict_rows` runs the whole chain for stored items; cv (:func:`cadx.runs.network.run_fold` with
+:func:`cadx.runs.folder.finish_fold`), ``cadx predict``, ``cadx evaluate``, the partial-run evaluation and the
+studies call it, so a study gets the same answer from each of them when the same model scores it.
+
+Decision parameters (``decision_fit`` in ``fold_<k>/metrics.json`` and ``final/metrics.json``):
+``{"rule": "argmax"|"prior"|"youden", "priors": [K floats] | None, "threshold": float | None}``, fitted per fold by
+:func:`fit_decision` — ``prior``: the class frequencies of the fold's training studies (before any resampling);
+``youden``: the Youden threshold on the fold's validation studies (its training studies when it has none), scored
+by the same model and aggregation; never on the test studies. Several models (a fold ensemble) are decided with
+:func:`combine_decisions`: the mean of their priors, the mean of their thresholds.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 
+from cadx.classical.svm import EmbeddingSVM
+from cadx.config import ExperimentConfig
+from cadx.errors import CadxDataError
+from cadx.evaluation.aggregation import aggregate_predictions
+from cadx.evaluation.overlap import dice
+from cadx.evaluation.thresholds import class_priors, decide, youden_threshold
 from cadx.pipeline.items import ItemStore
+from cadx.training.trainer import load_module
+from cadx.utils import read_json
+
+Decision = dict[str, Any]
+RULES = ("argmax", "prior", "youden")
 
 
 def device() -> torch.device:
@@ -64,6 +90,54 @@ def infer(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256, f
     return {k: np.concatenate(v) for k, v in acc.items()}
 
 
+@dataclass
+class Predictor:
+    """A trained model as the prediction path applies it: the network, the SVM fitted on its embeddings (its
+    probabilities replace the network head's) and the decision parameters fitted for it (empty = none).
+    ``source`` names where it was loaded from (for error messages)."""
+
+    model: torch.nn.Module
+    svm: EmbeddingSVM | None = None
+    decision: Decision = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)
+    source: str = "<model>"
+
+
+def load_predictor(model_dir: str | Path) -> Predictor:
+    """The predictor saved in a model folder (``fold_<k>/`` or ``final/``): ``checkpoint_best.ckpt``, ``svm.pkl``
+    when present and ``metrics.json`` ``decision_fit`` (empty when the folder has none)."""
+    d = Path(model_dir)
+    model, spec = load_module(d / "checkpoint_best.ckpt")
+    svm = EmbeddingSVM.load(d / "svm.pkl") if (d / "svm.pkl").is_file() else None
+    m = d / "metrics.json"
+    decision = dict(read_json(m).get("decision_fit") or {}) if m.is_file() else {}
+    return Predictor(model, svm, decision, spec, str(d))
+
+
+def item_outputs(cfg: ExperimentConfig, predictors: Sequence[Predictor], images: torch.Tensor,
+                 masks: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """:func:`infer` outputs of ``images`` ``(N, C, *size)`` averaged item by item over ``predictors`` (``eval.tta``;
+    a predictor with an SVM contributes the SVM's probabilities). Raises CadxDataError when a model takes another
+    number of channels than the images have."""
+    if not predictors:
+        raise CadxDataError("no model to predict with", field="models")
+    tables: list[dict[str, np.ndarray]] = []
+    for pr in predictors:
+        want = pr.spec.get("in_channels")
+        if want is not None and int(images.shape[1]) != int(want):
+            raise CadxDataError(f"the model takes {want} channel(s), the input has {int(images.shape[1])}",
+                                path=pr.source, field="image")
+        out = infer(pr.model, images, cfg.train.eval_batch_size,
+                    features=cfg.eval.svm_features if pr.svm is not None else None, masks=masks, tta=cfg.eval.tta)
+        if pr.svm is not None:
+            out["proba"] = pr.svm.predict_proba(out.pop("features"))
+        tables.append(out)
+    if len(tables) == 1:
+        return tables[0]
+    keys = set.intersection(*(set(t) for t in tables)) - {"features"}
+    return {k: np.mean([t[k] for t in tables], axis=0) for k in sorted(keys)}
+
+
 def slice_rows(store: ItemStore, items: np.ndarray, outputs: dict[str, np.ndarray], fold: int) -> pd.DataFrame:
     """One row per item: ``study_id, patient_id, fold, item, slice, y_true, p_<class>..., pred_<a>/true_<a>``
     plus the segmentation counts."""
@@ -92,8 +166,6 @@ def slice_rows(store: ItemStore, items: np.ndarray, outputs: dict[str, np.ndarra
 def study_rows(slices: pd.DataFrame, classes: Sequence[str], method: str) -> pd.DataFrame:
     """Aggregate item rows per study (``aggregate_predictions``); per-study Dice from summed voxel counts (both masks
     empty → 1.0, the rule of :func:`cadx.evaluation.dice`)."""
-    from cadx.evaluation.aggregation import aggregate_predictions
-
     seg = [c for c in ("inter", "pred_sum", "true_sum") if c in slices.columns]
     base = slices.drop(columns=[*seg, "item", "slice"], errors="ignore")
     if any(c.startswith("p_") for c in base.columns):
@@ -108,8 +180,6 @@ def study_rows(slices: pd.DataFrame, classes: Sequence[str], method: str) -> pd.
     if seg:
         sums = slices.groupby("study_id", sort=False)[seg].sum().reindex(out["study_id"])
         den = (sums["pred_sum"] + sums["true_sum"]).to_numpy(float)
-        from cadx.evaluation.overlap import dice
-
         both_empty = dice(np.zeros(0, bool), np.zeros(0, bool))  # the documented rule: both empty → 1.0
         with np.errstate(invalid="ignore", divide="ignore"):
             out["dice"] = np.where(den > 0, 2 * sums["inter"].to_numpy(float) / den, both_empty)
@@ -117,45 +187,118 @@ def study_rows(slices: pd.DataFrame, classes: Sequence[str], method: str) -> pd.
     return out
 
 
-def decide_rows(df: pd.DataFrame, classes: Sequence[str], rule: str, train_y: np.ndarray | None = None,
-                fit_df: pd.DataFrame | None = None, priors: Sequence[float] | None = None,
-                threshold: float | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Set ``y_pred`` by ``rule`` (argmax | prior with training class frequencies | youden with a threshold fitted
-    on ``fit_df`` — training or validation studies, never the test set). Under argmax an existing ``y_pred`` (from
-    the aggregation, e.g. a majority vote) is kept. Given ``priors``/``threshold`` are used as they are.
-    Returns the table and the decision parameters used."""
-    from cadx.evaluation.thresholds import class_priors, decide, youden_threshold
+def fit_decision(rule: str, classes: Sequence[str], train_y: np.ndarray | None = None,
+                 fit_studies: pd.DataFrame | None = None) -> Decision:
+    """Decision parameters of one model (see the module docstring).
 
-    cols = [f"p_{c}" for c in classes]
-    if not classes or cols[0] not in df.columns:
-        return df, {"rule": rule}
-    info: dict[str, Any] = {"rule": rule}
-    if rule == "argmax" and "y_pred" in df.columns:
-        return df, info
-    proba = df[cols].to_numpy(float)
+    ``train_y``: class indices ``(n,)`` of the training studies (``prior``; unlabelled ``< 0`` are skipped).
+    ``fit_studies``: undecided study rows (``y_true``, ``p_<class>``) of the validation/training studies
+    (``youden``, binary only). Youden falls back to 0.5 when those rows lack one of the two classes. ``argmax``,
+    or a task without classes, has no parameters. A class absent from ``train_y`` raises ValueError.
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown decision rule {rule!r}; use 'argmax', 'prior' or 'youden'")
+    info: Decision = {"rule": rule}
+    if not classes or rule == "argmax":
+        return info
     if rule == "prior":
-        pri = np.asarray(priors) if priors is not None else \
-            class_priors(train_y, len(classes)) if train_y is not None else None
-        info["priors"] = None if pri is None else [float(v) for v in pri]
-        pred = decide(proba, "prior", priors=pri)
-    elif rule == "youden":
-        thr = 0.5 if threshold is None else float(threshold)
-        if threshold is None and fit_df is not None and len(fit_df) and len(classes) == 2:
-            lut = {c: i for i, c in enumerate(classes)}
-            y = fit_df["y_true"].map(lut).to_numpy()
-            ok = ~pd.isna(y)
-            if ok.any() and np.unique(y[ok].astype(int)).size == 2:
-                thr = youden_threshold(y[ok].astype(int), fit_df.loc[ok, cols[1]].to_numpy(float))
-        info["threshold"] = float(thr)
-        pred = decide(proba, "youden", threshold=thr)
+        if train_y is None:
+            raise ValueError("rule 'prior' needs the training labels")
+        y = np.asarray(train_y)
+        info["priors"] = [float(v) for v in class_priors(y[y >= 0], len(classes))]
+        return info
+    thr = 0.5
+    if fit_studies is not None and len(fit_studies) and len(classes) == 2:
+        lut = {c: i for i, c in enumerate(classes)}
+        y = fit_studies["y_true"].map(lut).to_numpy()
+        ok = ~pd.isna(y)
+        if ok.any() and np.unique(y[ok].astype(int)).size == 2:
+            thr = youden_threshold(y[ok].astype(int), fit_studies.loc[ok, f"p_{classes[1]}"].to_numpy(float))
+    info["threshold"] = float(thr)
+    return info
+
+
+def combine_decisions(rule: str, decisions: Sequence[Decision], sources: Sequence[str] | None = None) -> Decision:
+    """The decision of an ensemble of models under ``rule``: the mean of their ``priors`` (``prior``) or of their
+    ``threshold``s (``youden``); one model keeps its own. A model without the fitted parameter (e.g. a run from
+    before ``decision_fit`` existed) is a CadxDataError naming its ``metrics.json`` (``sources``: model folders)."""
+    info: Decision = {"rule": rule}
+    key = {"prior": "priors", "youden": "threshold"}.get(rule)
+    if key is None:
+        return info
+    names = list(sources) if sources is not None else [f"model {i}" for i in range(len(decisions))]
+    if not decisions:
+        raise CadxDataError("no model to take decision parameters from", field="models")
+    for d, name in zip(decisions, names, strict=True):
+        if d.get(key) is None:
+            raise CadxDataError(f"no fitted {key} for eval.decision={rule}", path=Path(name) / "metrics.json",
+                                field=f"decision_fit.{key}")
+    vals = [d[key] for d in decisions]
+    if key == "priors":
+        info[key] = [float(v) for v in np.mean(np.asarray(vals, float), axis=0)]
     else:
-        pred = decide(proba, "argmax")
-    df = df.copy()
-    df["y_pred"] = [classes[i] for i in pred]
-    return df, info
+        info[key] = float(np.mean(vals))
+    return info
 
 
-def ensemble_proba(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Mean of several models' outputs (probabilities, attributes, counts) item by item."""
-    keys = set.intersection(*(set(t) for t in tables))
-    return {k: np.mean([t[k] for t in tables], axis=0) for k in keys if k != "features"}
+def decide_rows(studies: pd.DataFrame, classes: Sequence[str], decision: Decision) -> pd.DataFrame:
+    """Set ``y_pred`` of study rows by ``decision`` (:func:`fit_decision`/:func:`combine_decisions`).
+
+    ``argmax`` keeps the aggregation's ``y_pred`` (its tie rule, e.g. a majority vote); ``prior`` takes the argmax
+    of ``p / priors``, ``youden`` predicts ``classes[1]`` when ``p_<classes[1]> >= threshold`` (ties of an argmax
+    to the lowest class index). Rows without class probabilities are returned as they are.
+    """
+    cols = [f"p_{c}" for c in classes]
+    rule = decision.get("rule", "argmax")
+    if not classes or cols[0] not in studies.columns or (rule == "argmax" and "y_pred" in studies.columns):
+        return studies
+    pred = decide(studies[cols].to_numpy(float), rule, priors=decision.get("priors"),
+                  threshold=decision.get("threshold"))
+    out = studies.copy()
+    out["y_pred"] = [classes[i] for i in pred]
+    return out
+
+
+def study_predictions(slices: pd.DataFrame, classes: Sequence[str], aggregation: str,
+                      decision: Decision) -> pd.DataFrame:
+    """Slice rows → study rows (:func:`study_rows`, ``aggregation``) → ``y_pred`` by ``decision``."""
+    return decide_rows(study_rows(slices, classes, aggregation), classes, decision)
+
+
+class Predictions(NamedTuple):
+    slices: pd.DataFrame      # one row per item (:func:`slice_rows`)
+    studies: pd.DataFrame     # one row per study, decided
+    decision: Decision        # the decision parameters used
+
+
+def predict_slices(cfg: ExperimentConfig, store: ItemStore, items: np.ndarray, predictors: Sequence[Predictor],
+                   fold: int) -> pd.DataFrame:
+    """Slice rows of ``items`` (indices into ``store``) scored by the mean of ``predictors``."""
+    masks = store.masks[items] if store.masks is not None else None
+    return slice_rows(store, items, item_outputs(cfg, predictors, store.images[items], masks), fold)
+
+
+def predict_rows(cfg: ExperimentConfig, store: ItemStore, items: np.ndarray, predictors: Sequence[Predictor],
+                 fold: int, decision: Decision | None = None) -> Predictions:
+    """THE prediction path: ``items`` of ``store`` → :func:`item_outputs` (mean over ``predictors``) →
+    :func:`slice_rows` (``fold`` written into the rows) → :func:`study_predictions` with ``cfg.eval.aggregation``
+    and ``decision`` (default: :func:`combine_decisions` of the predictors under ``cfg.eval.decision``).
+    Regression/segmentation tasks (no classes) get study rows without a decision."""
+    classes = list(store.classes) if cfg.task.classification else []
+    if decision is None:
+        decision = (combine_decisions(cfg.eval.decision, [p.decision for p in predictors],
+                                      [p.source for p in predictors]) if classes else {"rule": cfg.eval.decision})
+    slices = predict_slices(cfg, store, items, predictors, fold)
+    return Predictions(slices, study_predictions(slices, classes, cfg.eval.aggregation, decision), decision)
+
+
+def fold_decision(cfg: ExperimentConfig, store: ItemStore, predictor: Predictor, train_studies: np.ndarray,
+                  fit_items: np.ndarray, fold: int) -> Decision:
+    """Fit ``cfg.eval.decision`` for one fold's ``predictor``: priors from the labels of ``train_studies`` (study
+    indices), the Youden threshold on the study rows of ``fit_items`` (the fold's validation items, else its
+    training items) scored through the same path (argmax-decided rows; only their probabilities are used)."""
+    classes = list(store.classes) if cfg.task.classification else []
+    fit_df = None
+    if classes and cfg.eval.decision == "youden" and fit_items.size:
+        fit_df = predict_rows(cfg, store, fit_items, [predictor], fold, {"rule": "argmax"}).studies
+    return fit_decision(cfg.eval.decision, classes, store.labels[train_studies], fit_df)

@@ -1,5 +1,6 @@
 """The ``network`` run kind: per fold, train a registry model (:func:`cadx.training.trainer.fit`), optionally fit
-the SVM on its embeddings, predict the fold's test items and finish the fold (:func:`cadx.runs.folder.finish_fold`)."""
+the SVM on its embeddings, fit the decision, score the fold's test items through the prediction path
+(:mod:`cadx.runs.inference`) and finish the fold (:func:`cadx.runs.folder.finish_fold`)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from cadx.data.study import Cohort
 from cadx.pipeline.items import ItemStore, build_store
 from cadx.report.notes import write_notes
 from cadx.runs.folder import evaluate_rows, finish_fold, run_folds, start_run, write_run_report
-from cadx.runs.inference import infer, slice_rows, study_rows
+from cadx.runs.inference import Predictor, fold_decision, infer, predict_slices
 from cadx.runs.kinds import register_run_kind
 from cadx.training.trainer import fit, fold_seed
 from cadx.utils import atomic_write_json
+
 
 def fit_svm(cfg: ExperimentConfig, store: ItemStore, model: Any, train_items: np.ndarray, seed: int,
             path: Path) -> EmbeddingSVM:
@@ -36,35 +38,22 @@ def fit_svm(cfg: ExperimentConfig, store: ItemStore, model: Any, train_items: np
     return svm
 
 
-def predict_items(cfg: ExperimentConfig, store: ItemStore, model: Any, items: np.ndarray,
-                  svm: EmbeddingSVM | None) -> dict[str, np.ndarray]:
-    """Outputs of ``items``; with an SVM its probabilities replace the network head's."""
-    masks = store.masks[items] if store.masks is not None else None
-    out = infer(model, store.images[items], cfg.train.eval_batch_size,
-                features=cfg.eval.svm_features if svm is not None else None, masks=masks, tta=cfg.eval.tta)
-    if svm is not None:
-        out["proba"] = svm.predict_proba(out.pop("features"))
-    return out
-
-
 def run_fold(cfg: ExperimentConfig, cohort: Cohort, store: ItemStore, fold: Fold, fold_dir: Path,
              resume: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train one fold, predict its test patients, write ``predictions*.csv``, ``metrics.json`` and ``DONE``."""
+    """Train one fold, fit its decision (:func:`cadx.runs.inference.fold_decision`), score its test patients
+    through the prediction path and write ``predictions*.csv``, ``metrics.json`` and ``DONE``
+    (:func:`cadx.runs.folder.finish_fold`)."""
     t0 = time.perf_counter()
     tr, va, te = (store.items_of_studies(fold.indices(cohort, p)) for p in ("train", "val", "test"))
     seed = fold_seed(cfg.seed, fold.fold)
     module = fit(cfg, store, tr, va, fold_dir, seed, resume=resume)
     model = module.model
     svm = fit_svm(cfg, store, model, tr, seed, fold_dir / "svm.pkl") if cfg.eval.classifier == "svm" else None
-    classes = store.classes if cfg.task.classification else []
-    slices = slice_rows(store, te, predict_items(cfg, store, model, te, svm), fold.fold)
-    fit_df = None
-    if cfg.eval.decision == "youden":
-        ref = va if va.size else tr
-        fit_df = study_rows(slice_rows(store, ref, predict_items(cfg, store, model, ref, svm), fold.fold),
-                            classes, cfg.eval.aggregation)
+    predictor = Predictor(model, svm, source=str(fold_dir))
+    decision = fold_decision(cfg, store, predictor, fold.indices(cohort, "train"), va if va.size else tr, fold.fold)
+    slices = predict_slices(cfg, store, te, [predictor], fold.fold)
     studies = finish_fold(cfg, cohort, store, fold, fold_dir, slices, t0,
-                          best_epoch=int(getattr(module, "best_epoch", -1)), fit_df=fit_df,
+                          best_epoch=int(getattr(module, "best_epoch", -1)), decision=decision,
                           items={"train_items": int(tr.size), "val_items": int(va.size), "test_items": int(te.size)})
     return slices, studies
 

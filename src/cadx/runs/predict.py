@@ -1,4 +1,5 @@
-"""``train_final`` (one model on all studies) and ``predict_study`` (a new DICOM folder / volume / image)."""
+"""``train_final`` (one model on all studies) and ``predict_study`` (a new DICOM folder / volume / image), both on
+the prediction path of :mod:`cadx.runs.inference`."""
 
 from __future__ import annotations
 
@@ -7,23 +8,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from cadx.config import ExperimentConfig, load_config
-from cadx.classical.svm import EmbeddingSVM
-from cadx.runs.folder import load_cohort, run_config, run_models
-from cadx.runs.network import fit_svm
-from cadx.runs.inference import ensemble_proba, infer
-from cadx.pipeline.preprocess import StudyPreprocessor
-from cadx.pipeline.items import build_store
-from cadx.training.trainer import fit, fold_seed, load_module
+from cadx.config import ExperimentConfig
+from cadx.data.image import LazyImage
+from cadx.data.readers import read_image
+from cadx.data.study import Cohort, Study
 from cadx.errors import CadxConfigError, CadxDataError
+from cadx.pipeline.items import build_store
+from cadx.runs.folder import done_folds, load_cohort, run_config, run_models
+from cadx.runs.inference import Predictor, fold_decision, load_predictor, predict_rows
+from cadx.runs.network import fit_svm
+from cadx.runs.seg_predict import predict_segmentation
+from cadx.training.trainer import fit, fold_seed
 from cadx.utils import atomic_write_json
 
 
 def train_final(cfg: ExperimentConfig, out_dir: str | Path) -> Path:
     """Train one model on every labelled study of the cohort into ``out_dir/final`` (no validation set: the last
     epoch is used) and return that folder. With ``eval.classifier: svm`` the SVM is fitted on all items too.
+    The decision parameters (``final/metrics.json`` ``decision_fit``) are fitted like a fold's: priors = the class
+    frequencies of all labelled studies; the Youden threshold on all studies (it has no validation set).
     ``out_dir/config.yaml`` is written unless the folder already holds a run (then ``final/config.yaml`` only).
     """
     out_dir = Path(out_dir)
@@ -33,100 +37,86 @@ def train_final(cfg: ExperimentConfig, out_dir: str | Path) -> Path:
     if not (out_dir / "config.yaml").is_file():
         cfg.save(out_dir / "config.yaml")
     cfg.save(final / "config.yaml")
-    for stale in ("checkpoint_last.ckpt", "checkpoint_best.ckpt", "DONE"):
+    for stale in ("checkpoint_last.ckpt", "checkpoint_best.ckpt", "DONE", "svm.pkl", "metrics.json"):
         (final / stale).unlink(missing_ok=True)
     cohort = load_cohort(cfg, out_dir)
     store = build_store(cohort, cfg, progress=cfg.train.progress)
     items = np.arange(len(store))
     seed = fold_seed(cfg.seed, -1)
     module = fit(cfg, store, items, np.zeros(0, np.int64), final, seed)
-    if cfg.eval.classifier == "svm":
-        fit_svm(cfg, store, module.model, items, seed, final / "svm.pkl")
+    svm = fit_svm(cfg, store, module.model, items, seed, final / "svm.pkl") if cfg.eval.classifier == "svm" else None
+    decision = fold_decision(cfg, store, Predictor(module.model, svm, source=str(final)), np.arange(len(cohort)),
+                             items, -1)
+    atomic_write_json(final / "metrics.json", {"decision_fit": decision})
     atomic_write_json(final / "DONE", {"fold": "final", "studies": len(cohort), "items": len(store),
                                        "seconds": round(time.perf_counter() - t0, 2)})
     return final
 
 
-def ensemble_outputs(cfg: ExperimentConfig, model_dirs: list[Path], images: torch.Tensor,
-                     masks: torch.Tensor | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Mean over the models in ``model_dirs`` of the item outputs (SVM probabilities where a fold has one)."""
-    tables: list[dict[str, np.ndarray]] = []
-    spec: dict[str, Any] = {}
-    for d in model_dirs:
-        model, spec = load_module(d / "checkpoint_best.ckpt")
-        if images.shape[1] != spec["in_channels"]:
-            raise CadxDataError(f"the model takes {spec['in_channels']} channel(s), the input has {images.shape[1]}",
-                                path=d, field="image")
-        svm_path = d / "svm.pkl"
-        svm = EmbeddingSVM.load(svm_path) if svm_path.is_file() else None
-        out = infer(model, images, cfg.train.eval_batch_size,
-                    features=cfg.eval.svm_features if svm is not None else None, masks=masks, tta=cfg.eval.tta)
-        if svm is not None:
-            out["proba"] = svm.predict_proba(out.pop("features"))
-        tables.append(out)
-    return ensemble_proba(tables), spec
-
-
-def _aggregate(p: np.ndarray, method: str) -> np.ndarray:
-    if method == "max":
-        return p.max(0)
-    if method == "vote":
-        return np.bincount(p.argmax(1), minlength=p.shape[1]) / p.shape[0]
-    return p.mean(0)
+def model_dirs(run_dir: str | Path, fold: int | None = None) -> list[Path]:
+    """The model folders ``cadx predict`` uses: ``fold_<fold>/`` when ``fold`` is given (it must be finished),
+    else :func:`cadx.runs.folder.run_models` (``final/`` when trained, else every finished fold)."""
+    run_dir = Path(run_dir)
+    if fold is None:
+        return run_models(run_dir)
+    dirs = [d for d in done_folds(run_dir) if d.name == f"fold_{int(fold)}"]
+    if not dirs:
+        raise CadxDataError(f"no finished fold {fold} (fold_{fold}/DONE)", path=run_dir, field="fold")
+    return dirs
 
 
 def predict_study(run_dir: str | Path, path: str | Path, mask: str | Path | None = None,
                   box: tuple[int, ...] | list[int] | None = None, out_dir: str | Path | None = None,
-                  covariates: dict[str, float] | None = None) -> dict[str, Any]:
-    """Predict one study (DICOM folder, volume or image file) with a trained run.
+                  covariates: dict[str, float] | None = None, fold: int | None = None) -> dict[str, Any]:
+    """Predict one study (DICOM folder, volume or image file) with a trained run, exactly as its CV scored studies.
 
+    The file becomes a one-study cohort that goes through the run's preprocessing (:func:`build_store`) and the
+    prediction path (:func:`cadx.runs.inference.predict_rows`: item outputs → ``eval.aggregation`` →
+    ``eval.decision``). ROI inputs use ``box`` (voxel indices, array order, stop-exclusive) or the bounding box of
+    ``mask`` (a label image of the image's shape), else the whole image (volumes: the central slice for 2D inputs).
     ``covariates`` {name: number}: the study's metadata the run's input needs — ``input.diameter_attribute``
-    (e.g. ``diameter_mm``) for a diameter-adaptive ROI (else the ROI falls back to the box or whole image) and
-    every ``input.covariate_channels`` name (an error names a missing one).
+    (e.g. ``diameter_mm``) for a diameter-adaptive ROI and every ``input.covariate_channels`` name (an error names a
+    missing one).
 
-    The run's preprocessing is applied; ROI inputs use ``box`` (voxel indices, array order, stop-exclusive) or the
-    bounding box of ``mask`` (a label image), else the whole image (volumes: the central slice for 2D inputs).
-    Item outputs are averaged over the fold models (or the ``final/`` model) and aggregated over slices with the
-    run's ``eval.aggregation``. Returns ``{"study", "probabilities": {class: p}, "prediction", "attributes"
-    (when the model predicts them), "models": n, "items": n}``. A segmentation run (config with a
-    ``segmentation`` section) is handed to :func:`cadx.runs.seg_predict.predict_segmentation`, which also
-    writes the predicted mask (NIfTI for volumes, PNG for images) into ``out_dir`` (default
-    ``<run>/predictions``) and returns its path under ``"mask"``.
+    Models: ``fold`` = that fold's model with that fold's decision parameters (so the answer equals the fold's row in
+    ``predictions.csv`` for a study of its test set); default ``final/`` when trained, else the mean of the fold
+    models' outputs decided with the mean of their priors / Youden thresholds
+    (:func:`cadx.runs.inference.combine_decisions`).
+
+    Returns ``{"study", "probabilities": {class: p} (vote: vote fractions), "prediction", "decision" (rule and
+    parameters used), "attributes" (when the model predicts them), "models": n, "items": n}``. A segmentation run
+    is handed to :func:`cadx.runs.seg_predict.predict_segmentation` (mask written into ``out_dir``, default
+    ``<run>/predictions``; its path under ``"mask"``).
     """
-    from cadx.data.readers import read_image
-
     run_dir = Path(run_dir)
-    dirs = run_models(run_dir)
+    dirs = model_dirs(run_dir, fold)
     cfg = run_config(run_dir, dirs)
     if cfg.segmentation is not None:
-        from cadx.runs.seg_predict import predict_segmentation
-
-        return predict_segmentation(run_dir, path, out_dir)
+        return predict_segmentation(run_dir, path, out_dir, fold=fold)
     img = read_image(path)
-    m = None
-    if mask is not None:
-        marr = read_image(mask).array
-        m = (marr[:1] > 0) if marr.ndim == img.array.ndim else (marr[None] > 0)
-        if m.shape[1:] != img.array.shape[1:]:
-            raise CadxDataError(f"mask shape {m.shape[1:]} differs from the image's {img.array.shape[1:]}",
-                                path=mask, field="mask")
+    nd = img.array.ndim - 1
     boxes = [tuple(int(v) for v in box)] if box is not None else []
-    if boxes and len(boxes[0]) != 2 * (img.array.ndim - 1):
-        raise CadxConfigError(f"box needs {2 * (img.array.ndim - 1)} numbers for this image, got {len(boxes[0])}")
-    pre = StudyPreprocessor(cfg.input, with_masks=False)
-    cov = dict(covariates or {})
-    items, _, _ = pre.items(img, m, boxes, diameter_mm=cov.get(cfg.input.diameter_attribute), source=str(path),
-                            covariates=cov)
-    images = torch.from_numpy(np.stack(items).astype(np.float32))
-    out, spec = ensemble_outputs(cfg, dirs, images)
-    result: dict[str, Any] = {"study": str(path), "models": len(dirs), "items": int(images.shape[0])}
-    classes = spec.get("classes", [])
-    if "proba" in out:
-        p = _aggregate(out["proba"], cfg.eval.aggregation)
-        result["probabilities"] = {c: float(v) for c, v in zip(classes, p, strict=True)}
-        result["prediction"] = classes[int(np.argmax(p))]
-    if "attributes" in out:
-        result["attributes"] = {a: float(v) for a, v in zip(spec.get("attributes", []), out["attributes"].mean(0),
-                                                             strict=True)}
+    if boxes and len(boxes[0]) != 2 * nd:
+        raise CadxConfigError(f"box needs {2 * nd} numbers for this image, got {len(boxes[0])}")
+    masks = {}
+    if mask is not None:
+        mimg = read_image(mask)
+        masks["mask"] = LazyImage(lambda: mimg, str(mask))
+    predictors = [load_predictor(d) for d in dirs]
+    spec = predictors[0].spec
+    classes = [str(c) for c in spec.get("classes", [])]
+    attrs = [str(a) for a in spec.get("attributes", [])]
+    study = Study(str(path), str(path), images={"image": LazyImage(lambda: img, str(path))},
+                  attributes=dict(covariates or {}), masks=masks, boxes=boxes)
+    store = build_store(Cohort([study], classes=classes, source=str(path)), cfg, classes=classes, attributes=attrs,
+                        progress=False)
+    res = predict_rows(cfg, store, np.arange(len(store)), predictors, -1 if fold is None else int(fold))
+    row = res.studies.iloc[0]
+    result: dict[str, Any] = {"study": str(path), "models": len(dirs), "items": len(store)}
+    if classes and f"p_{classes[0]}" in row:
+        result["probabilities"] = {c: float(row[f"p_{c}"]) for c in classes}
+        result["prediction"] = str(row["y_pred"])
+        result["decision"] = res.decision
+    if attrs and f"pred_{attrs[0]}" in row:
+        result["attributes"] = {a: float(row[f"pred_{a}"]) for a in attrs}
     return result
-

@@ -13,40 +13,25 @@ from torch import nn
 
 from cadx.config import OptimConfig, ScheduleConfig
 from cadx.errors import CadxConfigError
+from cadx.evaluation.aggregation import aggregate_proba
+from cadx.evaluation.metrics import accuracy, roc_auc
 
 
-def study_level(proba: np.ndarray, labels: np.ndarray, study: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean item probability per study: ``(S, K)`` probabilities and ``(S,)`` labels (study order of appearance)."""
-    keys, inv = np.unique(study, return_inverse=True)
-    sums = np.zeros((keys.size, proba.shape[1]))
-    np.add.at(sums, inv, proba)
-    counts = np.bincount(inv, minlength=keys.size)[:, None]
-    lab = np.zeros(keys.size, dtype=np.int64)
-    lab[inv] = labels
-    return sums / counts, lab
-
-
-def accuracy_auc(proba: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Accuracy and (macro one-vs-rest) ROC AUC; AUC is NaN when a class is missing."""
-    ok = labels >= 0
+def validation_metrics(proba: np.ndarray, labels: np.ndarray, study: np.ndarray) -> tuple[float, float]:
+    """Study-level accuracy and ROC AUC of item probabilities ``(N, K)`` with item labels ``(N,)`` (-1 = missing)
+    and study ids ``(N,)``: the ``mean`` aggregation and :func:`~cadx.evaluation.metrics.roc_auc` of the
+    evaluation package (the same functions as cv; binary: AUC of class 1, multi-class: macro one-vs-rest).
+    Unlabelled studies are left out; NaN when none is left, AUC NaN (no warning) when a class is missing."""
+    agg = aggregate_proba(proba, study, "mean")
+    y = np.asarray(labels)[agg.first]
+    ok = y >= 0
     if not ok.any():
         return float("nan"), float("nan")
-    p, y = proba[ok], labels[ok]
-    acc = float((p.argmax(1) == y).mean())
-    try:
-        from sklearn.metrics import roc_auc_score
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if p.shape[1] == 2:
-                auc = float(roc_auc_score(y, p[:, 1])) if np.unique(y).size == 2 else float("nan")
-            elif np.unique(y).size == p.shape[1]:
-                auc = float(roc_auc_score(y, p, multi_class="ovr", labels=list(range(p.shape[1]))))
-            else:
-                auc = float("nan")
-    except ValueError:
-        auc = float("nan")
-    return acc, auc
+    acc = accuracy(y[ok], agg.pred[ok])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # one class present → NaN, expected in small validation sets
+        auc = roc_auc(y[ok], agg.proba[ok])
+    return acc, float(auc)
 
 
 class CadxModule(L.LightningModule):
@@ -112,8 +97,7 @@ class CadxModule(L.LightningModule):
         p = np.concatenate([v[0] for v in self._val])
         y = np.concatenate([v[1] for v in self._val])
         s = np.concatenate([v[2] for v in self._val])
-        ps, ys = study_level(p, y, s)
-        acc, auc = accuracy_auc(ps, ys)
+        acc, auc = validation_metrics(p, y, s)
         self.log("val_accuracy", acc, prog_bar=True)
         self.log("val_auc", auc)
         self._val = []

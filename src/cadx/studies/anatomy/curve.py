@@ -25,8 +25,7 @@ from cadx.errors import CadxConfigError
 from cadx.evaluation.summary import evaluate_predictions
 from cadx.pipeline.items import build_store
 from cadx.runs.folder import load_cohort
-from cadx.runs.inference import slice_rows, study_rows
-from cadx.runs.network import predict_items
+from cadx.runs.inference import Predictor, fold_decision, predict_rows
 from cadx.studies.anatomy.setup import NETS, PAPER_ORDER, InputMode, balanced_groups, fixed_split, net_config
 from cadx.training.trainer import fit, fold_seed
 from cadx.utils import atomic_write_json, atomic_write_text
@@ -84,9 +83,11 @@ def run_learning_curve(cfg: ExperimentConfig, sizes: Sequence[int], out_dir: str
             run_dir = out / "runs" / f"{net}_n{n}"
             t1 = time.perf_counter()
             module = fit(ncfg, store, tr, va, run_dir, fold_seed(cfg.seed, n), resume=False)
-            slices = slice_rows(store, te, predict_items(ncfg, store, module.model, te, None), 0)
-            studies = study_rows(slices, store.classes, ncfg.eval.aggregation)
-            m = evaluate_predictions(studies, store.classes, n_bootstrap=ncfg.eval.bootstrap, seed=cfg.seed)
+            pr = Predictor(module.model, source=str(run_dir))   # the prediction path, decided as in cv
+            dec = fold_decision(ncfg, store, pr, fold.indices(cohort, "train"), va if va.size else tr, 0)
+            studies = predict_rows(ncfg, store, te, [pr], 0, dec).studies
+            m = evaluate_predictions(studies, store.classes, n_bootstrap=ncfg.eval.bootstrap, seed=cfg.seed,
+                                     decision="given")
             lo, hi = m["pooled"].get("ci", {}).get("accuracy", [float("nan")] * 2)
             for ck in run_dir.glob("*.ckpt"):
                 ck.unlink()

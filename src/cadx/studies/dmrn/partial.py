@@ -26,8 +26,8 @@ def evaluate_checkpoint(run_dir: str | Path, fold: int = 0, checkpoint: str = "c
     from cadx.evaluation.summary import evaluate_predictions
     from cadx.pipeline.items import build_store
     from cadx.runs.folder import load_cohort
-    from cadx.runs.inference import decide_rows, slice_rows, study_rows
-    from cadx.runs.network import fit_svm, predict_items
+    from cadx.runs.inference import Predictor, fold_decision, predict_rows
+    from cadx.runs.network import fit_svm
     from cadx.training.trainer import fold_seed, load_module
 
     t0 = time.perf_counter()
@@ -39,15 +39,14 @@ def evaluate_checkpoint(run_dir: str | Path, fold: int = 0, checkpoint: str = "c
     ckpt = run / f"fold_{f.fold}" / checkpoint
     model, _ = load_module(ckpt)
     epochs_done = int(torch.load(ckpt, map_location="cpu", weights_only=False).get("epoch", -1)) + 1
-    tr, te = (store.items_of_studies(f.indices(cohort, p)) for p in ("train", "test"))
+    tr, va, te = (store.items_of_studies(f.indices(cohort, p)) for p in ("train", "val", "test"))
     seed = fold_seed(cfg.seed, f.fold)
     out = run / "partial"
     svm = fit_svm(cfg, store, model, tr, seed, out / "svm.pkl") if cfg.eval.classifier == "svm" else None
     classes = list(store.classes)
-    slices = slice_rows(store, te, predict_items(cfg, store, model, te, svm), f.fold)
-    studies = study_rows(slices, classes, cfg.eval.aggregation)
-    train_y = store.labels[f.indices(cohort, "train")]
-    studies, _ = decide_rows(studies, classes, cfg.eval.decision, train_y[train_y >= 0])
+    pr = Predictor(model, svm, source=str(ckpt.parent))   # the prediction path, decision fitted as in run_fold
+    dec = fold_decision(cfg, store, pr, f.indices(cohort, "train"), va if va.size else tr, f.fold)
+    studies = predict_rows(cfg, store, te, [pr], f.fold, dec).studies
     atomic_write_text(out / "predictions.csv", studies.to_csv(index=False))
     metrics = evaluate_predictions(studies[studies["y_true"].notna()], classes,
                                    n_bootstrap=cfg.eval.bootstrap if n_bootstrap is None else n_bootstrap,

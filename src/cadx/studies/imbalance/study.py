@@ -74,11 +74,11 @@ def evaluate_model(model: torch.nn.Module, images: torch.Tensor, labels: np.ndar
     import warnings
 
     from cadx.evaluation import roc_auc
+    from cadx.evaluation.aggregation import aggregate_proba
     from cadx.runs.inference import infer
-    from cadx.training.module import study_level
 
-    proba = infer(model, images, batch_size)["proba"]
-    ps, ys = study_level(proba, labels, study)
+    agg = aggregate_proba(infer(model, images, batch_size)["proba"], study, "mean")   # the one aggregation
+    ps, ys = agg.proba, np.asarray(labels)[agg.first]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         auc = roc_auc(ys, ps) if np.unique(ys).size > 1 else float("nan")
