@@ -50,7 +50,7 @@ class TaskConfig(_Section):
 class AugmentConfig(_Section):
     """Training augmentation, drawn per (seed, epoch, batch) so runs are reproducible and resumable.
 
-    ``flip``: random flips of every in-plane axis; ``rot90``: random quarter turns in-plane; ``rotate``:
+    ``flip``: random flips of every spatial axis; ``rot90``: random quarter turns in-plane; ``rotate``:
     max rotation in degrees; ``scale``: max relative zoom; ``translate``: max shift as a fraction of the size;
     ``intensity``: max relative gain/bias jitter; ``noise``: std of additive Gaussian noise.
     """
@@ -74,7 +74,7 @@ class InputConfig(_Section):
     ``image2d`` (the whole 2D image, or a volume's central slice, resized), ``volume3d`` (a 3D ROI or volume).
     ``size``: output size per spatial axis (int or list). ``channels``: for 2D inputs of volumes, ``k``
     adjacent slices as channels (2.5D, odd ``k``); for RGB images 3 keeps colour, 1 converts to grey.
-    Intensities: ``window`` (a preset name from ``cadx.data.transforms.WINDOW_PRESETS`` or ``[center,
+    Intensities: ``window`` (a preset name from ``cadx.pipeline.preprocess.WINDOW_PRESETS`` or ``[center,
     width]``) maps to [0, 1]; otherwise ``normalize`` (``percentile`` = 0.5–99.5 % → [0, 1], ``zscore``,
     ``minmax``, ``none``), always per image so nothing is fitted on the cohort.
     ``roi``: crop from the study's ``box`` (first lesion for ``roi2d``/``volume3d``), the ``mask``'s bounding box,
@@ -392,6 +392,30 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", defaults: b
         raise _format_error(e, source) from None
     check_options(cfg, source)
     return cfg
+
+
+def derive(cfg: ExperimentConfig, source: str | None = None, **updates: Any) -> ExperimentConfig:
+    """A validated copy of ``cfg`` with top-level fields updated — the one way studies derive config variants.
+
+    Each keyword names a field of :class:`ExperimentConfig`. A mapping merges into that section the way a config
+    file merges over the defaults (:func:`deep_merge`: nested sections merge; ``objective``, ``kwargs`` and
+    ``options`` are replaced whole), a pydantic section object replaces the section, anything else replaces the
+    field: ``derive(cfg, name="x", model={"name": "resnet18", "kwargs": {"width": 16}}, train={"epochs": 3})``.
+    ``cfg`` is not changed. Raises :class:`CadxConfigError` (naming ``source`` and the key) on an unknown field or
+    a bad value.
+    """
+    unknown = sorted(set(updates) - set(ExperimentConfig.model_fields))
+    if unknown:
+        raise CadxConfigError(f"{source or cfg.name}: unknown config field(s) {unknown}")
+    data = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in updates.items()}
+    return config_from_dict(deep_merge(cfg.to_dict(), data), source=source or f"{cfg.name} (derived)",
+                            defaults=False)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in the YAML file ``path`` (``{}`` for an empty file); CadxConfigError naming the file if it is
+    missing, not YAML or not a mapping."""
+    return _read_yaml(Path(path))
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:

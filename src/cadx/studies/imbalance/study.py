@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from lightning.pytorch.callbacks import Callback
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cadx.config import ExperimentConfig, SamplerConfig, config_from_dict
+from cadx.config import ExperimentConfig, SamplerConfig, config_from_dict, read_yaml
+from cadx.data.splits import Splits, holdout_split
 from cadx.errors import CadxConfigError
-from cadx.studies.imbalance.grid import (
+from cadx.evaluation import roc_auc
+from cadx.evaluation.aggregation import aggregate_proba
+from cadx.evaluation.thresholds import decide
+from cadx.pipeline.items import build_store
+from cadx.runs.folder import load_cohort
+from cadx.runs.inference import infer
+from cadx.studies.imbalance.tables import write_study_outputs
+from cadx.studies.imbalance.variants import (
     DEFAULT_METHODS,
     MethodSpec,
     Setting,
@@ -38,11 +47,14 @@ from cadx.studies.imbalance.grid import (
     imbalanced_studies,
     load_study_config,
     make_grid,
+    method_config,
     resample_items,
     row_key,
     subsample,
 )
-from cadx.utils import atomic_write_text
+from cadx.training.trainer import finetune, fit, fit_two_phase
+from cadx.training.two_phase import phase_configs
+from cadx.utils import atomic_write_text, progress_console
 
 __all__ = ["DEFAULT_METHODS", "MethodSpec", "Setting", "StudyConfig", "StudySettings", "imbalanced_studies",
            "load_study_config", "make_grid", "rewrite_outputs", "run_imbalance_study"]
@@ -71,12 +83,6 @@ class TestCurve(Callback):
 def evaluate_model(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray, study: np.ndarray,
                    batch_size: int = 512) -> tuple[float, np.ndarray, np.ndarray]:
     """(macro one-vs-rest AUC, study-level probabilities (S, K), study labels (S,)) of ``model`` on items."""
-    import warnings
-
-    from cadx.evaluation import roc_auc
-    from cadx.evaluation.aggregation import aggregate_proba
-    from cadx.runs.inference import infer
-
     agg = aggregate_proba(infer(model, images, batch_size)["proba"], study, "mean")   # the one aggregation
     ps, ys = agg.proba, np.asarray(labels)[agg.first]
     with warnings.catch_warnings():
@@ -114,14 +120,7 @@ class StudyRunner:
         return int(min(st.max_epochs, max(1, math.ceil(st.iterations / max(1, math.ceil(n / bs))))))
 
     def _exp(self, spec: MethodSpec, epochs: int, sampler: SamplerConfig) -> ExperimentConfig:
-        d = self.cfg.experiment.to_dict()
-        d["train"].update(epochs=epochs, progress=False, two_phase=None)
-        d["sampler"] = sampler.model_dump()
-        if spec.objective is not None:
-            d["objective"] = spec.objective
-        if spec.two_phase is not None:
-            d["train"]["two_phase"] = spec.two_phase.model_dump()
-        return ExperimentConfig.model_validate(d)
+        return method_config(self.cfg.experiment, spec, epochs, sampler)
 
     def _evaluate(self, model: torch.nn.Module, items: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         st = self.store
@@ -135,9 +134,6 @@ class StudyRunner:
              phase1: torch.nn.Module | None = None) -> tuple[torch.nn.Module, list[float]]:
         """Train through the engine (``fit``, or ``fit_two_phase`` when ``cfg.train.two_phase``) in a scratch
         run folder (removed afterwards unless ``keep_runs``); returns the model and its per-epoch test AUC."""
-        from cadx.training.trainer import fit
-        from cadx.training.trainer import fit_two_phase
-
         run_dir = self.runs_dir / key
         shutil.rmtree(run_dir, ignore_errors=True)
         curve = self._curve()
@@ -191,9 +187,6 @@ class StudyRunner:
             phase1 = self.cache[key1].model if key1 in self.cache else None
             curve1 = self.cache[key1].curve if key1 in self.cache else []
             if fixed:  # phase 1 on the fixed balanced list, phase 2 on the original imbalanced items
-                from cadx.training.trainer import finetune
-                from cadx.training.two_phase import phase_configs
-
                 c1, c2 = phase_configs(cfg)
                 if phase1 is None:
                     c1 = c1.model_copy(update={"sampler": SamplerConfig(kind="plain", ratio=1.0)})
@@ -214,8 +207,6 @@ class StudyRunner:
 
 
 def decide_accuracy(proba: np.ndarray, y: np.ndarray, rule: str, priors: np.ndarray) -> float:
-    from cadx.evaluation.thresholds import decide
-
     pred = decide(proba, "prior", priors=priors) if rule == "prior" else decide(proba, "argmax")
     return float((pred == y).mean())
 
@@ -245,11 +236,6 @@ def run_imbalance_study(cfg: StudyConfig | str | Path, out_dir: str | Path, resu
     end, the figures, ``summary.md`` and ``conclusions.json`` (:mod:`cadx.studies.imbalance.report`).
     ``cohort``: an in-memory cohort instead of ``experiment.data``. Without ``resume`` an existing results.csv
     is refused; with it, its rows are kept and skipped (the saved config must match)."""
-    from cadx.data.splits import Splits, holdout_split
-    from cadx.pipeline.items import build_store
-    from cadx.runs.folder import load_cohort
-    from cadx.studies.imbalance.report import write_study_outputs
-
     if not isinstance(cfg, StudyConfig):
         cfg = load_study_config(cfg, overrides)
     out = Path(out_dir)
@@ -303,10 +289,8 @@ def run_imbalance_study(cfg: StudyConfig | str | Path, out_dir: str | Path, resu
 def rewrite_outputs(out_dir: str | Path) -> dict[str, Any]:
     """Recompute the figures, ``summary.md`` and ``conclusions.json`` of a study folder from its
     ``results.csv`` and ``study_config.yaml`` (no training). Returns the conclusions."""
-    from cadx.studies.imbalance.report import write_study_outputs
-
     out = Path(out_dir)
-    saved = yaml.safe_load((out / "study_config.yaml").read_text(encoding="utf-8"))
+    saved = read_yaml(out / "study_config.yaml")
     st = StudySettings.model_validate(saved["study"])
     return write_study_outputs(pd.read_csv(out / "results.csv"), out, st)
 
@@ -319,10 +303,11 @@ def _check_saved(cfg: StudyConfig, out: Path, resuming: bool, refuse: bool) -> N
     saved = out / "study_config.yaml"
     if not (resuming and saved.is_file()):
         return
-    raw = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    raw = read_yaml(saved)
     # re-validate the saved parts so settings added to the schemas since then compare at their defaults
-    old = {"name": raw.get("name"), "experiment": config_from_dict(raw["experiment"], defaults=True).to_dict(),
-           "study": StudySettings.model_validate(raw["study"]).model_dump(mode="json")}
+    old: dict[str, Any] = {
+        "name": raw.get("name"), "experiment": config_from_dict(raw["experiment"], defaults=True).to_dict(),
+        "study": StudySettings.model_validate(raw["study"]).model_dump(mode="json")}
     new = cfg.model_dump(mode="json")
     old_methods = old["study"].get("methods") or {}
     changed = [m for m, spec in cfg.study.methods.items()
@@ -340,9 +325,5 @@ def _check_saved(cfg: StudyConfig, out: Path, resuming: bool, refuse: bool) -> N
 
 
 def _progress(enabled: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from cadx.utils import progress_console
-
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     disable=not enabled, console=progress_console())
