@@ -138,7 +138,10 @@ def test_imports_run_downward_only() -> None:
 
 
 def test_no_function_local_cadx_imports() -> None:
-    hidden = [f"{a}:{line} imports {b} inside a function" for a, b, local, line in IMPORTS if local]
+    """The library imports at the top only. The one exception is the CLI, which imports each command's library
+    module when that command runs, so ``cadx --help`` and ``cadx study --help`` answer without loading torch."""
+    hidden = [f"{a}:{line} imports {b} inside a function" for a, b, local, line in IMPORTS
+              if local and a != "cadx.cli"]
     assert hidden == []
 
 

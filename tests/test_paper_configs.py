@@ -11,11 +11,11 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, shared_path
 
 from cadx.config import load_config
 from cadx.runs import run_cv
 from cadx.utils import read_json
+from conftest import ROOT, shared_path
 
 PAPERS = ROOT / "configs" / "papers"
 _COMMON = ["train.epochs=1", "eval.bootstrap=20", "train.progress=false"]

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
 
 from cadx.config import load_config
 from cadx.runs import run_cv
+from conftest import ROOT
 
 DATA = ROOT / "tests" / "data"
 # pooled metrics of the pre-restructuring code (commit 493304b), torch.set_num_threads(1), seed 0

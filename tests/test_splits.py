@@ -167,9 +167,8 @@ def test_lidc_real_kfold_patient_level(shared_data) -> None:
 
 
 def test_subsample_patients_is_seeded_stratified_and_keeps_whole_patients() -> None:
-    from helpers import tiny_cohort
-
     from cadx.data.splits import subsample_patients
+    from helpers import tiny_cohort
 
     cohort = tiny_cohort(n=12, seed=0)
     sub = subsample_patients(cohort, 4, seed=3)

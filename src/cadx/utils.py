@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
 
 
 def _json_default(o: Any) -> Any:
@@ -25,8 +26,6 @@ def _json_default(o: Any) -> Any:
 
 def progress_console() -> Any:
     """A rich console on stderr: library progress bars never mix into stdout (``--json`` output stays clean)."""
-    from rich.console import Console
-
     return Console(stderr=True)
 
 

@@ -70,7 +70,7 @@ def _nifti_voxels(path: Path, size: tuple[int, ...]) -> np.ndarray | None:
     """NIfTI voxels via nibabel, reversed to ITK's array order; None when the layout is not plain scalar.
 
     ITK's NIfTI reader silently turns NaN voxels into 0, so the voxels come from nibabel (scaling applied)."""
-    import nibabel as nib
+    import nibabel as nib  # heavy: only for NIfTI headers
 
     try:
         data = np.asanyarray(nib.load(path).dataobj)  # type: ignore[attr-defined]
@@ -82,7 +82,7 @@ def _nifti_voxels(path: Path, size: tuple[int, ...]) -> np.ndarray | None:
 
 
 def _read_itk(path: Path) -> ImageData:
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # heavy: only for volume formats
 
     try:
         reader = sitk.ImageFileReader()
@@ -125,7 +125,7 @@ _PIL_KEEP = {"L": np.uint8, "RGB": np.uint8, "I;16": np.uint16, "I;16B": np.uint
 
 
 def _read_pil(path: Path) -> ImageData:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # only for 2D image files
 
     try:
         with Image.open(path) as im:
@@ -147,7 +147,7 @@ def _read_pil(path: Path) -> ImageData:
 # --- TIFF ---------------------------------------------------------------------------------------------------
 def _read_tiff(path: Path) -> ImageData:
     """Channel axes are tifffile's ``S`` (samples) / ``C``; 2 remaining axes → 2D, 3 (pages) → 3D."""
-    import tifffile
+    import tifffile  # optional: only for TIFF files
 
     try:
         with tifffile.TiffFile(path) as tif:
@@ -196,7 +196,7 @@ def write_image(img: ImageData, path: str | Path) -> Path:
     suf = _suffix(path)
     arr = np.asarray(img.array)
     if suf in ITK_SUFFIXES:
-        import SimpleITK as sitk
+        import SimpleITK as sitk  # heavy: only for volume formats
 
         if arr.dtype == bool:
             arr = arr.astype(np.uint8)
@@ -211,7 +211,7 @@ def write_image(img: ImageData, path: str | Path) -> Path:
         sitk.WriteImage(out, str(path), useCompression=suf in (".nii.gz", ".nrrd", ".mha"))
         return path
     if suf == ".png":
-        from PIL import Image
+        from PIL import Image  # only for 2D image files
 
         if img.spatial_ndim != 2 or arr.shape[0] not in (1, 3, 4):
             raise CadxDataError(f"PNG needs a 2D image with 1, 3 or 4 channels, got {arr.shape}", path=path,

@@ -146,7 +146,7 @@ def _j2k_frames(ds: Dataset, frames: int, bits: int) -> np.ndarray | None:
     """Grayscale JPEG 2000 frames decoded with imagecodecs (releases the GIL, so threads overlap), stored
     dtype per PixelRepresentation and sign-extended from BitsStored; None to fall back to pydicom."""
     try:
-        import imagecodecs
+        import imagecodecs  # optional: compressed DICOM transfer syntaxes
 
         out = [imagecodecs.jpeg2k_decode(f) for f in generate_frames(ds.PixelData, number_of_frames=frames)]
     except Exception:

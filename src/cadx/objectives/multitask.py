@@ -90,8 +90,6 @@ def build_objective(spec: Any, **context: Any) -> Objective:
     """
     if isinstance(spec, Objective):
         return spec
-    import cadx.objectives  # noqa: F401  (registers the built-in losses)
-
     losses: dict[str, Loss] = {}
     weights: dict[str, float] = {}
     for name, entry in _entries(spec).items():

@@ -15,6 +15,7 @@ from typing import Any
 from torch import Tensor
 
 from cadx.errors import CadxConfigError, CadxDataError
+from cadx.models.attention import sdl_loss_terms
 from cadx.objectives.registry import Loss, need, register_loss
 
 DEFAULT_SYNERGIC_WEIGHT = 3.0
@@ -35,8 +36,6 @@ class SynergicLoss(Loss):
 
     def member(self, out: Mapping[str, Any], batch: Mapping[str, Any]) -> Tensor:
         """Loss of one ``SDL.forward`` output against its batch."""
-        from cadx.models.attention import sdl_loss_terms
-
         for key in ("logits_a", "logits_b", "synergic_logits"):
             need(out, key, "sdl")
         label = need(batch, "label", "sdl").reshape(-1).long()

@@ -86,7 +86,7 @@ def ensemble_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, n_bootstr
         classes = [c[2:] for c in df.columns if c.startswith("p_")]
     df = df[df["y_true"].notna()]
     rule, per_fold = ensemble_decisions(dirs, sorted({int(f) for f in df["fold"]}))
-    parts = [decide_rows(g, classes, per_fold.get(int(f), {"rule": "argmax"})) for f, g in df.groupby("fold")]
+    parts = [decide_rows(g, classes, per_fold.get(int(str(f)), {"rule": "argmax"})) for f, g in df.groupby("fold")]
     df = pd.concat(parts).loc[df.index] if parts else df
     metrics = evaluate_predictions(df, classes, n_bootstrap=nb, seed=sd, decision="given")
     members = [{"run": str(d), "auc": read_json(d / "metrics.json").get("pooled", {}).get("auc")} for d in dirs]

@@ -14,6 +14,14 @@ from typing import Any
 
 import torch
 
+from cadx.config import load_config
+from cadx.data.splits import Splits
+from cadx.evaluation.summary import evaluate_predictions
+from cadx.pipeline.items import build_store
+from cadx.runs.folder import load_cohort
+from cadx.runs.inference import Predictor, fold_decision, predict_rows
+from cadx.runs.network import fit_svm
+from cadx.training.trainer import fold_seed, load_module
 from cadx.utils import atomic_write_json, atomic_write_text
 
 
@@ -21,15 +29,6 @@ def evaluate_checkpoint(run_dir: str | Path, fold: int = 0, checkpoint: str = "c
                         n_bootstrap: int | None = None) -> dict[str, Any]:
     """Evaluate ``run_dir/fold_<fold>/<checkpoint>`` on that fold's test patients; returns the metrics dict
     (``pooled`` with CIs, plus ``partial``: epochs trained / scheduled, seconds)."""
-    from cadx.config import load_config
-    from cadx.data.splits import Splits
-    from cadx.evaluation.summary import evaluate_predictions
-    from cadx.pipeline.items import build_store
-    from cadx.runs.folder import load_cohort
-    from cadx.runs.inference import Predictor, fold_decision, predict_rows
-    from cadx.runs.network import fit_svm
-    from cadx.training.trainer import fold_seed, load_module
-
     t0 = time.perf_counter()
     run = Path(run_dir)
     cfg = load_config(run / "config.yaml")
