@@ -51,3 +51,24 @@ def test_paper_config_smoke(name: str, tmp_path: Path) -> None:
     pooled = metrics["pooled"]
     key = "dice_mean" if cfg.segmentation is not None else "accuracy"
     assert math.isfinite(pooled[key]) and 0.0 <= pooled[key] <= 1.0
+
+
+def test_the_study_configs_are_the_imbalance_grid_only() -> None:
+    studies = sorted(p.stem for p in PAPERS.glob("*.yaml") if "experiment:" in p.read_text())
+    assert studies == ["imbalance_mednist"]
+
+
+@pytest.mark.slow
+def test_imbalance_paper_config_smoke(tmp_path: Path) -> None:
+    """The A.2 grid config through its study runner on real MedNIST, shrunk to one setting, one seed, 3 methods."""
+    from cadx.studies.imbalance import load_study_config, run_imbalance_study
+
+    cfg = load_study_config(PAPERS / "imbalance_mednist.yaml", [
+        f"experiment.data.root={shared_path('mednist')}", "study.seeds=[0]", "study.base=20", "study.rhos=[4]",
+        "study.mus=[0.5]", "study.kinds=[step]", "study.iterations=4", "study.epoch_curve=false",
+        "study.select=[baseline,thresholding,two-phase-over]"])
+    df = run_imbalance_study(cfg, tmp_path / "imbalance", progress=False)
+    assert len(df) == 3 and set(df.method) == {"baseline", "thresholding", "two-phase-over"}
+    assert set(df.kind) == {"step"} and set(df.rho) == {4.0}
+    assert df.auc.between(0, 1).all()
+    assert (tmp_path / "imbalance" / "summary.md").is_file()
