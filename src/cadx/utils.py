@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -22,6 +23,16 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Render a matplotlib ``Figure`` (format from the suffix: png, pdf, svg, ...; tight bounding box) and write it
+    atomically; returns ``path``. The one figure writer: every cadx figure goes through it. The figure is not
+    closed (an unattached ``Figure`` needs no closing)."""
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".").lower() or "png", dpi=dpi, bbox_inches="tight")
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def progress_console() -> Any:

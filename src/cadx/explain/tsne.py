@@ -3,31 +3,20 @@ writer of :mod:`cadx.explain`."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 from cadx.errors import CadxDataError
-from cadx.utils import atomic_write_bytes
+from cadx.utils import save_figure
 
 __all__ = ["default_perplexity", "save_figure", "tsne_embed", "tsne_figure"]
 
-
-def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Render ``fig`` with the Agg canvas (format from the suffix: png, pdf, svg, ...) and write it atomically."""
-    path = Path(path)
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fmt = path.suffix.lstrip(".").lower() or "png"
-    fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight")
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 def default_perplexity(n: int) -> float:

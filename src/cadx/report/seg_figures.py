@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from cadx.config import ExperimentConfig
 from cadx.data.study import Cohort
 from cadx.pipeline.seg_items import SegData, lesion_channel, load_study_arrays, num_seg_classes, seg_settings
+from cadx.utils import save_figure
 
 __all__ = ["dice_size_png", "overlay_png", "pick_cases", "seg_extra", "segmentation_notes"]
 
@@ -39,9 +40,7 @@ def dice_size_png(df: pd.DataFrame, path: Path, title: str) -> Path:
     ax2.set_ylabel("lesion voxels")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def pick_cases(df: pd.DataFrame, n: int) -> list[str]:
@@ -67,9 +66,7 @@ def overlay_png(cases: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], pat
         ax.axis("off")
     fig.suptitle("green: ground truth, red: prediction", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def _overlay_cases(cfg: ExperimentConfig, cohort: Cohort, df: pd.DataFrame, out_dir: Path

@@ -6,16 +6,14 @@ A study folder holds ``notes.md`` (or ``summary.md``) written by :func:`write_st
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from cadx.utils import atomic_write_bytes, atomic_write_text
+from cadx.utils import atomic_write_text, save_figure
 
 __all__ = ["Section", "markdown_table", "new_figure", "save_figure", "study_notes_text", "write_study_notes"]
 
@@ -64,12 +62,3 @@ def new_figure(width: float, height: float) -> Figure:
     """An unattached matplotlib figure (no pyplot state, safe in threads and without a display)."""
     return Figure(figsize=(width, height))
 
-
-def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Render ``fig`` with the Agg canvas (format from the suffix: png, pdf, svg, ...) and write it atomically;
-    returns ``path``. The figure is not closed (an unattached :class:`Figure` needs no closing)."""
-    path = Path(path)
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format=path.suffix.lstrip(".").lower() or "png", dpi=dpi, bbox_inches="tight")
-    return atomic_write_bytes(path, buf.getvalue())
