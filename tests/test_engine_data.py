@@ -188,3 +188,37 @@ def test_covariate_channels_are_constant_log_planes() -> None:
     assert e.value.path == "nodule_7" or "nodule_7" in str(e.value)
     with pytest.raises(CadxDataError, match="positive"):
         pre.items(img, None, box, covariates={"diameter_mm": 0.0})
+
+
+def test_lightning_sets_the_epoch_so_every_epoch_draws_its_own_batches(tmp_path, monkeypatch) -> None:
+    """Lightning calls set_epoch only on ``loader.sampler`` / ``loader.batch_sampler.sampler`` and stops after
+    len(loader) batches: a real fit must still see epochs 0, 1, 2 (before the fix every epoch replayed epoch 0)."""
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    from cadx.pipeline import loaders
+    from cadx.training.trainer import fit
+
+    cohort = tiny_cohort(8)
+    cfg = tiny_config("train.epochs=3", "input.augment.enabled=true", "input.augment.noise=0.1")
+    st = build_store(cohort, cfg, progress=False)
+    items = np.arange(len(st))
+    dl = train_loader(st, items, cfg, seed=1)
+    seen = []
+    for epoch in range(2):  # exactly what Lightning's loop does
+        _set_sampler_epoch(dl, epoch)
+        it = iter(dl)
+        seen.append([next(it)["image"] for _ in range(len(dl))])
+    assert not torch.equal(seen[0][0], seen[1][0])
+
+    keys: list[int] = []
+    real = loaders.ItemDataset.__getitems__
+
+    def spy(self, key):  # type: ignore[no-untyped-def]
+        if isinstance(key, BatchKey):
+            keys.append(key.epoch)
+        return real(self, key)
+
+    monkeypatch.setattr(loaders.ItemDataset, "__getitems__", spy)
+    fit(cfg, st, items, np.zeros(0, np.int64), tmp_path, seed=0)
+    per_batch = len(keys) // 3
+    assert keys == [0] * per_batch + [1] * per_batch + [2] * per_batch

@@ -7,8 +7,9 @@ ensemble's decision is the documented combination (mean outputs, mean priors / t
 
 The settings make the rules matter (measured, and asserted so the test keeps its teeth): 15 patients, so one fold
 trains on 6 benign / 4 malignant (priors .6/.4) and barely trained models keep probabilities near .5 — the prior rule
-changes decisions; the vote runs score 4 slices of the whole volume (2 without the lesion), so 2-2 vote ties occur
-and are broken by the mean probability.
+changes decisions; the vote runs score 4 whole slices per volume (vote fractions in quarters). 2-2 vote ties occurred
+here only while every epoch replayed epoch 0 (the sampler bug fixed since); the tie rule itself is pinned by hand in
+test_aggregation.py, and predict and cv share that one implementation.
 """
 
 from __future__ import annotations
@@ -65,8 +66,6 @@ def test_predict_equals_cv_row_for_every_study(tmp_path: Path, studies: dict, ru
     rows = pd.read_csv(run / "predictions.csv", dtype={"study_id": str}).set_index("study_id")
     assert len(rows) == N
     p_mal = rows["p_malignant"].to_numpy(float)
-    if aggregation == "vote":          # the tie rule is exercised: 2-2 votes, decided by the mean probability
-        assert (p_mal == 0.5).any()
     if rule == "prior" and aggregation == "mean":   # the priors change decisions
         assert (np.where(p_mal > 0.5, "malignant", "benign") != rows["y_pred"].to_numpy()).any()
     splits = Splits.load(run / "splits.json")
@@ -90,7 +89,7 @@ def test_predict_equals_cv_row_for_every_study(tmp_path: Path, studies: dict, ru
         if aggregation == "vote":      # vote fractions of 4 slices
             np.testing.assert_allclose(got * 4, np.round(got * 4), atol=1e-9)
     # the CLI once (mask only: its bounding box is the study's box)
-    sid = str(rows.index[p_mal == 0.5][0]) if aggregation == "vote" else "S03"   # a vote tie if there is one
+    sid = "S03"
     img, mask, _ = studies[sid]
     fold = rows["fold"].astype(int).to_dict()[sid]
     res = CliRunner().invoke(app, ["predict", str(run), "--study", str(img), "--mask", str(mask), "--fold",

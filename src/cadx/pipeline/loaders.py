@@ -117,6 +117,11 @@ class EpochBatchSampler(Sampler):
         self.kind = kind
         self.pairs = pairs
         self.epoch = 0
+        # Lightning calls set_epoch only on ``loader.sampler`` and ``loader.batch_sampler.sampler``, never on the
+        # batch sampler itself, and stops after len(loader) batches (so the increment at the end of __iter__ never
+        # runs): exposing ourselves as ``.sampler`` is what makes every epoch draw its own order, partners and
+        # augmentation (without it every epoch replayed epoch 0).
+        self.sampler = self
         n = self.y.size
         if kind == "balanced":
             self.inner: Sampler = ClassBalancedBatchSampler(self.y, self.batch_size, seed=self.seed)
