@@ -16,7 +16,7 @@ from rich.console import Console
 from cadx.config import load_config, packaged_config_path
 from cadx.data.synthetic import cohort_params, generate_cohort, load_cohort
 from cadx.data.synthetic_phantom import CLASSES, class_quota
-from cadx.errors import CadxConfigError
+from cadx.errors import CadxConfigError, CadxDataError
 from cadx.runs.demo import DEMO_CONFIGS, demo_configs, run_demo
 from cadx.runs.predict import predict_study
 
@@ -103,3 +103,6 @@ def test_reduced_demo_end_to_end_prints_a_working_predict_command(tmp_path: Path
     assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert p["prediction"] == max(p["probabilities"], key=p["probabilities"].get)
     assert result["example"]["label"] in counts
+    # the demo folder itself holds runs, not a model: predict says which run folders to use
+    with pytest.raises(CadxDataError, match=r"run folders demo_dmrn, demo_resnet18: use one of them"):
+        predict_study(out, study, mask=mask)

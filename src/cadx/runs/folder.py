@@ -167,12 +167,19 @@ def finish_fold(cfg: ExperimentConfig, cohort: Cohort, store: ItemStore, fold: F
 
 
 def run_models(run_dir: str | Path) -> list[Path]:
-    """Model folders to predict with: ``final/`` when trained, else every finished ``fold_<k>/``."""
+    """Model folders to predict with: ``final/`` when trained, else every finished ``fold_<k>/``. A folder that
+    only holds run folders (the demo's) raises an error naming them."""
     run_dir = Path(run_dir)
     if (run_dir / "final" / "DONE").is_file():
         return [run_dir / "final"]
     folds = done_folds(run_dir)
     if not folds:
+        inner = [d for d in sorted(run_dir.iterdir()) if d.is_dir() and ((d / "final" / "DONE").is_file()
+                 or done_folds(d))] if run_dir.is_dir() else []
+        if inner:  # a folder of runs (e.g. the demo's): say which run folders inside it to use
+            names = ", ".join(d.name for d in inner)
+            raise CadxDataError(f"holds no model itself but the run folders {names}: use one of them, e.g. "
+                                f"{inner[0]}", path=run_dir)
         raise CadxDataError("no trained model (no final/DONE and no fold_<k>/DONE)", path=run_dir)
     return folds
 
