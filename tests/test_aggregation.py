@@ -304,3 +304,24 @@ def test_validation_metrics_match_sklearn_on_study_means() -> None:
         warnings.simplefilter("error")
         assert np.isnan(validation_metrics(pb, np.zeros(60, int), study)[1])
     assert all(np.isnan(validation_metrics(pb, -np.ones(60, int), study)))
+
+
+def test_validation_metrics_follow_the_runs_vote_aggregation() -> None:
+    """A vote run's val_accuracy is the vote rule's accuracy (the same aggregate_predictions as its CV rows)."""
+    from sklearn.metrics import accuracy_score
+
+    from cadx.training.module import validation_metrics
+
+    study = np.repeat(np.arange(10), 4)
+    y = np.arange(10) % 2
+    p1 = np.where(y[study] == 1, 0.8, 0.2)
+    p1[:4] = [0.45, 0.45, 0.45, 0.99]     # study 0 (class 0): mean .585 → 1 (wrong), votes 3:1 → 0 (right)
+    p1[4:8] = [0.55, 0.55, 0.55, 0.01]    # study 1 (class 1): mean .415 → 0 (wrong), votes 3:1 → 1 (right)
+    p = np.stack([1 - p1, p1], 1)
+    rows = pd.DataFrame({"study_id": study, "p_a": p[:, 0], "p_b": p[:, 1]})
+    voted = aggregate_predictions(rows, method="vote")
+    acc_vote, _ = validation_metrics(p, y[study], study, "vote")
+    assert acc_vote == pytest.approx(accuracy_score(y, (voted["y_pred"] == "b").astype(int)))
+    acc_mean, _ = validation_metrics(p, y[study], study)
+    assert acc_mean == pytest.approx(accuracy_score(y, pd.DataFrame(p).groupby(study).mean().to_numpy().argmax(1)))
+    assert (acc_vote, acc_mean) == (1.0, 0.8)  # hand-computed: the two rules disagree on studies 0 and 1

@@ -17,12 +17,14 @@ from cadx.evaluation.aggregation import aggregate_proba
 from cadx.evaluation.metrics import accuracy, roc_auc
 
 
-def validation_metrics(proba: np.ndarray, labels: np.ndarray, study: np.ndarray) -> tuple[float, float]:
+def validation_metrics(proba: np.ndarray, labels: np.ndarray, study: np.ndarray,
+                       aggregation: str = "mean") -> tuple[float, float]:
     """Study-level accuracy and ROC AUC of item probabilities ``(N, K)`` with item labels ``(N,)`` (-1 = missing)
-    and study ids ``(N,)``: the ``mean`` aggregation and :func:`~cadx.evaluation.metrics.roc_auc` of the
-    evaluation package (the same functions as cv; binary: AUC of class 1, multi-class: macro one-vs-rest).
+    and study ids ``(N,)``: the run's ``aggregation`` (``eval.aggregation``: mean | vote | max, with its tie rule)
+    and :func:`~cadx.evaluation.metrics.roc_auc` of the evaluation package (the same functions as cv; binary: AUC
+    of class 1, multi-class: macro one-vs-rest).
     Unlabelled studies are left out; NaN when none is left, AUC NaN (no warning) when a class is missing."""
-    agg = aggregate_proba(proba, study, "mean")
+    agg = aggregate_proba(proba, study, aggregation)
     y = np.asarray(labels)[agg.first]
     ok = y >= 0
     if not ok.any():
@@ -43,13 +45,14 @@ class CadxModule(L.LightningModule):
     """
 
     def __init__(self, model: nn.Module, objective: Any, optim: OptimConfig, schedule: ScheduleConfig,
-                 max_epochs: int, model_spec: dict[str, Any] | None = None) -> None:
+                 max_epochs: int, model_spec: dict[str, Any] | None = None, aggregation: str = "mean") -> None:
         super().__init__()
         self.model = model
         self.objective = objective
         self.optim_cfg = optim
         self.schedule_cfg = schedule
         self.max_epochs = int(max_epochs)
+        self.aggregation = aggregation
         self.model_spec = dict(model_spec or {})
         self._val: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.has_val = False
@@ -97,7 +100,7 @@ class CadxModule(L.LightningModule):
         p = np.concatenate([v[0] for v in self._val])
         y = np.concatenate([v[1] for v in self._val])
         s = np.concatenate([v[2] for v in self._val])
-        acc, auc = validation_metrics(p, y, s)
+        acc, auc = validation_metrics(p, y, s, self.aggregation)
         self.log("val_accuracy", acc, prog_bar=True)
         self.log("val_auc", auc)
         self._val = []

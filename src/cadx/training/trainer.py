@@ -153,7 +153,7 @@ def _fit(cfg: ExperimentConfig, store: ItemStore, spec: dict[str, Any], train_it
             warnings.filterwarnings("ignore", message=pat)
         torch.manual_seed(seed)
         module = CadxModule(build_model(spec), build_objective(cfg, store, train_items), cfg.optim, cfg.schedule,
-                            cfg.train.epochs, spec)
+                            cfg.train.epochs, spec, aggregation=cfg.eval.aggregation)
         module.has_val = has_val
         es = cfg.train.early_stopping
         mode = "min" if es.monitor == "val_loss" else "max"
