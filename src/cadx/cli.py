@@ -88,6 +88,39 @@ def datasets_describe(
     out.print(table)
 
 
+@datasets_app.command("check")
+def datasets_check(
+    name: Annotated[str, typer.Argument(help="Dataset name, e.g. manifest, lidc, busi.")],
+    root: Annotated[Path, typer.Option(help="Folder (or file) the dataset lives in.")],
+    option: OptionList = None,
+    all_: Annotated[bool, typer.Option("--all", help="Report every bad item (default: stop at the first).")] = False,
+    allow_unlabelled: Annotated[bool, typer.Option(help="Unlabelled studies (empty/NaN/NA/None) are allowed.")
+                                ] = False,
+    need_lesion: Annotated[bool, typer.Option(help="An empty or missing mask is an error.")] = False,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPUs, at most 8).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the problems as JSON.")] = False,
+) -> None:
+    """Open every image and mask in full and check it: decodes to the promised size, finite voxels, positive
+    spacing, mask shape/values, boxes, labels, attributes. Exit 2 with `error: FILE: FIELD: what` lines."""
+    from cadx.data.check import check_cohort, summary
+    from cadx.data.datasets import load_dataset
+
+    opts = _options(option)
+    cohort = load_dataset(name, root, **opts)
+    problems = check_cohort(cohort, allow_unlabelled=allow_unlabelled, need_lesion=need_lesion, all_errors=all_,
+                            workers=workers, progress=not as_json, recipe=(name, str(root), dict(opts)))
+    errors = [p for p in problems if p.severity == "error"]
+    if as_json:
+        _print_json({"summary": summary(cohort, problems), "problems": [p.as_dict() for p in problems]})
+    else:
+        for p in problems if all_ else errors[:1]:
+            (err if p.severity == "error" else out).print(p.line(), highlight=False, soft_wrap=True, markup=False)
+        if not errors:
+            out.print(summary(cohort, problems), highlight=False, soft_wrap=True, markup=False)
+    if errors:
+        raise typer.Exit(2)
+
+
 # --- splits -----------------------------------------------------------------------------------------------
 @app.command("splits")
 def splits_cmd(

@@ -9,7 +9,10 @@ spacing/origin/direction in array order (z, y, x); see :mod:`cadx.data.image`. E
 
 from __future__ import annotations
 
+import gzip
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,23 @@ def read_image(path: str | Path) -> ImageData:
     path = Path(path)
     if not path.exists():
         raise CadxDataError("does not exist", path=path, field="path")
+    try:
+        img = _read_any(path)
+        if 0 in img.array.shape:
+            raise CadxDataError(f"no voxels (shape {img.array.shape})", path=path, field="pixel data")
+        return img
+    except CadxDataError as e:  # keep it one line (codec messages can span several)
+        if "\n" not in str(e):
+            raise
+        raise CadxDataError(" ".join(e.message.split()), path=e.path, field=e.field) from None
+    except MemoryError:
+        raise CadxDataError("too large to decode (MemoryError)", path=path, field="pixel data") from None
+    except Exception as e:  # a library error the format readers did not anticipate (found by fuzzing)
+        text = " ".join(str(e).split())[:200]
+        raise CadxDataError(f"cannot read it ({type(e).__name__}: {text})", path=path, field="format") from None
+
+
+def _read_any(path: Path) -> ImageData:
     if path.is_dir():
         return read_dicom_series(path)
     suf = _suffix(path)
@@ -74,16 +94,47 @@ def _nifti_voxels(path: Path, size: tuple[int, ...]) -> np.ndarray | None:
 
     try:
         data = np.asanyarray(nib.load(path).dataobj)  # type: ignore[attr-defined]
-    except Exception:
-        return None
+    except Exception as e:  # ITK would zero-fill a short file: a scalar NIfTI nibabel cannot read is corrupt
+        text = " ".join(str(e).split())[:200]
+        raise CadxDataError(f"voxel data unreadable ({type(e).__name__}: {text})", path=path,
+                            field="pixel data") from None
     if data.shape != size:
         return None
     return np.ascontiguousarray(data.transpose(tuple(range(data.ndim))[::-1]))
 
 
+def _check_nifti_spacing(path: Path) -> None:
+    """The raw NIfTI pixdim of the spatial axes must be positive: ITK and nibabel silently read 0 as 1 mm (and
+    ITK a negative one as its absolute value). Parsed from the header bytes (NIfTI-1 and NIfTI-2)."""
+    try:
+        with (gzip.open(path, "rb") if _suffix(path) == ".nii.gz" else open(path, "rb")) as fh:
+            raw = fh.read(540)
+    except (OSError, EOFError, zlib.error):
+        return  # an unreadable file is reported by the reader itself
+    for order in "<>":
+        if len(raw) >= 348 and int(np.frombuffer(raw, f"{order}i4", 1, 0)[0]) == 348:
+            dim = np.frombuffer(raw, f"{order}i2", 8, 40)
+            pixdim = np.frombuffer(raw, f"{order}f4", 8, 76)
+            break
+        if len(raw) >= 540 and int(np.frombuffer(raw, f"{order}i4", 1, 0)[0]) == 540:
+            dim = np.frombuffer(raw, f"{order}i8", 8, 16)
+            pixdim = np.frombuffer(raw, f"{order}f8", 8, 104)
+            break
+    else:
+        return
+    n = int(min(max(int(dim[0]), 1), 3))
+    pix = pixdim[1:1 + n].astype(float)
+    if not np.isfinite(pix).all() or (pix <= 0).any():
+        raise CadxDataError(f"voxel spacing (pixdim) {pix.tolist()} must be finite and positive", path=path,
+                            field="spacing")
+
+
 def _read_itk(path: Path) -> ImageData:
     import SimpleITK as sitk  # heavy: only for volume formats
 
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warnings are C++ stderr noise, not one-line errors
+    if _suffix(path) in (".nii", ".nii.gz"):
+        _check_nifti_spacing(path)
     try:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
@@ -108,6 +159,9 @@ def _read_itk(path: Path) -> ImageData:
     else:
         arr = arr[None]
     nsp = min(dim, 3)
+    if not (np.isfinite(spacing[:nsp]).all() and (spacing[:nsp] > 0).all()):
+        raise CadxDataError(f"spacing {spacing[:nsp].tolist()} must be finite and positive", path=path,
+                            field="spacing")
     if dim == 4:
         spacing, origin, direction = spacing[:3], origin[:3], direction[:3, :3]
     if arr.ndim - 1 != nsp:
@@ -124,9 +178,36 @@ _PIL_KEEP = {"L": np.uint8, "RGB": np.uint8, "I;16": np.uint16, "I;16B": np.uint
              "F": np.float32}
 
 
+def _png_short(path: Path) -> str | None:
+    """Why a non-interlaced PNG's IDAT stream is shorter than its IHDR promises (PIL zero-fills the missing
+    rows when the zlib stream itself is complete), or None."""
+    data = path.read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 33 or data[12:16] != b"IHDR":
+        return None
+    w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(ctype)
+    if interlace or channels is None:
+        return None
+    idat, pos = [], 8
+    while pos + 8 <= len(data):
+        n, typ = struct.unpack(">I4s", data[pos:pos + 8])
+        if typ == b"IDAT":
+            idat.append(data[pos + 8:pos + 8 + n])
+        pos += 12 + n
+    expect = h * (1 + (w * channels * depth + 7) // 8)
+    try:
+        got = len(zlib.decompressobj().decompress(b"".join(idat), expect))
+    except zlib.error:
+        return None  # PIL reports a corrupt stream itself
+    return f"pixel data holds {got} bytes, {expect} expected for {w} x {h}" if got < expect else None
+
+
 def _read_pil(path: Path) -> ImageData:
     from PIL import Image, UnidentifiedImageError  # only for 2D image files
 
+    short = _png_short(path) if _suffix(path) == ".png" else None
+    if short:
+        raise CadxDataError(f"{short} (truncated or wrong IHDR size)", path=path, field="pixel data")
     try:
         with Image.open(path) as im:
             mode = im.mode
@@ -134,6 +215,9 @@ def _read_pil(path: Path) -> ImageData:
                 arr = np.asarray(im)
             else:  # bilevel / gray+alpha → L; palette, RGBA, CMYK, YCbCr → RGB
                 arr = np.asarray(im.convert("L" if mode in ("1", "LA", "La") else "RGB"))
+    except Image.DecompressionBombError as e:
+        raise CadxDataError(f"image size exceeds the decompression-bomb limit ({e})", path=path,
+                            field="size") from None
     except UnidentifiedImageError:
         raise CadxDataError("not a readable image (content does not match the suffix?)", path=path,
                             field="format") from None

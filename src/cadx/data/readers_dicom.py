@@ -178,8 +178,7 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Imag
             vol[k] *= np.float32(slope)
         if intercept != 0.0:
             vol[k] += np.float32(intercept)
-    sp = floats(dss[0], "PixelSpacing", 2, paths[0])
-    sy, sx = (float(sp[0]), float(sp[1])) if sp is not None else (1.0, 1.0)
+    sy, sx = _pixel_spacing(dss[0], paths[0])
     meta = dicom_meta(dss[0], folder, files=[str(p) for p in paths], positions_sorted=iop is not None)
     return ImageData(vol[None], (sz, sy, sx), origin, direction, meta)
 
@@ -215,6 +214,8 @@ def _pixel_spacing(ds: Dataset, path: Path) -> tuple[float, float]:
             sp = floats(pm[0], "PixelSpacing", 2, path)
     if sp is None:
         sp = floats(ds, "ImagerPixelSpacing", 2, path)
+    if sp is not None and (sp <= 0).any():
+        raise CadxDataError(f"spacing {sp.tolist()} must be positive", path=path, field="PixelSpacing")
     return (float(sp[0]), float(sp[1])) if sp is not None else (1.0, 1.0)
 
 

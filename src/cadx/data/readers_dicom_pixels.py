@@ -9,6 +9,7 @@ through ``Dataset.pixel_array`` (pydicom + pylibjpeg). Decoding errors become Ca
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,9 @@ def _read_legacy(path: Path, header_only: bool) -> Dataset | None:
 
     The transfer syntax is set from the encoding pydicom detected, so pixel decoding works."""
     try:
-        ds = pydicom.dcmread(path, force=True, stop_before_pixels=header_only)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=True, stop_before_pixels=header_only)
     except Exception:
         return None
     if "SOPClassUID" not in ds and "PixelData" not in ds:
@@ -60,9 +63,11 @@ def dcmread(path: Path, header_only: bool = False) -> Dataset:
     Files lacking the ``DICM`` preamble are read with ``force=True`` when they carry a SOPClassUID or pixel
     data; anything else is CadxDataError field ``format``."""
     try:
-        if header_only:
-            return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-        return pydicom.dcmread(path)
+        with warnings.catch_warnings():  # pydicom warns on damaged files; the damage is reported as an error
+            warnings.simplefilter("ignore")
+            if header_only:
+                return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+            return pydicom.dcmread(path)
     except InvalidDicomError:
         legacy = _read_legacy(path, header_only)
         if legacy is None:
@@ -114,14 +119,19 @@ def frame_pixels(ds: Dataset, path: Path) -> np.ndarray:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     spp = int(ds.get("SamplesPerPixel", 1))
     bits = int(ds.get("BitsAllocated", 0))
+    if int(ds.get("Rows", 0) or 0) < 1 or int(ds.get("Columns", 0) or 0) < 1:
+        raise CadxDataError(f"empty image: {ds.get('Rows')} x {ds.get('Columns')}", path=path,
+                            field="Rows/Columns")
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if ts in _NATIVE_LE and spp == 1 and bits in (8, 16, 32) and "PixelRepresentation" in ds:
         dtype = np.dtype(f"{'i' if int(ds.PixelRepresentation) else 'u'}{bits // 8}").newbyteorder("<")
         n = frames * int(ds.Rows) * int(ds.Columns)
         buf = ds.PixelData
-        if len(buf) < n * dtype.itemsize:
-            raise CadxDataError(f"pixel data has {len(buf)} bytes, {n * dtype.itemsize} expected (truncated?)",
-                                path=path, field="pixel data")
+        want = n * dtype.itemsize
+        if len(buf) not in (want, want + 1):  # +1: the pad byte of an odd length
+            why = "truncated?" if len(buf) < want else "Rows/Columns/NumberOfFrames disagree with it"
+            raise CadxDataError(f"pixel data has {len(buf)} bytes, {want} expected for {frames} frame(s) of "
+                                f"{int(ds.Rows)}x{int(ds.Columns)} ({why})", path=path, field="pixel data")
         arr = np.frombuffer(buf, dtype=dtype, count=n).reshape(frames, int(ds.Rows), int(ds.Columns))
         stored = int(ds.get("BitsStored", bits))
         if bits == 16 and stored < 16:  # mask unused high bits (overlays), sign-extend signed data

@@ -83,6 +83,46 @@ def _parse_box(text: str, where: str, csv_path: Path) -> tuple[int, ...]:
     return box
 
 
+#: Box corner column sets (array order of the Study box: starts then stops, z/y/x), 3D first.
+_CORNERS = ({"z0": 0, "y0": 1, "x0": 2, "z1": 3, "y1": 4, "x1": 5},
+            {"zmin": 0, "ymin": 1, "xmin": 2, "zmax": 3, "ymax": 4, "xmax": 5},
+            {"y0": 0, "x0": 1, "y1": 2, "x1": 3},
+            {"ymin": 0, "xmin": 1, "ymax": 2, "xmax": 3})
+
+
+def _box_columns(header: list[str], csv_path: Path) -> tuple[str, ...]:
+    """The corner columns in Study box order (``z0 y0 x0 z1 y1 x1`` or ``y0 x0 y1 x1``, or ``*min/*max``), in any
+    column order; ``()`` when there are none. Some but not all corners of a set is an error (field ``box``)."""
+    low = {h.lower(): h for h in header}
+    for names in _CORNERS:
+        if all(n in low for n in names):
+            return tuple(low[n] for n in sorted(names, key=names.__getitem__))
+    for names in _CORNERS[:2]:
+        have = [n for n in names if n in low]
+        two_d = {"y0", "x0", "y1", "x1"} if "y0" in names else {"ymin", "xmin", "ymax", "xmax"}
+        if have and not set(have) <= two_d:
+            missing = [n for n in names if n not in low]
+            raise CadxDataError(f"box corner columns incomplete: missing {missing}", path=csv_path, field="box")
+    for names in _CORNERS[2:]:
+        have = [n for n in names if n in low]
+        if have:
+            missing = [n for n in names if n not in low]
+            raise CadxDataError(f"box corner columns incomplete: missing {missing}", path=csv_path, field="box")
+    return ()
+
+
+def _corner_box(r: dict[str, str], cols: tuple[str, ...], where: str, csv_path: Path) -> tuple[int, ...] | None:
+    if not cols:
+        return None
+    values = [(r.get(c) or "").strip() for c in cols]
+    if all(v.lower() in MISSING for v in values):
+        return None
+    missing = [c for c, v in zip(cols, values, strict=True) if v.lower() in MISSING]
+    if missing:
+        raise CadxDataError(f"{where}: box incomplete, no value in {missing}", path=csv_path, field="box")
+    return _parse_box(" ".join(values), where, csv_path)
+
+
 def _column_kinds(rows: list[dict[str, str]], extra: list[str], forced_meta: set[str],
                   csv_path: Path) -> dict[str, str]:
     """``column → "attribute" | "metadata"``; errors on a column mixing numbers and text."""
@@ -136,7 +176,11 @@ def load_manifest(path: Path, **options: Any) -> Cohort:
             raise CadxDataError(f"missing required column (has {header})", path=csv_path, field=col)
     if len(set(header)) != len(header):
         raise CadxDataError(f"duplicate column names in {header}", path=csv_path, field="header")
-    extra = [c for c in header if c not in REQUIRED and c not in OPTIONAL and c]
+    box_cols = _box_columns(header, csv_path)
+    if box_cols and "box" in header:
+        raise CadxDataError(f"both a 'box' column and corner columns {list(box_cols)}; keep one", path=csv_path,
+                            field="box")
+    extra = [c for c in header if c not in REQUIRED and c not in OPTIONAL and c and c not in box_cols]
     kinds = _column_kinds(rows, extra, forced_meta, csv_path)
     base = csv_path.parent
     studies: list[Study] = []
@@ -154,14 +198,14 @@ def load_manifest(path: Path, **options: Any) -> Cohort:
         seen[sid] = line
         if not pid:
             raise CadxDataError(f"{where}: empty patient_id", path=csv_path, field="patient_id")
-        studies.append(_study(r, sid, pid, line, base, csv_path, kinds, allow_empty))
+        studies.append(_study(r, sid, pid, line, base, csv_path, kinds, allow_empty, box_cols))
     if classes is not None:
         unknown_labels = sorted({s.label for s in studies if s.label is not None} - set(classes))
         if unknown_labels:
             raise CadxDataError(f"labels {unknown_labels} are not among classes {classes}", path=csv_path,
                                 field="label")
     cohort = Cohort(studies, classes=classes, name=csv_path.stem, source=str(csv_path),
-                    info={"manifest": str(csv_path)})
+                    info={"manifest": str(csv_path), "allow_empty_masks": allow_empty})
     if check_labels:
         cohort.check_patient_labels()
     return cohort
@@ -177,7 +221,7 @@ def _resolve(value: str, base: Path, where: str, csv_path: Path, field: str) -> 
 
 
 def _study(r: dict[str, str], sid: str, pid: str, line: int, base: Path, csv_path: Path,
-           kinds: dict[str, str], allow_empty: bool) -> Study:
+           kinds: dict[str, str], allow_empty: bool, box_cols: tuple[str, ...]) -> Study:
     where = f"row {line} (study_id {sid!r})"
     raw_path = (r.get("path") or "").strip()
     if not raw_path:
@@ -187,6 +231,9 @@ def _study(r: dict[str, str], sid: str, pid: str, line: int, base: Path, csv_pat
     if (r.get("mask") or "").strip():
         masks["mask"] = _mask(_resolve(r["mask"], base, where, csv_path, "mask"), allow_empty)
     boxes = [_parse_box(r["box"], where, csv_path)] if (r.get("box") or "").strip() else []
+    corner_box = _corner_box(r, box_cols, where, csv_path)
+    if corner_box is not None:
+        boxes.append(corner_box)
     metadata: dict[str, Any] = {"row": line}
     split = (r.get("split") or "").strip().lower()
     if split:
@@ -207,7 +254,8 @@ def _study(r: dict[str, str], sid: str, pid: str, line: int, base: Path, csv_pat
                                 field=col)
         if not math.isnan(num):
             attributes[col] = num
-    label = (r.get("label") or "").strip() or None
+    label_text = (r.get("label") or "").strip()
+    label = None if label_text.lower() in MISSING else label_text  # NaN / NA / None never become a class
     return Study(sid, pid, images={"image": _image(img_path)}, label=label, attributes=attributes,
                  masks=masks, boxes=boxes, metadata=metadata)
 

@@ -1,0 +1,173 @@
+"""``cadx datasets check`` and :func:`cadx.data.check.check_cohort`: every broken case of the corpus
+(tests/data/bad/cases, made by tests/data/make_bad_corpus.py) fails in at most 3 lines naming the file and the
+field, without a traceback; clean cohorts pass."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cadx.data.check import check_cohort, first_error
+from cadx.data.datasets import load_dataset
+from cadx.errors import CadxDataError
+
+CASES = Path(__file__).parent / "data" / "bad" / "cases"
+EXPECTED: dict[str, str] = json.loads((CASES / "expected_fields.json").read_text())
+
+#: Runs the real entry point (cadx.cli.main) once per case in one interpreter: exit code, stdout, stderr.
+DRIVER = """
+import contextlib, io, json, sys
+from cadx.cli import main
+res = {}
+root, cases = sys.argv[1], sys.argv[2:]
+for case in cases:
+    o, e = io.StringIO(), io.StringIO()
+    sys.argv = ["cadx", "datasets", "check", "manifest", "--root", f"{root}/{case}/manifest.csv",
+                "--workers", "0"]
+    code = 0
+    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
+        try:
+            main()
+        except SystemExit as x:
+            code = x.code if isinstance(x.code, int) else 1
+        except BaseException:
+            import traceback
+            traceback.print_exc(file=e)
+            code = 99
+    res[case] = [code, o.getvalue(), e.getvalue()]
+print(json.dumps(res))
+"""
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "from cadx.cli import main; main()", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_corpus_has_40_cases() -> None:
+    assert len(EXPECTED) >= 40
+    assert sorted(EXPECTED) == sorted(p.name for p in CASES.iterdir() if p.is_dir())
+
+
+def test_every_broken_case_fails_in_one_line_naming_file_and_field() -> None:
+    names = sorted(EXPECTED)
+    proc = subprocess.run([sys.executable, "-c", DRIVER, str(CASES), *names], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    bad = []
+    for name in names:
+        code, out, err = results[name]
+        text = out + err
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        ok = (code == 2 and 1 <= len(lines) <= 3 and "Traceback" not in text
+              and f"cases/{name}/" in lines[0] and any(f": {f}: " in lines[0] for f in EXPECTED[name].split("|"))
+              and lines[0].startswith("error: "))
+        if not ok:
+            bad.append((name, code, lines[:3]))
+    assert not bad, bad
+
+
+def test_real_subprocess_exit_codes() -> None:
+    res = _cli("datasets", "check", "manifest", "--root", str(CASES / "dicom_rows_too_small" / "manifest.csv"))
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and "Traceback" not in res.stderr
+    assert lines[0].startswith(f"error: {CASES / 'dicom_rows_too_small' / 'a.dcm'}: pixel data: pixel data has 512 "
+                               "bytes, 224 expected")
+
+
+def _clean(tmp: Path, label2: str = "malignant", extra_header: str = "", extra: str = "") -> Path:
+    img = np.arange(64, dtype=np.uint8).reshape(8, 8) * 3
+    Image.fromarray(img).save(tmp / "a.png")
+    m = np.zeros((8, 8), np.uint8)
+    m[2:5, 3:6] = 255
+    Image.fromarray(m).save(tmp / "m.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp / "empty.png")
+    (tmp / "manifest.csv").write_text(
+        f"study_id,patient_id,path,label,mask,x0,y0,x1,y1,age{extra_header}\n"
+        f"s1,p1,a.png,benign,m.png,3,2,6,5,54{extra}\n"
+        f"s2,p2,a.png,{label2},m.png,0,0,8,8,61{extra}\n")
+    return tmp / "manifest.csv"
+
+
+def test_clean_cohort_passes_with_a_summary(tmp_path: Path) -> None:
+    csv = _clean(tmp_path)
+    res = _cli("datasets", "check", "manifest", "--root", str(csv), "--workers", "0")
+    assert res.returncode == 0, res.stderr
+    assert f"{csv}: 2 studies, 2 images, 2 masks checked: 0 errors, 0 warnings" in res.stdout
+
+
+def test_corner_columns_are_a_box_not_attributes(tmp_path: Path) -> None:
+    cohort = load_dataset("manifest", _clean(tmp_path))
+    s1 = cohort.get("s1")
+    assert s1.boxes == [(2, 3, 5, 6)]  # y0 x0 y1 x1 in array order
+    assert s1.attributes == {"age": 54.0}
+    assert check_cohort(cohort, workers=0) == []
+
+
+@pytest.mark.parametrize("marker", ["NaN", "nan", "NA", "None", "", "null"])
+def test_missing_label_markers_never_become_a_class(tmp_path: Path, marker: str) -> None:
+    cohort = load_dataset("manifest", _clean(tmp_path, label2=marker))
+    assert cohort.classes == ["benign"] and cohort.get("s2").label is None
+    (p,) = check_cohort(cohort, workers=0)
+    assert (p.field, p.study_id, p.path) == ("label", "s2", str(tmp_path / "manifest.csv"))
+    assert check_cohort(cohort, workers=0, allow_unlabelled=True) == []
+
+
+def test_empty_mask_warning_or_error(tmp_path: Path) -> None:
+    csv = _clean(tmp_path)
+    csv.write_text(csv.read_text().replace("s2,p2,a.png,malignant,m.png", "s2,p2,a.png,malignant,empty.png"))
+    cohort = load_dataset("manifest", csv, allow_empty_masks="true")
+    (warn,) = check_cohort(cohort, workers=0)
+    assert (warn.severity, warn.field, warn.path) == ("warning", "mask", str(tmp_path / "empty.png"))
+    (e,) = check_cohort(cohort, workers=0, need_lesion=True)
+    assert e.severity == "error" and "needs a lesion" in e.message
+    strict = check_cohort(load_dataset("manifest", csv), workers=0)
+    assert first_error(strict) is not None and first_error(strict).path == str(tmp_path / "empty.png")
+
+
+def test_all_errors_and_worker_processes(tmp_path: Path) -> None:
+    csv = _clean(tmp_path)
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    csv.write_text(csv.read_text() + "s3,p3,bad.png,benign,,,,,,\ns4,p4,a.png,benign,,0,0,9,9,\n"
+                   + "".join(f"s{i},p{i},a.png,benign,,,,,,\n" for i in range(5, 12)))
+    cohort = load_dataset("manifest", csv)
+    recipe = ("manifest", str(csv), {})
+    first = check_cohort(cohort, workers=2, recipe=recipe)
+    assert [(p.study_id, p.field) for p in first] == [("s3", "format")]
+    every = check_cohort(cohort, workers=2, recipe=recipe, all_errors=True)
+    assert [(p.study_id, p.field) for p in every] == [("s3", "format"), ("s4", "box")]
+    assert check_cohort(cohort, workers=2, all_errors=True) == every  # threads without a recipe: same answer
+
+
+def test_empty_cohort_is_an_error(tmp_path: Path) -> None:
+    csv = tmp_path / "manifest.csv"
+    csv.write_text("study_id,patient_id,path,label\n")
+    (p,) = check_cohort(load_dataset("manifest", csv), workers=0)
+    assert (p.path, p.field, p.message) == (str(csv), "studies", "cohort has no studies")
+
+
+def test_check_all_prints_every_error(tmp_path: Path) -> None:
+    csv = _clean(tmp_path)
+    csv.write_text(csv.read_text().replace("0,0,8,8", "0,0,9,8") + "s3,p3,a.png,NA,,,,,,\n")
+    res = _cli("datasets", "check", "manifest", "--root", str(csv), "--all", "--workers", "0")
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2
+    assert lines == [f"error: {csv}: label: study 's3' (row 4): no label (empty/NaN/NA/None); pass "
+                     "--allow-unlabelled to keep unlabelled studies",
+                     f"error: {tmp_path / 'a.png'}: box: box (0, 0, 8, 9) reaches outside the image of shape (8, 8)"]
+
+
+def test_require_clean_raises_one_line(tmp_path: Path) -> None:
+    from cadx.data.check import require_clean
+
+    csv = _clean(tmp_path, label2="NA")
+    with pytest.raises(CadxDataError) as e:
+        require_clean(load_dataset("manifest", csv), workers=0)
+    assert e.value.field == "label" and "\n" not in str(e.value)
