@@ -206,6 +206,8 @@ def predict_cmd(
     fold: Annotated[int | None, typer.Option(help="Predict with fold K's model and its decision parameters (for a "
                                              "study of fold K's test set: the same answer as its row in the run's "
                                              "predictions.csv).")] = None,
+    allow_partial: Annotated[bool, typer.Option(help="Use the finished folds of a run with an unfinished fold "
+                                                "(says how many of how many on stderr).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Predict one study with the run's final model, else its fold ensemble (mean outputs, mean priors/thresholds),
@@ -218,7 +220,8 @@ def predict_cmd(
             cov[k] = float(v)
         except ValueError:
             raise typer.BadParameter(f"--covariate {k}={v}: not a number") from None
-    result = predict_study(run, study, mask=mask, out_dir=out_dir, covariates=cov, fold=fold)
+    result = predict_study(run, study, mask=mask, out_dir=out_dir, covariates=cov, fold=fold,
+                           allow_partial=allow_partial)
     if as_json:
         _print_json(result)
         return
@@ -245,13 +248,15 @@ def evaluate_cmd(
         "(reproduces the CV rows on the run's cohort). Default: final/, else the mean of the fold models.")] = None,
     name: Annotated[str | None, typer.Option(help="Folder name under RUN/external/ (default: from the dataset, "
                                                   "options and --fold).")] = None,
+    allow_partial: Annotated[bool, typer.Option(help="Use the finished folds of a run with an unfinished fold "
+                                                "(says how many of how many on stderr).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the pooled metrics as JSON.")] = False,
 ) -> None:
     """External validation: apply a trained run to another cohort, scored as its CV was (metrics with CIs in
     RUN/external/NAME/, an external-validation section beside the CV figures in the run's report)."""
     from cadx.runs import evaluate_run
 
-    pooled = evaluate_run(run, dataset, root, _options(option), name=name, fold=fold)
+    pooled = evaluate_run(run, dataset, root, _options(option), name=name, fold=fold, allow_partial=allow_partial)
     if as_json:
         _print_json(pooled)
         return

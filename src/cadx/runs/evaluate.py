@@ -83,11 +83,13 @@ def _fold_dir(run_dir: Path, k: int) -> Path:
     raise CadxDataError(f"no finished fold {k} (fold_{k}/DONE)", path=run_dir, field="fold")
 
 
-def model_groups(run_dir: Path, cohort: Cohort, fold: int | str | None) -> list[Group]:
-    """Which models score which studies (see the module docstring for ``fold``); empty groups are left out."""
+def model_groups(run_dir: Path, cohort: Cohort, fold: int | str | None,
+                 models: list[Path] | None = None) -> list[Group]:
+    """Which models score which studies (see the module docstring for ``fold``); empty groups are left out.
+    ``models``: the model folders for ``fold=None`` (default :func:`run_models`)."""
     every = np.arange(len(cohort))
     if fold is None:
-        return [(-1, run_models(run_dir), every)]
+        return [(-1, models if models is not None else run_models(run_dir), every)]
     if isinstance(fold, int):
         return [(fold, [_fold_dir(run_dir, fold)], every)]
     path = run_dir / "splits.json"
@@ -164,13 +166,15 @@ def _models_text(run_dir: Path, groups: list[Group], fold: int | str | None) -> 
 
 
 def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, options: dict[str, Any] | None = None,
-                 name: str | None = None, fold: int | str | None = None) -> dict[str, Any]:
+                 name: str | None = None, fold: int | str | None = None, allow_partial: bool = False
+                 ) -> dict[str, Any]:
     """Score every study of ``load_dataset(dataset, root, **options)`` with the run's models (see the module
     docstring for the option rule and ``fold``), write ``run_dir/external/<name>/`` and the run's report, and
-    return the ``pooled`` metrics. Labels must be among the run's classes (matched by name)."""
+    return the ``pooled`` metrics. Labels must be among the run's classes (matched by name). A run with an
+    unfinished fold is refused (``fold=None``) unless ``allow_partial`` (:func:`run_models`)."""
     run_dir = Path(run_dir)
     fold = parse_fold(fold)
-    dirs = run_models(run_dir)
+    dirs = run_models(run_dir, allow_partial) if fold is None else (done_folds(run_dir) or run_models(run_dir))
     cfg = run_config(run_dir, dirs)
     _, spec = load_module(dirs[0] / "checkpoint_best.ckpt")
     classes = list(spec.get("classes", [])) if cfg.task.classification else []
@@ -180,7 +184,7 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, options: d
     if unknown:
         raise CadxDataError(f"labels {unknown} are not classes of the trained run {classes}", path=root,
                             field="label")
-    groups = model_groups(run_dir, cohort, fold)
+    groups = model_groups(run_dir, cohort, fold, dirs if fold is None else None)
     same_adapter = dataset.split(":")[0] == cfg.data.dataset.split(":")[0]  # patient ids comparable
     dest = run_dir / "external" / (name or external_name(dataset, options, fold))
     info: dict[str, Any] = {

@@ -4,6 +4,7 @@ and reading a finished run back (:func:`done_folds`, :func:`run_models`, :func:`
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from cadx.evaluation.summary import evaluate_predictions
 from cadx.pipeline.items import ItemStore
 from cadx.report import write_report
 from cadx.runs.inference import Decision, fit_decision, study_predictions
+from cadx.runs.lock import run_lock
 from cadx.utils import atomic_write_json, atomic_write_text, read_json
 
 
@@ -92,13 +94,13 @@ def start_run(cfg: ExperimentConfig, out_dir: str | Path, resume: bool) -> tuple
     """The common start of every CV runner: the folder, the resume check, ``config.yaml``, the cohort with its
     ``fingerprint.json``, and ``splits.json`` (reused when present). Returns ``(out_dir, cohort, splits, t0)``."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_resume(cfg, out, resume)
-    t0 = time.perf_counter()
-    cfg.save(out / "config.yaml")
-    cohort = load_cohort(cfg, out)
-    cohort.write_fingerprint(out / "fingerprint.json")
-    return out, cohort, get_splits(cfg, cohort, out), t0
+    with run_lock(out):  # the run kind holds it for the whole run (reentrant); a second writer is refused here
+        _check_resume(cfg, out, resume)
+        t0 = time.perf_counter()
+        cfg.save(out / "config.yaml")
+        cohort = load_cohort(cfg, out)
+        cohort.write_fingerprint(out / "fingerprint.json")
+        return out, cohort, get_splits(cfg, cohort, out), t0
 
 
 def run_folds(splits: Splits, out_dir: Path, resume: bool,
@@ -122,6 +124,21 @@ def run_folds(splits: Splits, out_dir: Path, resume: bool,
     atomic_write_text(out_dir / "predictions_slices.csv", slices.to_csv(index=False))
     atomic_write_text(out_dir / "predictions.csv", studies.to_csv(index=False))
     return slices, studies
+
+
+def run_seconds(out_dir: Path, t0: float) -> float:
+    """The run's time across resumes: every finished fold's ``DONE`` seconds plus this invocation's own time
+    (since ``t0``, a ``time.perf_counter()`` reading) outside the folds it finished itself. The unfinished part of
+    a fold interrupted by a kill is not counted (only its resumed part is, in its ``DONE``)."""
+    elapsed = time.perf_counter() - t0
+    started = time.time() - elapsed
+    total = ran_now = 0.0
+    for d in done_folds(out_dir):
+        s = float(read_json(d / "DONE").get("seconds", 0.0))
+        total += s
+        if (d / "DONE").stat().st_mtime >= started:
+            ran_now += s
+    return round(total + max(0.0, elapsed - ran_now), 2)
 
 
 def done_folds(run_dir: Path) -> list[Path]:
@@ -166,9 +183,11 @@ def finish_fold(cfg: ExperimentConfig, cohort: Cohort, store: ItemStore, fold: F
     return studies
 
 
-def run_models(run_dir: str | Path) -> list[Path]:
+def run_models(run_dir: str | Path, allow_partial: bool = False) -> list[Path]:
     """Model folders to predict with: ``final/`` when trained, else every finished ``fold_<k>/``. A folder that
-    only holds run folders (the demo's) raises an error naming them."""
+    only holds run folders (the demo's) raises an error naming them. A run with a fold of its ``splits.json``
+    unfinished (no ``DONE``) raises unless ``allow_partial``, which uses the finished folds and says how many on
+    stderr."""
     run_dir = Path(run_dir)
     if (run_dir / "final" / "DONE").is_file():
         return [run_dir / "final"]
@@ -181,6 +200,17 @@ def run_models(run_dir: str | Path) -> list[Path]:
             raise CadxDataError(f"holds no model itself but the run folders {names}: use one of them, e.g. "
                                 f"{inner[0]}", path=run_dir)
         raise CadxDataError("no trained model (no final/DONE and no fold_<k>/DONE)", path=run_dir)
+    listed = run_dir / "splits.json"
+    nums = [fd.get("fold", i) for i, fd in enumerate(read_json(listed).get("folds", []))] if listed.is_file() else []
+    n_folds = max(len(nums), len(folds))
+    done = {p.name for p in folds}
+    missing = [f"fold_{k}" for k in nums if f"fold_{k}" not in done]
+    if missing:
+        used = f"{len(folds)} of {n_folds} folds ({', '.join(p.name for p in folds)})"
+        if not allow_partial:
+            raise CadxDataError(f"incomplete run: only {used} finished, {', '.join(missing)} not; finish it "
+                                "(cadx cv --resume) or pass --allow-partial", path=run_dir, field="folds")
+        print(f"note: {run_dir}: partial run, using {used}; unfinished: {', '.join(missing)}", file=sys.stderr)
     return folds
 
 

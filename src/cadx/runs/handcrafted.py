@@ -29,9 +29,10 @@ from cadx.models import MODELS
 from cadx.models.handcrafted import HC_NAME, HCSVMOptions
 from cadx.pipeline.items import build_store
 from cadx.report.notes import write_notes
-from cadx.runs.folder import evaluate_rows, finish_fold, run_folds, start_run, write_run_report
+from cadx.runs.folder import evaluate_rows, finish_fold, run_folds, run_seconds, start_run, write_run_report
 from cadx.runs.inference import slice_rows
 from cadx.runs.kinds import register_run_kind
+from cadx.runs.lock import locks_run_folder
 from cadx.training.trainer import fold_seed
 from cadx.utils import atomic_write_json, atomic_write_text
 
@@ -48,6 +49,7 @@ def hc_features(images: np.ndarray, kwargs: Mapping[str, Any]) -> np.ndarray:
 
 
 @register_run_kind("handcrafted", "LBP + HOG features → SVM per fold (DMRN's HC baseline, model.name: hc_svm)")
+@locks_run_folder
 def run_hc_svm(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Cross-validate the HC + SVM baseline of ``cfg`` into ``out_dir``; returns the pooled metrics dict."""
     if cfg.model.name != HC_NAME:
@@ -76,7 +78,7 @@ def run_hc_svm(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False)
     _, studies_df = run_folds(splits, out, resume, one_fold)
     metrics = evaluate_rows(studies_df, classes, cfg, cfg.eval.bootstrap, cohort.info.get("attribute_ranges"))
     metrics["run"] = {"name": cfg.name, "dataset": cfg.data.dataset, "model": HC_NAME, "folds": len(splits),
-                      "items": len(store), "seconds": round(time.perf_counter() - t0, 2)}
+                      "items": len(store), "seconds": run_seconds(out, t0)}
     atomic_write_json(out / "metrics.json", metrics)
     notes = write_notes(out, cfg, cohort, store, splits)
     atomic_write_text(notes, notes.read_text(encoding="utf-8") + (

@@ -17,9 +17,10 @@ from cadx.data.splits import Fold
 from cadx.data.study import Cohort
 from cadx.pipeline.items import ItemStore, build_store
 from cadx.report.notes import write_notes
-from cadx.runs.folder import evaluate_rows, finish_fold, run_folds, start_run, write_run_report
+from cadx.runs.folder import evaluate_rows, finish_fold, run_folds, run_seconds, start_run, write_run_report
 from cadx.runs.inference import Predictor, fold_decision, infer, predict_slices
 from cadx.runs.kinds import register_run_kind
+from cadx.runs.lock import locks_run_folder
 from cadx.training.trainer import fit, fold_seed
 from cadx.utils import atomic_write_json
 
@@ -59,6 +60,7 @@ def run_fold(cfg: ExperimentConfig, cohort: Cohort, store: ItemStore, fold: Fold
 
 
 @register_run_kind("network", "a registry network trained per fold (optionally an SVM on its embeddings)")
+@locks_run_folder
 def run_network(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Cross-validate the network of ``cfg`` into ``out_dir`` (resume as :func:`cadx.runs.cv.run_cv`)."""
     out_dir, cohort, splits, t0 = start_run(cfg, out_dir, resume)
@@ -68,7 +70,7 @@ def run_network(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False
     classes = store.classes if cfg.task.classification else []
     metrics = evaluate_rows(studies, classes, cfg, cfg.eval.bootstrap, cohort.info.get("attribute_ranges"))
     metrics["run"] = {"name": cfg.name, "dataset": cfg.data.dataset, "model": cfg.model.name,
-                      "folds": len(splits), "items": len(store), "seconds": round(time.perf_counter() - t0, 2)}
+                      "folds": len(splits), "items": len(store), "seconds": run_seconds(out_dir, t0)}
     atomic_write_json(out_dir / "metrics.json", metrics)
     write_notes(out_dir, cfg, cohort, store, splits)
     write_run_report([out_dir], out_dir)

@@ -17,12 +17,14 @@ from cadx.errors import CadxConfigError, CadxDataError
 from cadx.pipeline.items import build_store
 from cadx.runs.folder import done_folds, load_cohort, run_config, run_models
 from cadx.runs.inference import Predictor, fold_decision, load_predictor, predict_rows
+from cadx.runs.lock import locks_run_folder
 from cadx.runs.network import fit_svm
 from cadx.runs.seg_predict import predict_segmentation
 from cadx.training.trainer import fit, fold_seed
 from cadx.utils import atomic_write_json
 
 
+@locks_run_folder
 def train_final(cfg: ExperimentConfig, out_dir: str | Path) -> Path:
     """Train one model on every labelled study of the cohort into ``out_dir/final`` (no validation set: the last
     epoch is used) and return that folder. With ``eval.classifier: svm`` the SVM is fitted on all items too.
@@ -53,12 +55,13 @@ def train_final(cfg: ExperimentConfig, out_dir: str | Path) -> Path:
     return final
 
 
-def model_dirs(run_dir: str | Path, fold: int | None = None) -> list[Path]:
+def model_dirs(run_dir: str | Path, fold: int | None = None, allow_partial: bool = False) -> list[Path]:
     """The model folders ``cadx predict`` uses: ``fold_<fold>/`` when ``fold`` is given (it must be finished),
-    else :func:`cadx.runs.folder.run_models` (``final/`` when trained, else every finished fold)."""
+    else :func:`cadx.runs.folder.run_models` (``final/`` when trained, else every finished fold; a run with an
+    unfinished fold is refused unless ``allow_partial``)."""
     run_dir = Path(run_dir)
     if fold is None:
-        return run_models(run_dir)
+        return run_models(run_dir, allow_partial)
     dirs = [d for d in done_folds(run_dir) if d.name == f"fold_{int(fold)}"]
     if not dirs:
         raise CadxDataError(f"no finished fold {fold} (fold_{fold}/DONE)", path=run_dir, field="fold")
@@ -67,7 +70,8 @@ def model_dirs(run_dir: str | Path, fold: int | None = None) -> list[Path]:
 
 def predict_study(run_dir: str | Path, path: str | Path, mask: str | Path | None = None,
                   box: tuple[int, ...] | list[int] | None = None, out_dir: str | Path | None = None,
-                  covariates: dict[str, float] | None = None, fold: int | None = None) -> dict[str, Any]:
+                  covariates: dict[str, float] | None = None, fold: int | None = None,
+                  allow_partial: bool = False) -> dict[str, Any]:
     """Predict one study (DICOM folder, volume or image file) with a trained run, exactly as its CV scored studies.
 
     The file becomes a one-study cohort that goes through the run's preprocessing (:func:`build_store`) and the
@@ -89,10 +93,10 @@ def predict_study(run_dir: str | Path, path: str | Path, mask: str | Path | None
     ``<run>/predictions``; its path under ``"mask"``).
     """
     run_dir = Path(run_dir)
-    dirs = model_dirs(run_dir, fold)
+    dirs = model_dirs(run_dir, fold, allow_partial)
     cfg = run_config(run_dir, dirs)
     if cfg.segmentation is not None:
-        return predict_segmentation(run_dir, path, out_dir, fold=fold)
+        return predict_segmentation(run_dir, path, out_dir, fold=fold, dirs=dirs)
     img = read_image(path)
     nd = img.array.ndim - 1
     boxes = [tuple(int(v) for v in box)] if box is not None else []

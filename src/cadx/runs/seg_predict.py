@@ -31,7 +31,7 @@ def is_segmentation_run(run_dir: str | Path) -> bool:
     """True when the run's config has a ``segmentation`` section (then ``cadx predict`` should call
     :func:`predict_segmentation`)."""
     run_dir = Path(run_dir)
-    return run_config(run_dir, run_models(run_dir)).segmentation is not None
+    return run_config(run_dir, run_models(run_dir, allow_partial=True)).segmentation is not None
 
 
 def _stem(path: Path) -> str:
@@ -43,17 +43,19 @@ def _stem(path: Path) -> str:
 
 
 def predict_segmentation(run_dir: str | Path, path: str | Path, out_dir: str | Path | None = None,
-                         fold: int | None = None) -> dict[str, Any]:
+                         fold: int | None = None, dirs: list[Path] | None = None) -> dict[str, Any]:
     """Segment one study (volume or 2D image file, DICOM folder) with a segmentation run.
 
     ``fold``: predict with that fold's model only (default: ``final/`` when trained, else the mean of the fold
-    models). The mask is :func:`cadx.runs.segmentation.predict_volume`'s, as in CV. Writes it into ``out_dir``
+    models; ``dirs`` = those folders when already chosen, e.g. by ``cadx predict --allow-partial``). The mask
+    is :func:`cadx.runs.segmentation.predict_volume`'s, as in CV. Writes it into ``out_dir``
     (default: ``<run_dir>/predictions``) and returns ``{"study", "mask" (path), "lesion_voxels",
     "slices_with_lesion", "models", "items"}`` plus, for runs with classification, ``"probabilities"`` (vote
     fractions), ``"prediction"`` and ``"vote_fallback"``.
     """
     run_dir, path = Path(run_dir), Path(path)
-    dirs = run_models(run_dir)
+    if dirs is None:  # a fold's model needs only that fold finished
+        dirs = run_models(run_dir) if fold is None else (done_folds(run_dir) or run_models(run_dir))
     cfg = run_config(run_dir, dirs)
     if cfg.segmentation is None:
         raise CadxConfigError(f"{run_dir}: not a segmentation run (no segmentation section); use predict_study")

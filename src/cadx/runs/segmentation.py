@@ -49,9 +49,10 @@ from cadx.evaluation.summary import evaluate_predictions
 from cadx.pipeline.seg_items import SegData, build_seg_data, lesion_channel, seg_settings, training_items
 from cadx.report.notes import write_notes
 from cadx.report.seg_figures import seg_extra, segmentation_notes
-from cadx.runs.folder import run_folds, start_run, write_run_report
+from cadx.runs.folder import run_folds, run_seconds, start_run, write_run_report
 from cadx.runs.inference import device
 from cadx.runs.kinds import register_run_kind
+from cadx.runs.lock import locks_run_folder
 from cadx.training.trainer import fit, fold_seed, load_module
 from cadx.utils import atomic_write_json, atomic_write_text
 
@@ -263,6 +264,7 @@ def run_segmentation_fold(cfg: ExperimentConfig, cohort: Cohort, data: SegData, 
 
 
 @register_run_kind("segmentation", "slices with masks → volumes, largest component, Dice per volume (U-Net, SCNet)")
+@locks_run_folder
 def run_segmentation_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Cross-validate a segmentation config into ``out_dir`` (resume as :func:`cadx.runs.cv.run_cv`) and return
     the metrics (``pooled.dice_mean``/``dice_median`` with ``ci``, classification metrics when enabled)."""
@@ -274,7 +276,7 @@ def run_segmentation_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool
     metrics = evaluate_seg(studies, classes, cfg.eval.bootstrap, cfg.seed)
     metrics["run"] = {"name": cfg.name, "dataset": cfg.data.dataset, "model": cfg.model.name,
                       "folds": len(splits), "items": len(data.store), "input_size": list(cfg.input.size_tuple()),
-                      "seconds": round(time.perf_counter() - t0, 2)}
+                      "seconds": run_seconds(out_dir, t0)}
     metrics["extra"] = seg_extra(cfg, cohort, data, studies, metrics, out_dir)
     atomic_write_json(out_dir / "metrics.json", metrics)
     write_notes(out_dir, cfg, cohort, data.store, splits)

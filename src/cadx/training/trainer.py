@@ -180,14 +180,32 @@ def _fit(cfg: ExperimentConfig, store: ItemStore, spec: dict[str, Any], train_it
 
 
 def load_module(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The model of a cadx checkpoint (weights + the spec it was built from), in eval mode on CPU."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    spec = state.get("cadx_model")
-    if not spec:
-        raise CadxDataError("not a cadx checkpoint (no model spec)", path=path)
-    model = build_model(spec)
-    sd = {k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(sd)
+    """The model of a cadx checkpoint (weights + the spec it was built from), in eval mode on CPU. A missing,
+    truncated or foreign file (not a cadx Lightning checkpoint, or weights that do not fit its spec) raises one
+    :class:`CadxDataError` line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CadxDataError("checkpoint missing", path=path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated zip (RuntimeError), bad pickle, EOF, an unknown class ...
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CadxDataError(f"unreadable checkpoint (truncated or not a torch file: {type(err).__name__}: "
+                            f"{first[:160]})", path=path) from None
+    spec = state.get("cadx_model") if isinstance(state, dict) else None
+    if not isinstance(spec, dict) or not spec:
+        raise CadxDataError("not a cadx checkpoint (no cadx model spec; was it written by cadx cv / train?)",
+                            path=path, field="cadx_model")
+    weights = state.get("state_dict")
+    if not isinstance(weights, dict):
+        raise CadxDataError("not a cadx checkpoint (no state_dict)", path=path, field="state_dict")
+    try:
+        model = build_model(spec)
+        model.load_state_dict({k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")})
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CadxDataError(f"model {spec.get('name', '?')!r} does not load from it: {first[:160]}",
+                            path=path, field="state_dict") from None
     return model.eval(), spec
 
 
