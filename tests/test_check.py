@@ -14,8 +14,12 @@ import pytest
 from PIL import Image
 
 from cadx.data.check import check_cohort, first_error
-from cadx.data.datasets import load_dataset
+from cadx.data.datasets import DATASETS, load_dataset, register_dataset
+from cadx.data.image import LazyImage
+from cadx.data.study import Cohort
 from cadx.errors import CadxDataError
+from cadx.registry import Options
+from helpers import tiny_cohort, tiny_config
 
 CASES = Path(__file__).parent / "data" / "bad" / "cases"
 EXPECTED: dict[str, str] = json.loads((CASES / "expected_fields.json").read_text())
@@ -171,3 +175,71 @@ def test_require_clean_raises_one_line(tmp_path: Path) -> None:
     with pytest.raises(CadxDataError) as e:
         require_clean(load_dataset("manifest", csv), workers=0)
     assert e.value.field == "label" and "\n" not in str(e.value)
+
+
+# --- the check before training / inference ------------------------------------------------------------------
+class _BadTinyOptions(Options):
+    n: int = 8
+
+
+if "_test_tiny_nan" not in DATASETS:
+    @register_dataset("_test_tiny_nan", "test stand-in: tiny cohort whose study S03 has a NaN voxel",
+                      options=_BadTinyOptions)
+    def _load_bad(root: Path, *, n: int) -> Cohort:
+        cohort = tiny_cohort(n)
+        s = cohort.get("S03")
+        arr = s.image().load().array.astype(np.float32).copy()
+        arr[0, 1, 2, 3] = np.nan
+        s.images["image"] = LazyImage.from_array(arr, (2.0, 1.0, 1.0), source="S03.nii.gz")
+        return cohort
+
+
+def test_cv_refuses_a_failing_cohort_before_training(tmp_path: Path) -> None:
+    from cadx.runs import run_cv
+
+    cfg = tiny_config("data.dataset=_test_tiny_nan")
+    with pytest.raises(CadxDataError) as e:
+        run_cv(cfg, tmp_path / "run")
+    assert str(e.value) == "S03.nii.gz: voxels: 1 voxels are NaN or infinite"
+    assert not list((tmp_path / "run").glob("fold_*")) and not (tmp_path / "run" / "fingerprint.json").exists()
+
+
+def test_check_data_records_the_check_or_its_skip(tmp_path: Path) -> None:
+    from cadx.runs.folder import check_data
+
+    rec = check_data(tiny_config(), tiny_cohort(6), tmp_path)
+    assert rec["skipped"] is False and rec["studies"] == 6 and rec["warnings"] == []
+    assert json.loads((tmp_path / "data_check.json").read_text())["skipped"] is False
+    bad = _load_bad(tmp_path, n=6)
+    rec = check_data(tiny_config("data.checked=true"), bad, tmp_path)
+    assert rec == {"skipped": True, "reason": "data.checked: true (cohort checked before)", "studies": 6}
+    assert json.loads((tmp_path / "data_check.json").read_text()) == rec
+
+
+# --- channels -----------------------------------------------------------------------------------------------
+def test_channel_mismatch_is_an_error_unless_converted() -> None:
+    from cadx.config import InputConfig
+    from cadx.data.image import ImageData
+    from cadx.pipeline.preprocess import StudyPreprocessor
+
+    rgb = ImageData(np.random.default_rng(0).integers(0, 255, (3, 12, 12)).astype(np.uint8), (1.0, 1.0),
+                    meta={"source": "colour.png"})
+    grey_cfg = {"kind": "image2d", "size": 8, "roi": "none", "normalize": "minmax"}
+    with pytest.raises(CadxDataError) as e:
+        StudyPreprocessor(InputConfig(**grey_cfg, channels=1)).items(rgb, None, [])
+    assert str(e.value) == ("colour.png: input.channels: image has 3 channel(s) (RGB) but input.channels is 1; set "
+                            "input.convert_channels: true to convert")
+    items, _, _ = StudyPreprocessor(InputConfig(**grey_cfg, channels=1, convert_channels=True)).items(rgb, None, [])
+    assert items[0].shape == (1, 8, 8)
+    items, _, _ = StudyPreprocessor(InputConfig(**grey_cfg, channels=3)).items(rgb, None, [])
+    assert items[0].shape == (3, 8, 8)
+
+
+def test_notes_state_the_check_and_the_conversion(tmp_path: Path) -> None:
+    from cadx.report.notes import _data_check_line
+
+    (tmp_path / "data_check.json").write_text(json.dumps({"skipped": True, "reason": "data.checked: true"}))
+    assert _data_check_line(tmp_path).startswith("- Data check: SKIPPED (data.checked: true)")
+    (tmp_path / "data_check.json").write_text(json.dumps({"skipped": False, "studies": 4, "seconds": 0.1,
+                                                          "warnings": []}))
+    assert "4 studies opened and checked in full" in _data_check_line(tmp_path)

@@ -46,7 +46,8 @@ def test_roi2d_volume3d_image2d_shapes() -> None:
     v, _, _ = vol.items(img, None, [(2, 10, 12, 7, 20, 18)])
     assert v[0].shape == (1, 4, 8, 8)
     rgb = ImageData(np.stack([np.full((5, 7), c, np.float32) for c in (0.0, 0.5, 1.0)]), (1.0, 1.0))
-    g, _, pos = StudyPreprocessor(InputConfig(kind="image2d", size=6, normalize="none")).items(rgb, None, [])
+    g, _, pos = StudyPreprocessor(InputConfig(kind="image2d", size=6, normalize="none",
+                                              convert_channels=True)).items(rgb, None, [])
     assert g[0].shape == (1, 6, 6) and np.allclose(g[0], 0.5) and pos == [-1]
     # no box and no mask: the whole image (volume: its central slice)
     _, _, pos = StudyPreprocessor(InputConfig(kind="roi2d", size=8)).items(img, None, [])

@@ -164,12 +164,16 @@ def cv_cmd(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/<name>).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed run; finished folds are skipped.")] = False,
     data_root: Annotated[Path | None, typer.Option(help="Shortcut for --set data.root=DIR.")] = None,
+    skip_check: Annotated[bool, typer.Option(help="Skip the full data check (cohort already passed `cadx datasets "
+                                             "check`); recorded in the run folder.")] = False,
 ) -> None:
-    """Patient-level cross-validation: out-of-fold predictions, metrics with CIs, report."""
+    """Patient-level cross-validation: out-of-fold predictions, metrics with CIs, report. The cohort is checked
+    in full first (`cadx datasets check`)."""
     from cadx.config import load_config
     from cadx.runs import run_cv
 
-    sets = list(set_ or []) + ([f"data.root={data_root}"] if data_root else [])
+    sets = list(set_ or []) + ([f"data.root={data_root}"] if data_root else []) + (
+        ["data.checked=true"] if skip_check else [])
     cfg = load_config(config, sets)
     run_dir = out_dir or Path("runs") / cfg.name
     metrics = run_cv(cfg, run_dir, resume=resume)
@@ -183,12 +187,15 @@ def train_cmd(
     set_: SetList = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/<name>).")] = None,
     data_root: Annotated[Path | None, typer.Option(help="Shortcut for --set data.root=DIR.")] = None,
+    skip_check: Annotated[bool, typer.Option(help="Skip the full data check (cohort already passed `cadx datasets "
+                                             "check`); recorded in the run folder.")] = False,
 ) -> None:
-    """Train one model on all studies (for `cadx predict` on new studies)."""
+    """Train one model on all studies (for `cadx predict` on new studies); the cohort is checked in full first."""
     from cadx.config import load_config
     from cadx.runs import train_final
 
-    sets = list(set_ or []) + ([f"data.root={data_root}"] if data_root else [])
+    sets = list(set_ or []) + ([f"data.root={data_root}"] if data_root else []) + (
+        ["data.checked=true"] if skip_check else [])
     cfg = load_config(config, sets)
     path = train_final(cfg, out_dir or Path("runs") / cfg.name)
     out.print(f"final model: {path}")
@@ -250,13 +257,16 @@ def evaluate_cmd(
                                                   "options and --fold).")] = None,
     allow_partial: Annotated[bool, typer.Option(help="Use the finished folds of a run with an unfinished fold "
                                                 "(says how many of how many on stderr).")] = False,
+    skip_check: Annotated[bool, typer.Option(help="Skip the full data check (cohort already passed `cadx datasets "
+                                             "check`); recorded in the run folder.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the pooled metrics as JSON.")] = False,
 ) -> None:
     """External validation: apply a trained run to another cohort, scored as its CV was (metrics with CIs in
     RUN/external/NAME/, an external-validation section beside the CV figures in the run's report)."""
     from cadx.runs import evaluate_run
 
-    pooled = evaluate_run(run, dataset, root, _options(option), name=name, fold=fold, allow_partial=allow_partial)
+    pooled = evaluate_run(run, dataset, root, _options(option), name=name, fold=fold, allow_partial=allow_partial,
+                          check=not skip_check)
     if as_json:
         _print_json(pooled)
         return

@@ -32,6 +32,11 @@ class DataConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
     max_patients: int | None = Field(None, ge=1)
     """A seeded, class-stratified subset of this many patients (quick looks and smoke runs only)."""
+    checked: bool = False
+    """The cohort already passed ``cadx datasets check``: skip the full check before training (recorded in the run
+    folder's ``data_check.json``)."""
+    allow_unlabelled: bool = False
+    """Unlabelled studies (empty / NaN / NA / None labels) are allowed; otherwise the check refuses them."""
 
 
 class TaskConfig(_Section):
@@ -106,6 +111,10 @@ class InputConfig(_Section):
     context_fov_mm: float | None = Field(None, gt=0)
     covariate_channels: list[str] = Field(default_factory=list)
     covariate_log: bool = True
+    convert_channels: bool = False
+    """A 2D image whose channels differ from ``channels`` is an error naming both unless this asks for the
+    conversion (RGB → grey = mean of the first 3 channels; grey → repeated; extra channels dropped), which the
+    run's notes then state."""
     augment: AugmentConfig = Field(default_factory=lambda: AugmentConfig.model_validate({}))
 
     @field_validator("window")

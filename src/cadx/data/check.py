@@ -33,6 +33,9 @@ __all__ = ["MISSING_LABELS", "Problem", "check_cohort", "first_error"]
 #: Label strings that mean "no label" (compared case-insensitively after stripping).
 MISSING_LABELS = ("", "nan", "na", "n/a", "none", "null")
 
+#: Cohorts smaller than this are checked in the calling process unless ``workers`` is given.
+SMALL = 64
+
 #: A cohort recipe a worker process can reload: ``(dataset name, root, adapter options)``.
 Recipe = tuple[str, str, dict[str, Any]]
 
@@ -183,9 +186,9 @@ def _init_worker(recipe: Recipe, args: dict[str, Any]) -> None:
     _WORKER_ARGS = args
 
 
-def _check_index(i: int) -> list[Problem]:
+def _check_id(study_id: str) -> list[Problem]:
     assert _WORKER_COHORT is not None
-    return check_study(_WORKER_COHORT[i], **_WORKER_ARGS)
+    return check_study(_WORKER_COHORT.get(study_id), **_WORKER_ARGS)
 
 
 def _record_problems(cohort: Cohort, allow_unlabelled: bool) -> list[Problem]:
@@ -216,7 +219,8 @@ def check_cohort(cohort: Cohort, *, allow_unlabelled: bool = False, need_lesion:
                  all_errors: bool = False, workers: int | None = None, progress: bool = False,
                  recipe: Recipe | None = None, mask_labels: Sequence[int] | None = None) -> list[Problem]:
     """Every problem of ``cohort`` (errors and warnings), in cohort order; stops at the first error unless
-    ``all_errors``. ``workers`` processes (default: CPUs, at most 8; 0 = in this process) open the images;
+    ``all_errors``. ``workers`` processes (default: CPUs, at most 8, or 0 = this process below ``SMALL`` studies)
+    open the images;
     they need ``recipe`` (``(dataset, root, options)``) to reload the cohort, otherwise threads are used."""
     problems: list[Problem] = []
     if len(cohort) == 0:
@@ -229,7 +233,9 @@ def check_cohort(cohort: Cohort, *, allow_unlabelled: bool = False, need_lesion:
     args: dict[str, Any] = {"need_lesion": need_lesion, "mask_labels": list(mask_labels) if mask_labels else None,
             "allow_empty_masks": allow_empty}
     n = len(cohort)
-    nworkers = min(8, mp.cpu_count() or 1) if workers is None else workers
+    if workers is None:  # small cohorts: starting processes costs more than it saves
+        workers = min(8, mp.cpu_count() or 1) if n >= SMALL else 0
+    nworkers = workers
     nworkers = max(0, min(nworkers, n))
     ex: Executor | None = None
     results: Iterator[list[Problem]]
@@ -238,7 +244,7 @@ def check_cohort(cohort: Cohort, *, allow_unlabelled: bool = False, need_lesion:
     elif recipe is not None:
         ex = ProcessPoolExecutor(nworkers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                  initargs=(recipe, args))
-        results = ex.map(_check_index, range(n), chunksize=max(1, min(16, n // (4 * nworkers))))
+        results = ex.map(_check_id, cohort.study_ids, chunksize=max(1, min(16, n // (4 * nworkers))))
     else:
         ex = ThreadPoolExecutor(nworkers)
         fn: Callable[[Study], list[Problem]] = lambda s: check_study(s, **args)  # noqa: E731

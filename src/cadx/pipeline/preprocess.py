@@ -167,6 +167,10 @@ def _mask_box(mask: np.ndarray) -> tuple[int, ...] | None:
     return tuple(int(i.min()) for i in idx) + tuple(int(i.max()) + 1 for i in idx)
 
 
+def _channel_kind(c: int) -> str:
+    return {1: "grey", 3: "RGB", 4: "RGBA"}.get(c, "multi-channel")
+
+
 class StudyPreprocessor:
     """Turns a :class:`Study` (or an image + optional mask/boxes) into items ``(C, *size)`` per ``InputConfig``.
 
@@ -208,6 +212,10 @@ class StudyPreprocessor:
         planes = self._covariate_values(covariates or {}, source)
         arr = normalize_intensity(np.asarray(img.array), cfg)
         nd = arr.ndim - 1
+        if nd == 2 and arr.shape[0] != cfg.channels and not cfg.convert_channels:
+            raise CadxDataError(f"image has {arr.shape[0]} channel(s) ({_channel_kind(arr.shape[0])}) but "
+                                f"input.channels is {cfg.channels}; set input.convert_channels: true to convert",
+                                path=img.meta.get("source", source), field="input.channels")
         if cfg.kind == "volume3d" and nd != 3:
             raise CadxDataError(f"input.kind=volume3d needs a 3D image, got shape {arr.shape}", path=source,
                                 field="image")

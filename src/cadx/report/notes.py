@@ -20,6 +20,20 @@ _DEC = {"argmax": "argmax of the study probabilities", "prior": "argmax of proba
         "studies (training studies when there is no validation set)"}
 
 
+def _data_check_line(out_dir: Path) -> str:
+    """What ``data_check.json`` says: the full check before training, or that ``data.checked`` skipped it."""
+    path = out_dir / "data_check.json"
+    if not path.is_file():
+        return "- Data check: no record (run started before `data_check.json` existed)."
+    rec = read_json(path)
+    if rec.get("skipped"):
+        return f"- Data check: SKIPPED ({rec.get('reason', 'data.checked: true')}); images were not checked in full."
+    warn = rec.get("warnings") or []
+    return (f"- Data check: every image and mask of the {rec.get('studies')} studies opened and checked in full "
+            f"before training ({rec.get('seconds')} s): no errors, {len(warn)} warning(s)"
+            + (f", e.g. `{warn[0]}`" if warn else "") + ".")
+
+
 def write_notes(out_dir: Path, cfg: ExperimentConfig, cohort: Cohort, store: ItemStore, splits: Splits) -> Path:
     """Write ``out_dir/notes.md`` describing data, preprocessing, training, checkpoint choice and evaluation."""
     has_val = any(f.val for f in splits)
@@ -31,13 +45,18 @@ def write_notes(out_dir: Path, cfg: ExperimentConfig, cohort: Cohort, store: Ite
         f"classes {store.classes}; {len(store)} input items of shape {tuple(store.images.shape[1:])}.",
         f"- Splits: {len(splits)} fold(s), kind `{splits.kind}`, made on patients (seed {splits.seed}); "
         "splits.json is the source of truth and was checked for leakage.",
+        _data_check_line(out_dir),
         f"- Input: `{cfg.input.kind}`, ROI `{cfg.input.roi}` ("
         + (f"fixed {cfg.input.fov_mm} mm field of view" if cfg.input.fov_mm else f"margin {cfg.input.margin}")
         + (f", plus a {cfg.input.context_fov_mm} mm context channel" if cfg.input.context_fov_mm else "")
         + (f", plus constant channels of {'log ' if cfg.input.covariate_log else ''}"
            f"{', '.join(cfg.input.covariate_channels)}" if cfg.input.covariate_channels else "")
         + f"), size {cfg.input.size}, "
-        f"{store.in_channels} channel(s); intensity "
+        f"{store.in_channels} channel(s)"
+        + ("; channels converted where an image's count differed from input.channels (input.convert_channels: "
+           "RGB → grey as the mean of the first 3 channels, grey repeated, extra channels dropped)"
+           if cfg.input.convert_channels else "")
+        + "; intensity "
         + (f"window {cfg.input.window}" if cfg.input.window is not None else f"`{cfg.input.normalize}` per image")
         + "; preprocessing done once per run, in memory.",
         f"- Model `{cfg.model.name}` {cfg.model.kwargs or ''}; objective {cfg.objective}; pairs `{cfg.pairs}`; "

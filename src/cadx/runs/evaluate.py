@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from cadx.config import ExperimentConfig
+from cadx.data.check import require_clean
 from cadx.data.datasets import load_dataset
 from cadx.data.splits import Splits
 from cadx.data.study import Cohort
@@ -166,12 +167,13 @@ def _models_text(run_dir: Path, groups: list[Group], fold: int | str | None) -> 
 
 
 def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, options: dict[str, Any] | None = None,
-                 name: str | None = None, fold: int | str | None = None, allow_partial: bool = False
-                 ) -> dict[str, Any]:
+                 name: str | None = None, fold: int | str | None = None, allow_partial: bool = False,
+                 check: bool = True) -> dict[str, Any]:
     """Score every study of ``load_dataset(dataset, root, **options)`` with the run's models (see the module
     docstring for the option rule and ``fold``), write ``run_dir/external/<name>/`` and the run's report, and
     return the ``pooled`` metrics. Labels must be among the run's classes (matched by name). A run with an
-    unfinished fold is refused (``fold=None``) unless ``allow_partial`` (:func:`run_models`)."""
+    unfinished fold is refused (``fold=None``) unless ``allow_partial`` (:func:`run_models`). The cohort must pass
+    :func:`cadx.data.check.check_cohort` first unless ``check=False`` (recorded as ``data_checked`` in the info)."""
     run_dir = Path(run_dir)
     fold = parse_fold(fold)
     dirs = run_models(run_dir, allow_partial) if fold is None else (done_folds(run_dir) or run_models(run_dir))
@@ -180,6 +182,9 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, options: d
     classes = list(spec.get("classes", [])) if cfg.task.classification else []
     used, inherited = resolve_options(cfg, dataset, options)
     cohort = load_dataset(dataset, root, **used)
+    if check:  # the full data check before any inference (one line naming the file and field on failure)
+        require_clean(cohort, allow_unlabelled=cfg.data.allow_unlabelled or not cfg.task.classification,
+                      recipe=(dataset, str(root), dict(used)))
     unknown = sorted({s.label for s in cohort if s.label is not None} - set(classes)) if classes else []
     if unknown:
         raise CadxDataError(f"labels {unknown} are not classes of the trained run {classes}", path=root,
@@ -189,7 +194,8 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, options: d
     dest = run_dir / "external" / (name or external_name(dataset, options, fold))
     info: dict[str, Any] = {
         "dataset": dataset, "root": str(root), "options": used, "options_from_run": inherited,
-        "options_override": dict(options or {}), "fold": fold, "models_text": _models_text(run_dir, groups, fold),
+        "options_override": dict(options or {}), "fold": fold, "data_checked": check,
+        "models_text": _models_text(run_dir, groups, fold),
         "models": sorted({str(d.relative_to(run_dir)) for _, ds, _ in groups for d in ds}),
         "n_studies": len(cohort), "n_patients": len(set(cohort.patient_ids)),
         "n_patients_in_training": training_overlap(run_dir, cohort, groups) if same_adapter else None}

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from cadx.config import ExperimentConfig, load_config
+from cadx.data.check import require_clean
 from cadx.data.datasets import load_dataset
 from cadx.data.splits import Fold, Splits, holdout_split, make_splits, subsample_patients
 from cadx.data.study import Cohort
@@ -37,6 +38,27 @@ def load_cohort(cfg: ExperimentConfig, out_dir: Path | None = None) -> Cohort:
     if cfg.data.max_patients is not None:
         cohort = subsample_patients(cohort, cfg.data.max_patients, cfg.seed)
     return cohort
+
+
+def check_data(cfg: ExperimentConfig, cohort: Cohort, out_dir: Path | None = None) -> dict[str, Any]:
+    """The full data check (:func:`cadx.data.check.check_cohort`) before any training or inference: the first
+    error is raised as one-line CadxDataError; ``data.checked: true`` skips it. The outcome (skipped, or the
+    warnings and seconds) goes to ``out_dir/data_check.json`` and is returned."""
+    if cfg.data.checked:
+        record: dict[str, Any] = {"skipped": True, "reason": "data.checked: true (cohort checked before)",
+                                  "studies": len(cohort)}
+    else:
+        t0 = time.perf_counter()
+        root = cfg.data.root or (str(Path(out_dir) / "data") if out_dir is not None else None)
+        recipe = ((cfg.data.dataset, root, dict(cfg.data.options))
+                  if root is not None and cfg.data.max_patients is None else None)
+        allow = cfg.data.allow_unlabelled or not cfg.task.classification
+        warnings = require_clean(cohort, allow_unlabelled=allow, recipe=recipe)
+        record = {"skipped": False, "studies": len(cohort), "seconds": round(time.perf_counter() - t0, 2),
+                  "warnings": [p.line() for p in warnings]}
+    if out_dir is not None:
+        atomic_write_json(Path(out_dir) / "data_check.json", record)
+    return record
 
 
 def _check_resume(cfg: ExperimentConfig, out_dir: Path, resume: bool) -> None:
@@ -99,6 +121,7 @@ def start_run(cfg: ExperimentConfig, out_dir: str | Path, resume: bool) -> tuple
         t0 = time.perf_counter()
         cfg.save(out / "config.yaml")
         cohort = load_cohort(cfg, out)
+        check_data(cfg, cohort, out)
         cohort.write_fingerprint(out / "fingerprint.json")
         return out, cohort, get_splits(cfg, cohort, out), t0
 

@@ -15,7 +15,7 @@ from cadx.data.readers import read_image
 from cadx.data.study import Cohort, Study
 from cadx.errors import CadxConfigError, CadxDataError
 from cadx.pipeline.items import build_store
-from cadx.runs.folder import done_folds, load_cohort, run_config, run_models
+from cadx.runs.folder import check_data, done_folds, load_cohort, run_config, run_models
 from cadx.runs.inference import Predictor, fold_decision, load_predictor, predict_rows
 from cadx.runs.lock import locks_run_folder
 from cadx.runs.network import fit_svm
@@ -42,6 +42,7 @@ def train_final(cfg: ExperimentConfig, out_dir: str | Path) -> Path:
     for stale in ("checkpoint_last.ckpt", "checkpoint_best.ckpt", "DONE", "svm.pkl", "metrics.json"):
         (final / stale).unlink(missing_ok=True)
     cohort = load_cohort(cfg, out_dir)
+    check_data(cfg, cohort, final)
     store = build_store(cohort, cfg, progress=cfg.train.progress)
     items = np.arange(len(store))
     seed = fold_seed(cfg.seed, -1)
