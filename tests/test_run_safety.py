@@ -232,6 +232,23 @@ def test_bad_checkpoint_via_cadx_predict_is_one_line(tiny_run: Path, tmp_path: P
     assert expect in line
 
 
+def test_checkpoint_cut_anywhere_is_one_data_error(tiny_run: Path, tmp_path: Path) -> None:
+    """An interrupted copy of a checkpoint, cut at 60 points from 0 bytes to one byte short: every one is a
+    CadxDataError naming the file (never a torch/zip/pickle exception)."""
+    from cadx.training.trainer import load_module
+
+    data = (tiny_run / "fold_0" / "checkpoint_best.ckpt").read_bytes()
+    ckpt = tmp_path / "checkpoint_best.ckpt"
+    cuts = sorted({*(len(data) * k // 60 for k in range(60)), len(data) - 1})
+    for n in cuts:
+        ckpt.write_bytes(data[:n])
+        with pytest.raises(CadxDataError, match="unreadable checkpoint") as e:
+            load_module(ckpt)
+        assert str(e.value).startswith(f"{ckpt}: ") and "\n" not in str(e.value)
+    ckpt.write_bytes(data)
+    assert load_module(ckpt)[1]["name"] == "_test_tiny"
+
+
 def test_partial_run_refused_unless_allow_partial(tiny_run: Path, tmp_path: Path, study: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     run = _copy(tiny_run, tmp_path)

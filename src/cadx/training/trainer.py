@@ -189,7 +189,7 @@ def load_module(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # truncated zip (RuntimeError), bad pickle, EOF, an unknown class ...
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
         raise CadxDataError(f"unreadable checkpoint (truncated or not a torch file: {type(err).__name__}: "
                             f"{first[:160]})", path=path) from None
     spec = state.get("cadx_model") if isinstance(state, dict) else None
