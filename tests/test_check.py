@@ -243,3 +243,24 @@ def test_notes_state_the_check_and_the_conversion(tmp_path: Path) -> None:
     (tmp_path / "data_check.json").write_text(json.dumps({"skipped": False, "studies": 4, "seconds": 0.1,
                                                           "warnings": []}))
     assert "4 studies opened and checked in full" in _data_check_line(tmp_path)
+
+
+def test_check_data_runs_once_per_cohort_in_a_process(tmp_path: Path) -> None:
+    from cadx.runs.folder import check_data
+
+    cfg, cohort = tiny_config("seed=123"), tiny_cohort(4)
+    first = check_data(cfg, cohort, tmp_path / "a")
+    again = check_data(cfg, cohort, tmp_path / "b")
+    assert "reused_from_this_process" not in first and again == {**first, "reused_from_this_process": True}
+
+
+def test_cadx_cv_refuses_a_broken_cohort_in_one_line(tmp_path: Path) -> None:
+    case = CASES / "dicom_rows_too_small"
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(f"name: refused\ndata:\n  dataset: manifest\n  root: {case / 'manifest.csv'}\n"
+                   "input:\n  kind: image2d\n  size: 8\ntrain:\n  epochs: 1\n  progress: false\n")
+    res = _cli("cv", str(cfg), "--out", str(tmp_path / "run"))
+    lines = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.strip()]
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {case / 'a.dcm'}: pixel data: ")
+    assert not list((tmp_path / "run").glob("fold_*"))

@@ -40,6 +40,10 @@ def load_cohort(cfg: ExperimentConfig, out_dir: Path | None = None) -> Cohort:
     return cohort
 
 
+#: Passed data checks of this process (key: dataset, root, options, subset, study ids) → their record.
+_CHECKED: dict[str, dict[str, Any]] = {}
+
+
 def check_data(cfg: ExperimentConfig, cohort: Cohort, out_dir: Path | None = None) -> dict[str, Any]:
     """The full data check (:func:`cadx.data.check.check_cohort`) before any training or inference: the first
     error is raised as one-line CadxDataError; ``data.checked: true`` skips it. The outcome (skipped, or the
@@ -53,9 +57,16 @@ def check_data(cfg: ExperimentConfig, cohort: Cohort, out_dir: Path | None = Non
         recipe = ((cfg.data.dataset, root, dict(cfg.data.options))
                   if root is not None and cfg.data.max_patients is None else None)
         allow = cfg.data.allow_unlabelled or not cfg.task.classification
-        warnings = require_clean(cohort, allow_unlabelled=allow, recipe=recipe)
-        record = {"skipped": False, "studies": len(cohort), "seconds": round(time.perf_counter() - t0, 2),
-                  "warnings": [p.line() for p in warnings]}
+        key = repr((cfg.data.dataset, root, sorted(cfg.data.options.items()), cfg.data.max_patients, cfg.seed,
+                    allow, cohort.study_ids)) if root is not None else None
+        if key is not None and key in _CHECKED:  # a study's variants share one cohort: check it once per process
+            record = {**_CHECKED[key], "reused_from_this_process": True}
+        else:
+            warnings = require_clean(cohort, allow_unlabelled=allow, recipe=recipe)
+            record = {"skipped": False, "studies": len(cohort), "seconds": round(time.perf_counter() - t0, 2),
+                      "warnings": [p.line() for p in warnings]}
+            if key is not None:
+                _CHECKED[key] = record
     if out_dir is not None:
         atomic_write_json(Path(out_dir) / "data_check.json", record)
     return record
