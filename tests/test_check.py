@@ -264,3 +264,19 @@ def test_cadx_cv_refuses_a_broken_cohort_in_one_line(tmp_path: Path) -> None:
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith(f"error: {case / 'a.dcm'}: pixel data: ")
     assert not list((tmp_path / "run").glob("fold_*"))
+
+
+def test_json_output_and_text_column_warning(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cadx.cli import app
+
+    csv = _clean(tmp_path, extra_header=",site", extra=",north")
+    res = CliRunner().invoke(app, ["datasets", "check", "manifest", "--root", str(csv), "--json", "--workers", "0"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["summary"].endswith("2 studies, 2 images, 2 masks checked: 0 errors, 1 warnings")
+    assert out["problems"] == [{"path": str(csv), "field": "site", "severity": "warning", "study_id": None,
+                                "message": "column has no numeric value: kept as text metadata, not an attribute "
+                                           "(list it in metadata_columns to confirm)"}]
+    assert check_cohort(load_dataset("manifest", csv, metadata_columns="site"), workers=0) == []

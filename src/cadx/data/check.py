@@ -195,6 +195,9 @@ def _record_problems(cohort: Cohort, allow_unlabelled: bool) -> list[Problem]:
     """Checks that need no image: labels and attributes (in cohort order)."""
     out: list[Problem] = []
     src = cohort.source
+    for col in cohort.info.get("text_columns") or []:
+        out.append(Problem(src, col, "column has no numeric value: kept as text metadata, not an attribute (list it "
+                                     "in metadata_columns to confirm)", "warning"))
     for s in cohort:
         row = s.metadata.get("row")
         where = f"study {s.study_id!r}" + (f" (row {row})" if row else "")
@@ -227,7 +230,7 @@ def check_cohort(cohort: Cohort, *, allow_unlabelled: bool = False, need_lesion:
         return [Problem(cohort.source, "studies", "cohort has no studies")]
     for p in _record_problems(cohort, allow_unlabelled):
         problems.append(p)
-        if not all_errors:
+        if not all_errors and p.severity == "error":
             return problems
     allow_empty = bool(cohort.info.get("allow_empty_masks", True))
     args: dict[str, Any] = {"need_lesion": need_lesion, "mask_labels": list(mask_labels) if mask_labels else None,

@@ -205,7 +205,8 @@ def load_manifest(path: Path, **options: Any) -> Cohort:
             raise CadxDataError(f"labels {unknown_labels} are not among classes {classes}", path=csv_path,
                                 field="label")
     cohort = Cohort(studies, classes=classes, name=csv_path.stem, source=str(csv_path),
-                    info={"manifest": str(csv_path), "allow_empty_masks": allow_empty})
+                    info={"manifest": str(csv_path), "allow_empty_masks": allow_empty,
+                          "text_columns": [c for c, k in kinds.items() if k == "metadata" and c not in forced_meta]})
     if check_labels:
         cohort.check_patient_labels()
     return cohort
