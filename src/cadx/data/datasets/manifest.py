@@ -1,11 +1,14 @@
 """The ``manifest`` dataset: any cohort described by a CSV file (the format :mod:`cadx.data.manifest_io` writes).
 
-Columns: ``study_id, patient_id, path, label`` required (``label`` may be empty = unlabelled); optional
-``mask`` (path), ``box`` (``"z0 y0 x0 z1 y1 x1"`` or ``"y0 x0 y1 x1"``, voxel indices, stop exclusive) and
+Columns: ``study_id, patient_id, path, label`` required (``label`` empty or a missing-value marker ``NaN``,
+``NA``, ``N/A``, ``None``, ``null`` = unlabelled, never a class); optional ``mask`` (path), ``box``
+(``"z0 y0 x0 z1 y1 x1"`` or ``"y0 x0 y1 x1"``, voxel indices, stop exclusive) or instead separate corner columns
+(``x0,y0,z0,x1,y1,z1`` / ``x0,y0,x1,y1`` or ``xmin..zmax``, any column order; a partial set is an error) and
 ``split`` (train/val/test). Every other column whose non-empty values are all numbers is an attribute
-(empty / ``nan`` = missing); a column with no numeric value goes to ``metadata``; a column mixing numbers and
-text is an error. Relative paths are relative to the CSV's folder. Everything is validated up front; errors
-name the CSV, the field and the row (CSV line number).
+(empty / ``nan`` = missing); a column with no numeric value goes to ``metadata`` (``cadx datasets check`` warns
+unless it is listed in ``metadata_columns``); a column mixing numbers and text is an error. Relative paths are
+relative to the CSV's folder. Everything is validated up front; errors name the CSV, the field and the row (CSV
+line number). Images and masks are opened only by :mod:`cadx.data.check`.
 """
 
 from __future__ import annotations
