@@ -12,15 +12,16 @@ class CadxError(Exception):
 class CadxDataError(CadxError, ValueError):
     """Bad input data: names the file (or source) and the field that is wrong.
 
-    ``str(err)`` is ``"<path>: <field>: <message>"`` (parts that are unknown are left out).
+    ``str(err)`` is ``"<path>: <field>: <message>"`` (parts that are unknown are left out), always one line: line
+    breaks in ``message`` (a library's multi-line text, a CSV cell) become spaces.
     """
 
     def __init__(self, message: str, *, path: str | Path | None = None, field: str | None = None) -> None:
-        self.message = message
+        self.message = " ".join(message.splitlines())
         self.path = str(path) if path is not None else None
         self.field = field
         parts = [p for p in (self.path, field) if p]
-        super().__init__(": ".join([*parts, message]))
+        super().__init__(": ".join([*parts, self.message]))
 
 
 class CadxConfigError(CadxError, ValueError):

@@ -129,12 +129,39 @@ def _check_nifti_spacing(path: Path) -> None:
                             field="spacing")
 
 
+def _check_nifti_size(path: Path) -> None:
+    """The file must hold the voxel bytes its header promises: ITK zero-fills a short NIfTI (a dim edited up, a
+    multi-component datatype, a zero axis read as 1). A .nii.gz is measured by its gzip size trailer."""
+    import nibabel as nib  # heavy: only for NIfTI headers
+
+    try:
+        hdr: Any = nib.load(path).header  # type: ignore[attr-defined]
+        shape = [int(s) for s in hdr.get_data_shape()]
+        need = int(hdr.get_data_offset()) + int(np.prod(shape, dtype=np.int64)) * hdr.get_data_dtype().itemsize
+    except Exception:
+        return  # an unreadable header is reported by the reader itself
+    if 0 in shape:
+        raise CadxDataError(f"header dim {shape} has an empty axis", path=path, field="dim")
+    if _suffix(path) == ".nii.gz":
+        with open(path, "rb") as fh:
+            fh.seek(-4, 2)
+            have = struct.unpack("<I", fh.read(4))[0]  # uncompressed size mod 2**32
+        if need >= 2**32:
+            return
+    else:
+        have = path.stat().st_size
+    if have < need:
+        raise CadxDataError(f"file holds {have} bytes, {need} expected for dim {shape} of "
+                            f"{hdr.get_data_dtype()} (truncated or wrong header)", path=path, field="pixel data")
+
+
 def _read_itk(path: Path) -> ImageData:
     import SimpleITK as sitk  # heavy: only for volume formats
 
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK warnings are C++ stderr noise, not one-line errors
     if _suffix(path) in (".nii", ".nii.gz"):
         _check_nifti_spacing(path)
+        _check_nifti_size(path)
     try:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
