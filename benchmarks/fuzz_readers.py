@@ -39,6 +39,12 @@ FIXED = [
     "DICOM with Columns = 0 (read as a 16x0 image) and TIFF with a 0-length axis: field 'Rows/Columns' / "
     "'pixel data' (no voxels)",
     "DICOM PixelSpacing 0 or negative (read as spacing (-1, -5)): field 'PixelSpacing'",
+    "NIfTI with dim[0] = 1 (ImageData ValueError, wrapped at the boundary): 'unsupported image dimension', "
+    "field 'format'",
+    "left wrapped on purpose: DICOM elements pydicom parses lazily (an unknown VR, a DS that is no number in "
+    "ImagePositionPatient / BitsAllocated / PixelData) raise on first access; read_image names the file and "
+    "the tag in one line (field 'format'). Parsing every element eagerly would reject real files whose "
+    "irrelevant tags hold invalid values",
     "multi-line messages (JPEG 2000 plugin lists, a CSV cell with a newline): CadxDataError is always one line",
 ]
 

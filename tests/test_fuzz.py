@@ -454,6 +454,9 @@ def test_known_bad_edits_are_one_line_errors(tmp_path):
         for off, v in edits:
             b[off:off + 2] = struct.pack("<h", v)
         assert run_one(nii, bytes(b), tmp_path / f"n{fld}") == ("CadxDataError", fld)
+    one_d = bytearray(nii.data)  # dim[0] = 1: a 1-D "image" (was a ValueError wrapped at the boundary)
+    one_d[40:42] = struct.pack("<h", 1)
+    assert run_one(nii, bytes(one_d), tmp_path / "n1") == ("CadxDataError", "format")
     png = seeds["png"]
     assert run_one(png, png.data[:60], tmp_path / "b") == ("CadxDataError", "pixel data")
     tall = bytearray(png.data)  # IHDR height 100000 with a valid CRC: PIL zero-fills the missing rows

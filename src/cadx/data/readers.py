@@ -191,7 +191,7 @@ def _read_itk(path: Path) -> ImageData:
                             field="spacing")
     if dim == 4:
         spacing, origin, direction = spacing[:3], origin[:3], direction[:3, :3]
-    if arr.ndim - 1 != nsp:
+    if arr.ndim - 1 != nsp or nsp < 2:  # a 1-D image (NIfTI dim[0] = 1) is no image either
         raise CadxDataError(f"unsupported image dimension {dim} with {ncomp} components", path=path,
                             field="format")
     _check_finite(arr, path)
