@@ -35,7 +35,7 @@ from cadx.data.study import Cohort
 from cadx.errors import CadxConfigError, CadxDataError
 from cadx.pipeline.items import build_store
 from cadx.pipeline.seg_items import build_seg_data
-from cadx.runs.folder import done_folds, evaluate_rows, run_config, run_models, write_run_report
+from cadx.runs.folder import done_folds, evaluate_rows, fold_dir, run_config, run_models, write_run_report
 from cadx.runs.inference import load_predictor, predict_rows
 from cadx.runs.segmentation import evaluate_seg, load_models, predict_fold, save_masks
 from cadx.training.trainer import load_module
@@ -77,12 +77,6 @@ def parse_fold(fold: int | str | None) -> int | str | None:
     raise CadxConfigError(f"--fold: expected a fold number or 'own', got {fold!r}")
 
 
-def _fold_dir(run_dir: Path, k: int) -> Path:
-    for d in done_folds(run_dir):
-        if d.name == f"fold_{k}":
-            return d
-    raise CadxDataError(f"no finished fold {k} (fold_{k}/DONE)", path=run_dir, field="fold")
-
 
 def model_groups(run_dir: Path, cohort: Cohort, fold: int | str | None,
                  models: list[Path] | None = None) -> list[Group]:
@@ -92,7 +86,7 @@ def model_groups(run_dir: Path, cohort: Cohort, fold: int | str | None,
     if fold is None:
         return [(-1, models if models is not None else run_models(run_dir), every)]
     if isinstance(fold, int):
-        return [(fold, [_fold_dir(run_dir, fold)], every)]
+        return [(fold, [fold_dir(run_dir, fold)], every)]
     path = run_dir / "splits.json"
     if not path.is_file():
         raise CadxDataError("no splits.json: --fold own needs the run's folds", path=run_dir, field="splits")
@@ -104,7 +98,7 @@ def model_groups(run_dir: Path, cohort: Cohort, fold: int | str | None,
                             "(--fold own scores each patient with the model that held it out)", path=path,
                             field="test")
     which = np.array([held_out[p] for p in pids])
-    return [(k, [_fold_dir(run_dir, k)], every[which == k]) for k in sorted(set(which.tolist()))]
+    return [(k, [fold_dir(run_dir, k)], every[which == k]) for k in sorted(set(which.tolist()))]
 
 
 def training_overlap(run_dir: Path, cohort: Cohort, groups: list[Group]) -> int:

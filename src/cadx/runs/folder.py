@@ -248,6 +248,21 @@ def run_models(run_dir: str | Path, allow_partial: bool = False) -> list[Path]:
     return folds
 
 
+def fold_dir(run_dir: str | Path, fold: int) -> Path:
+    """The finished ``fold_<fold>/`` of a run; CadxDataError (field ``fold``) when it is missing or unfinished."""
+    for d in done_folds(Path(run_dir)):
+        if d.name == f"fold_{int(fold)}":
+            return d
+    raise CadxDataError(f"no finished fold {fold} (fold_{fold}/DONE)", path=run_dir, field="fold")
+
+
+def model_dirs(run_dir: str | Path, fold: int | None = None, allow_partial: bool = False) -> list[Path]:
+    """The model folders to predict with: ``[fold_<fold>/]`` when ``fold`` is given (it must be finished), else
+    :func:`run_models` (``final/`` when trained, else every finished fold; a run with an unfinished fold is
+    refused unless ``allow_partial``)."""
+    return run_models(run_dir, allow_partial) if fold is None else [fold_dir(run_dir, fold)]
+
+
 def run_config(run_dir: Path, model_dirs: list[Path]) -> ExperimentConfig:
     """The config the models in ``model_dirs`` were trained with (``final/config.yaml`` or the run's)."""
     p = model_dirs[0] / "config.yaml"

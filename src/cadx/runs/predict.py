@@ -13,9 +13,9 @@ from cadx.config import ExperimentConfig
 from cadx.data.image import LazyImage
 from cadx.data.readers import read_image
 from cadx.data.study import Cohort, Study
-from cadx.errors import CadxConfigError, CadxDataError
+from cadx.errors import CadxConfigError
 from cadx.pipeline.items import build_store
-from cadx.runs.folder import check_data, done_folds, load_cohort, run_config, run_models
+from cadx.runs.folder import check_data, load_cohort, model_dirs, run_config
 from cadx.runs.inference import Predictor, fold_decision, load_predictor, predict_rows
 from cadx.runs.lock import locks_run_folder
 from cadx.runs.network import fit_svm
@@ -55,18 +55,6 @@ def train_final(cfg: ExperimentConfig, out_dir: str | Path) -> Path:
                                        "seconds": round(time.perf_counter() - t0, 2)})
     return final
 
-
-def model_dirs(run_dir: str | Path, fold: int | None = None, allow_partial: bool = False) -> list[Path]:
-    """The model folders ``cadx predict`` uses: ``fold_<fold>/`` when ``fold`` is given (it must be finished),
-    else :func:`cadx.runs.folder.run_models` (``final/`` when trained, else every finished fold; a run with an
-    unfinished fold is refused unless ``allow_partial``)."""
-    run_dir = Path(run_dir)
-    if fold is None:
-        return run_models(run_dir, allow_partial)
-    dirs = [d for d in done_folds(run_dir) if d.name == f"fold_{int(fold)}"]
-    if not dirs:
-        raise CadxDataError(f"no finished fold {fold} (fold_{fold}/DONE)", path=run_dir, field="fold")
-    return dirs
 
 
 def predict_study(run_dir: str | Path, path: str | Path, mask: str | Path | None = None,

@@ -18,10 +18,10 @@ import torch
 
 from cadx.data.image import ImageData
 from cadx.data.readers import read_image, write_image
-from cadx.errors import CadxConfigError, CadxDataError
+from cadx.errors import CadxConfigError
 from cadx.pipeline.preprocess import normalize_intensity
 from cadx.pipeline.seg_items import image_items, seg_settings
-from cadx.runs.folder import done_folds, run_config, run_models
+from cadx.runs.folder import model_dirs, run_config, run_models
 from cadx.runs.segmentation import load_models, predict_volume, vote_rows
 
 __all__ = ["is_segmentation_run", "predict_segmentation"]
@@ -54,15 +54,11 @@ def predict_segmentation(run_dir: str | Path, path: str | Path, out_dir: str | P
     fractions), ``"prediction"`` and ``"vote_fallback"``.
     """
     run_dir, path = Path(run_dir), Path(path)
-    if dirs is None:  # a fold's model needs only that fold finished
-        dirs = run_models(run_dir) if fold is None else (done_folds(run_dir) or run_models(run_dir))
+    if dirs is None or fold is not None:  # a fold's model needs only that fold finished
+        dirs = model_dirs(run_dir, fold)
     cfg = run_config(run_dir, dirs)
     if cfg.segmentation is None:
         raise CadxConfigError(f"{run_dir}: not a segmentation run (no segmentation section); use predict_study")
-    if fold is not None:
-        dirs = [d for d in done_folds(run_dir) if d.name == f"fold_{fold}"]
-        if not dirs:
-            raise CadxDataError(f"no finished fold {fold} (fold_{fold}/DONE)", path=run_dir, field="fold")
     img = read_image(path)
     arr = normalize_intensity(np.asarray(img.array), cfg.input)
     items, _, _, _ = image_items(arr, None, cfg.input, seg_settings(cfg))
