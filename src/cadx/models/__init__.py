@@ -7,12 +7,15 @@ from cadx.models import (  # noqa: F401  (each module registers its models)
     dmrn,
     googlenet,
     handcrafted,
+    inpaint,
     lenet_alexnet,
     mtmr,
+    multihead,
     pspnet,
     resnet,
     scnet,
     unet,
+    unet_encoder,
     vgg,
 )
 from cadx.models.registry import MODELS, PretrainedOptions, create_model, register_model

@@ -98,17 +98,20 @@ def _read(root: Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, Path, Path]
 
 
 class LIDCOptions(Options):
-    """``labelling`` (``mtmr`` | ``none``), ``aggregate`` (``mean`` | ``median`` over readers) and
-    ``rescale_attributes`` (None = true with mtmr, false with none)."""
+    """``labelling`` (``mtmr`` | ``none``), ``aggregate`` (``mean`` | ``median`` over readers),
+    ``rescale_attributes`` (None = true with mtmr, false with none) and ``attribute_aggregate`` (None = as
+    ``aggregate``; ``median`` with ``aggregate: mean`` keeps the MTMR label rule and gives median attributes)."""
 
     labelling: Annotated[Literal["mtmr", "none"], Lower] = "mtmr"
     aggregate: Annotated[Literal["mean", "median"], Lower] = "mean"
     rescale_attributes: Annotated[bool | None, NoneText] = None
+    attribute_aggregate: Annotated[Literal["mean", "median"] | None, Lower, NoneText] = None
 
 
 @register_dataset("lidc", "LIDC-IDRI nodule crops (71×71 HU, malignancy + 8 attributes from up to 4 readers)",
                   options=LIDCOptions)
-def load(root: Path, *, labelling: str, aggregate: str, rescale_attributes: bool | None) -> Cohort:
+def load(root: Path, *, labelling: str, aggregate: str, rescale_attributes: bool | None,
+         attribute_aggregate: str | None = None) -> Cohort:
     """Load ``<root>/crops.npz`` + ``<root>/nodules.csv`` (or root = either file's folder).
 
     Options: ``labelling`` = ``mtmr`` (default: reader-mean malignancy < 3 → ``benign``, > 3 →
@@ -151,6 +154,9 @@ def load(root: Path, *, labelling: str, aggregate: str, rescale_attributes: bool
     with warnings.catch_warnings():  # nodules without any rating of an attribute → NaN, silently
         warnings.simplefilter("ignore", RuntimeWarning)
         agg = {a: reduce(r, axis=1) for a, r in ratings.items()}
+        if attribute_aggregate is not None and attribute_aggregate != aggregate:  # attributes only (A.6 heads)
+            reduce_a = np.nanmean if attribute_aggregate == "mean" else np.nanmedian
+            agg.update({a: reduce_a(ratings[a], axis=1) for a in ATTRIBUTES})
 
     offsets, pad_fracs = hu_offsets(images)
     cols = {c: rows[c].tolist() for c in ("patient_id", "pixel_spacing_mm", "equiv_diameter_px", "slice_z_mm",
@@ -187,6 +193,8 @@ def load(root: Path, *, labelling: str, aggregate: str, rescale_attributes: bool
             }))
     info: dict[str, Any] = {"labelling": labelling, "aggregate": aggregate, "invalid_ratings": invalid,
                             "hu_crops": int(sum(s.metadata["hu_offset"] == 0 for s in studies))}
+    if attribute_aggregate is not None:
+        info["attribute_aggregate"] = attribute_aggregate
     if rescale:
         info["attribute_ranges"] = {a: list(RANGES[a]) for a in ATTRIBUTES}
     classes = ["benign", "malignant"] if labelling == "mtmr" else []
