@@ -1,0 +1,1 @@
+"""Radiogenomics of LGG (thesis A.3, A.4)."""
