@@ -502,6 +502,75 @@ def study_segmentation_cmd(
     out.print(f"{len(summary['runs'])} runs; summary: {out_dir / 'summary.md'}")
 
 
+@_study_command("points-lidc")
+def study_points_lidc_cmd(
+    config: Annotated[Path | None, typer.Argument(help="Study YAML (benchmarks/results/points_lidc/config.yaml); "
+                                                       "none = defaults.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Study folder.")] = Path("runs/points_lidc"),
+) -> None:
+    from cadx.studies.points import load_points_config, run_points_lidc
+
+    m = run_points_lidc(load_points_config(config), out_dir)
+    for name, (auc, lo, hi) in m["auc"].items():
+        out.print(f"{name}: AUC {auc:.3f} [{lo:.3f}, {hi:.3f}]")
+    out.print(f"report: {out_dir / 'report.md'}")
+
+
+# --- points (thesis A.7: point systems and the genetic algorithm) --------------------------------------------
+points_app = typer.Typer(no_args_is_help=True, help="Point systems (ACR / AI TI-RADS or your YAML): score a "
+                         "feature table, or optimise the points with a genetic algorithm (docs/points.md).")
+app.add_typer(points_app, name="points")
+PointsSystem = Annotated[str, typer.Option("--system", help="acr, ai or a system YAML file.")]
+PointsLabel = Annotated[str, typer.Option("--label", help="Binary label column (0/1, benign/malignant).")]
+PointsSize = Annotated[str | None, typer.Option("--size-column", help="Maximum nodule size in mm (none: every "
+                                                "nodule meets every size threshold).")]
+PointsOut = Annotated[Path, typer.Option("--out", help="Output folder.")]
+
+
+@points_app.command("fit")
+def points_fit_cmd(
+    table: Annotated[Path, typer.Argument(help="Feature table CSV: one column per category + the label.")],
+    system: PointsSystem, label: PointsLabel, out_dir: PointsOut, size_column: PointsSize = None,
+    test_split: Annotated[str, typer.Option(help="none | last:N | column:NAME | fraction:F")] = "none",
+    folds: Annotated[int, typer.Option(help="Patient-grouped CV folds (GA tuning; out-of-fold evaluation "
+                                            "without a test split).")] = 3,
+    config: Annotated[Path | None, typer.Option(help="GA settings YAML (ga, grid, seed, n_resamples keys of the "
+                                                     "points study config).")] = None,
+) -> None:
+    """Optimise the points with DEAP's GA (hyper-parameters by inner CV), compare with the baseline system."""
+    from cadx.studies.points import load_points_config, run_points_fit
+
+    cfg = load_points_config(config)
+    grid = cfg.ga_grid() if config is not None else None
+    m = run_points_fit(table, system, label, out_dir, size_column=size_column, test_split=test_split, folds=folds,
+                       grid=grid, n_resamples=cfg.n_resamples, seed=cfg.seed)
+    for tag, s in m["systems"].items():
+        out.print(f"{tag}: AUC {s['auc'][0]:.3f} [{s['auc'][1]:.3f}, {s['auc'][2]:.3f}], sensitivity "
+                  f"{s['sensitivity']['x']}/{s['sensitivity']['n']}, specificity "
+                  f"{s['specificity']['x']}/{s['specificity']['n']}")
+    out.print(f"report: {out_dir / 'report.md'}")
+
+
+@points_app.command("score")
+def points_score_cmd(
+    table: Annotated[Path, typer.Argument(help="Feature table CSV: one column per category + the label.")],
+    system: PointsSystem, label: PointsLabel, out_dir: PointsOut, size_column: PointsSize = None,
+    baseline: Annotated[str | None, typer.Option(help="A second system to compare against (acr, ai, YAML).")]
+    = None,
+    n_resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 2000,
+) -> None:
+    """Score a feature table with a point system (optionally against a baseline system)."""
+    from cadx.studies.points import run_points_score
+
+    m = run_points_score(table, system, label, out_dir, size_column=size_column, baseline=baseline,
+                         n_resamples=n_resamples)
+    for tag, s in m["systems"].items():
+        out.print(f"{tag}: AUC {s['auc'][0]:.3f} [{s['auc'][1]:.3f}, {s['auc'][2]:.3f}], sensitivity "
+                  f"{s['sensitivity']['x']}/{s['sensitivity']['n']}, specificity "
+                  f"{s['specificity']['x']}/{s['specificity']['n']}")
+    out.print(f"report: {out_dir / 'report.md'}")
+
+
 def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 

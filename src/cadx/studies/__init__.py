@@ -43,4 +43,7 @@ STUDIES: dict[str, StudyInfo] = {s.name: s for s in (
     StudyInfo("segmentation", "cadx.studies.segmentation",
               "U-Net (thesis A.3) and SCNet on LGG and BUSI: Dice with CIs, the 2-step SegNet ablation, grouped vs "
               "naive CV."),
+    StudyInfo("points-lidc", "cadx.studies.points",
+              "Thesis A.7 point systems on LIDC: equal-point baseline vs GA-optimised points vs logistic "
+              "regression, patient CV."),
 )}
