@@ -445,9 +445,11 @@ def recommend(level: ArrayLike, system: PointSystem, size_mm: ArrayLike | None =
         raise ValueError(f"size_mm {size.shape} and level {lv.shape} differ in shape")
     if np.isnan(size).any():
         raise ValueError("size_mm holds NaN")
-    fna = np.array([np.inf if x.fna_mm is None else x.fna_mm for x in system.levels])[lv]
-    fu = np.array([np.inf if x.follow_up_mm is None else x.follow_up_mm for x in system.levels])[lv]
-    return np.where(size >= fna, "FNA", np.where(size >= fu, "follow-up", "none"))
+    fna = np.array([np.nan if x.fna_mm is None else x.fna_mm for x in system.levels])[lv]
+    fu = np.array([np.nan if x.follow_up_mm is None else x.follow_up_mm for x in system.levels])[lv]
+    is_fna = ~np.isnan(fna) & (size >= np.nan_to_num(fna))
+    is_fu = ~np.isnan(fu) & (size >= np.nan_to_num(fu))
+    return np.where(is_fna, "FNA", np.where(is_fu, "follow-up", "none"))
 
 
 def reclassification_table(level_a: ArrayLike, level_b: ArrayLike, names: Sequence[str]) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from cadx.studies.points.study import (
     run_points_fit,
     run_points_lidc,
     run_points_score,
+    synthetic_points_table,
     test_mask,
 )
 from cadx.studies.points.variants import VARIANTS, PointsConfig, lidc_system_path, load_points_config
@@ -18,4 +19,4 @@ Config = PointsConfig
 
 __all__ = ["DESCRIPTION", "VARIANTS", "Config", "PointsConfig", "compare_systems", "lidc_cohort", "lidc_system_path",
            "lidc_table", "load_points_config", "read_points_table", "run", "run_points_fit", "run_points_lidc",
-           "run_points_score", "test_mask"]
+           "run_points_score", "synthetic_points_table", "test_mask"]

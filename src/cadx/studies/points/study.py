@@ -52,7 +52,7 @@ from cadx.studies.points.tables import write_fit_outputs, write_lidc_outputs, wr
 from cadx.studies.points.variants import PointsConfig, lidc_system_path
 
 __all__ = ["PointsTable", "compare_systems", "lidc_cohort", "lidc_table", "read_points_table", "run_points_fit",
-           "run_points_lidc", "run_points_score", "test_mask"]
+           "run_points_lidc", "run_points_score", "synthetic_points_table", "test_mask"]
 
 _TRUE = {"1", "1.0", "true", "yes", "malignant", "positive"}
 _FALSE = {"0", "0.0", "false", "no", "benign", "negative"}
@@ -361,6 +361,51 @@ def run_points_fit(table_path: str | Path | pd.DataFrame, system: str | Path | P
     preds = _predictions(tab, rows, scored, names, parts)
     write_fit_outputs(Path(out_dir), metrics, preds, sysm, optimised, final)
     return metrics
+
+
+def synthetic_points_table(system: PointSystem, n: int, seed: int = 0, true_points: NDArray | None = None,
+                           prevalence: float = 0.15, slope: float = 1.0, max_choose_all: int = 2) -> pd.DataFrame:
+    """A SYNTHETIC feature table for ``system`` (for demos and tests; not patient data).
+
+    Each choose-one category draws one feature uniformly; each choose-all category draws 0..``max_choose_all``
+    non-exclusive features (none drawn → its exclusive feature, e.g. ``none``), written ``;``-separated. The
+    label is Bernoulli(sigmoid(``slope`` · (total − c))) with the total under ``true_points`` ``(F,)`` (default:
+    the system's points) and ``c`` set so the mean risk is ``prevalence``. ``size_mm`` ~ uniform 5–40 mm;
+    ``patient_id``: runs of consecutive rows (a new patient with probability 0.6 per row). Columns:
+    ``patient_id``, the categories, ``size_mm``, ``malignant``. Same seed ⇒ same table.
+    """
+    rng = np.random.default_rng(seed)
+    data: dict[str, list[str]] = {}
+    for cat in system.categories:
+        names = [f.name for f in cat.features]
+        if cat.rule == "choose_one":
+            data[cat.name] = [names[i] for i in rng.integers(0, len(names), n)]
+        else:
+            excl = [f.name for f in cat.features if f.exclusive]
+            pool = [f.name for f in cat.features if not f.exclusive]
+            cells = []
+            for _ in range(n):
+                k = int(rng.integers(0, max_choose_all + 1))
+                picked = sorted(rng.choice(pool, size=min(k, len(pool)), replace=False).tolist()) if k else []
+                cells.append(";".join(picked) if picked else (excl[0] if excl else pool[0]))
+            data[cat.name] = cells
+    df = pd.DataFrame(data)
+    X = design_matrix(df, system, "<synthetic>")
+    t = totals(X, system.points if true_points is None else np.asarray(true_points)).astype(float)
+    lo, hi = t.min() - 50.0, t.max() + 50.0
+    for _ in range(100):  # bisection for the intercept giving the wanted mean risk
+        c = (lo + hi) / 2
+        if np.mean(1 / (1 + np.exp(-slope * (t - c)))) > prevalence:
+            lo = c
+        else:
+            hi = c
+    risk = 1 / (1 + np.exp(-slope * (t - (lo + hi) / 2)))
+    new_patient = rng.random(n) < 0.6
+    new_patient[0] = True
+    df.insert(0, "patient_id", [f"P{k:05d}" for k in np.cumsum(new_patient)])
+    df["size_mm"] = np.round(rng.uniform(5, 40, n), 1)
+    df["malignant"] = (rng.random(n) < risk).astype(int)
+    return df
 
 
 # --- LIDC ----------------------------------------------------------------------------------------------------
