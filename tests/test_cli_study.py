@@ -15,7 +15,7 @@ from cadx.cli import app
 from cadx.studies import STUDIES
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "cadx"
-PAPER_STUDIES = ["anatomy", "learning-curve", "dmrn", "mtmr", "imbalance", "segmentation", "points-lidc"]
+PAPER_STUDIES = ["anatomy", "learning-curve", "dmrn", "mtmr", "imbalance", "segmentation", "points-lidc", "anomaly"]
 
 
 def _help(*args: str) -> str:

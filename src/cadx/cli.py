@@ -571,6 +571,25 @@ def points_score_cmd(
     out.print(f"report: {out_dir / 'report.md'}")
 
 
+@_study_command("anomaly")
+def study_anomaly_cmd(
+    config: Annotated[Path, typer.Argument(help="configs/papers/anomaly_lgg.yaml or anomaly_busi.yaml")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Study folder (report.md, per_image.csv, figures/).")]
+    = Path("runs/anomaly"),
+    set_: SetList = None,
+    resume: Annotated[bool, typer.Option(help="Reuse splits.json and continue the GAN from its last epoch.")] = True,
+    threads: Threads = 1,
+) -> None:
+    from cadx.studies.anomaly import load_study_config, run_anomaly_study
+
+    cfg = load_study_config(config, list(set_ or []))
+    _threads(threads)
+    metrics = run_anomaly_study(cfg, out_dir, resume=resume)
+    for r in metrics["table"]:
+        out.print(f"{r['score']:>6} {r['map']:>8}: ratio {r['mean']:.3f} (SD {r['sd']:.3f}), pixel AUROC "
+                  f"{r['auroc_mean']:.3f} (pooled {r['auroc_pooled']:.3f}), {r['images']} images")
+    out.print(f"report: {out_dir / 'report.md'} ({metrics['seconds']['total']:.0f} s)")
+
 def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 

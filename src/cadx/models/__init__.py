@@ -17,6 +17,7 @@ from cadx.models import (  # noqa: F401  (each module registers its models)
     unet,
     unet_encoder,
     vgg,
+    yolo_dense,
 )
 from cadx.models.registry import MODELS, PretrainedOptions, create_model, register_model
 

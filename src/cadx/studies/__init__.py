@@ -46,4 +46,7 @@ STUDIES: dict[str, StudyInfo] = {s.name: s for s in (
     StudyInfo("points-lidc", "cadx.studies.points",
               "Thesis A.7 point systems on LIDC: equal-point baseline vs GA-optimised points vs logistic "
               "regression, patient CV."),
+    StudyInfo("anomaly", "cadx.studies.anomaly",
+              "Thesis A.9 normal-only inpainting GAN on LGG and BUSI: MSE/critic/DMSE heatmaps, inside/outside box "
+              "ratio, AUROC."),
 )}
