@@ -114,15 +114,15 @@ class MednistPretrain(Options):
 
     root: str | None = None
     weights: str | None = None
-    per_class: int = 300
-    epochs: int = 3
+    per_class: int = 200
+    epochs: int = 2
     lr: float = 1e-3
 
 
 class UNetPretrain(Options):
     """In-domain start: segmentation U-Net epochs and learning rate (Dice + BCE, random flips)."""
 
-    epochs: int = 5
+    epochs: int = 6
     lr: float = 1e-3
 
 
@@ -151,7 +151,7 @@ class TransferConfig(Options):
     base_filters: int = 8
     levels: int = 3
     dropout: float = 0.5
-    epochs: int = 4
+    epochs: int = 2
     batch_size: int = 32
     lr: float = 1e-3
     starts: list[Start] = Field(default_factory=lambda: list(DEFAULT_STARTS))
