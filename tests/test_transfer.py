@@ -76,6 +76,18 @@ def test_patient_scores_mean_of_slices() -> None:
     np.testing.assert_allclose(s, [[0.4, 0.6], [0.55, 0.45]])
 
 
+def test_training_examples_copies_then_uniform_classes() -> None:
+    cfg = T.TransferConfig(**TINY)
+    items, _ = T.collect_patches(_cohort(5), cfg)  # classes 1, 2, 3, 1, 2: 4, 4, 2 tumour slices
+    x, y = T.training_examples(items, cfg, fold=0)
+    # 2 copies per slice → 8, 8, 4 examples; oversampled to 8 each
+    assert x.shape == (24, 1, 16, 16)
+    np.testing.assert_array_equal(np.bincount(y), [8, 8, 8])
+    x2, y2 = T.training_examples(items, cfg, fold=0)
+    np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(y, y2)
+
+
 def test_pretrain_isolation_refuses_test_patients() -> None:
     cfg = T.TransferConfig(**TINY)
     items, _ = T.collect_patches(_cohort(6), cfg)

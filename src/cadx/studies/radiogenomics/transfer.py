@@ -93,7 +93,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "MednistPretrain", "PatientPatches", "TransferConfig", "TransferWeights", "UNetPretrain",
     "check_pretrain_isolation", "collect_patches", "holm", "load_encoder_weights", "patient_scores",
-    "pretrain_mednist", "pretrain_unet", "run_transfer",
+    "pretrain_mednist", "pretrain_unet", "run_transfer", "training_examples",
 ]
 
 Start = Literal["scratch", "mednist", "lgg_unet", "weights"]
@@ -428,8 +428,12 @@ def patient_scores(slice_proba: np.ndarray, patients: Sequence[str]) -> tuple[li
     return pats, np.stack([slice_proba[arr == p].mean(axis=0) for p in pats])
 
 
-def _train_set(items: Sequence[PatientPatches], cfg: TransferConfig, fold: int) -> tuple[np.ndarray, np.ndarray]:
-    """Augmented copies (x ``copies``) of the training slices, then minority oversampling to uniform classes."""
+def training_examples(items: Sequence[PatientPatches], cfg: TransferConfig, fold: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Training set of one fold: ``copies`` augmented copies of every tumour slice of ``items``
+    (:func:`augment_copies`), then random minority oversampling of the slice labels to uniform class counts.
+    Returns ``(x (M, C, P, P) float32, y (M,) int64)``; seeded by ``(cfg.seed, fold)``, the same for every
+    start."""
     rng = np.random.default_rng([cfg.seed, fold, 3])
     xs, ys = [], []
     for it in items:
@@ -546,7 +550,7 @@ def run_transfer(cfg: TransferConfig | dict[str, Any], out_dir: str | Path, coho
             unet_sd, ui = pretrain_unet(items, f.train, f.test, cfg, f.fold)
             info["pretrain_patients"] = ui["patients"]
             unet_info.append({k: v for k, v in ui.items() if k != "patients"})
-        x, y = _train_set(train, cfg, f.fold)
+        x, y = training_examples(train, cfg, f.fold)
         x_te = np.concatenate([it.patches for it in test])
         pid_te = np.concatenate([[it.patient] * len(it.patches) for it in test])
         z_te = np.concatenate([it.slices for it in test])
