@@ -51,8 +51,18 @@ from cadx.evaluation.bootstrap import bootstrap_ci, paired_bootstrap_pvalue
 from cadx.studies.points.tables import write_fit_outputs, write_lidc_outputs, write_score_outputs
 from cadx.studies.points.variants import PointsConfig, lidc_system_path
 
-__all__ = ["PointsTable", "compare_systems", "lidc_cohort", "lidc_table", "read_points_table", "run_points_fit",
-           "run_points_lidc", "run_points_score", "synthetic_points_table", "test_mask"]
+__all__ = [
+    "PointsTable",
+    "compare_systems",
+    "holdout_mask",
+    "lidc_cohort",
+    "lidc_table",
+    "read_points_table",
+    "run_points_fit",
+    "run_points_lidc",
+    "run_points_score",
+    "synthetic_points_table",
+]
 
 _TRUE = {"1", "1.0", "true", "yes", "malignant", "positive"}
 _FALSE = {"0", "0.0", "false", "no", "benign", "negative"}
@@ -140,7 +150,7 @@ def read_points_table(path_or_frame: str | Path | pd.DataFrame, system: PointSys
     return PointsTable(df, X, y, groups, ids, size, source)
 
 
-def test_mask(rule: str | None, table: PointsTable, seed: int = 0) -> NDArray[np.bool_]:
+def holdout_mask(rule: str | None, table: PointsTable, seed: int = 0) -> NDArray[np.bool_]:
     """``(N,)`` True for held-out test rows. ``rule``: ``none`` (or None) → no test rows; ``last:N`` → the last
     N rows in file order (A.7's temporal split); ``column:NAME`` → rows whose NAME is ``test`` (others must be
     ``train``); ``fraction:F`` → a patient-grouped random fraction F (seeded). A test patient never has a
@@ -309,7 +319,7 @@ def run_points_fit(table_path: str | Path | pd.DataFrame, system: str | Path | P
                    seed: int = 0) -> dict[str, Any]:
     """Optimise ``system``'s points on ``table`` with the GA and evaluate baseline vs optimised.
 
-    Training rows = all rows outside ``test_split`` (:func:`test_mask`). The GA hyper-parameters are chosen from
+    Training rows = all rows outside ``test_split`` (:func:`holdout_mask`). The GA hyper-parameters are chosen from
     ``grid`` (default: the GA defaults only) by ``folds``-fold patient-grouped inner CV on the training rows,
     then the GA is refitted on all training rows → ``system_optimised.yaml``. Evaluation: on the test rows; with
     no test split, out-of-fold over ``folds`` outer patient folds (each tuned and fitted on the other folds).
@@ -322,7 +332,7 @@ def run_points_fit(table_path: str | Path | pd.DataFrame, system: str | Path | P
     tab = read_points_table(table_path, sysm, label, size_column)
     if len(np.unique(tab.y)) < 2:
         raise CadxDataError("the label has a single class; AUC fitness needs both", path=tab.source, field=label)
-    test = test_mask(test_split, tab, seed)
+    test = holdout_mask(test_split, tab, seed)
     train_rows = np.flatnonzero(~test)
     final = _fit_part(tab, sysm, train_rows, g, folds, seed)
     optimised = sysm.with_points(final.fit.points, name=f"{sysm.name} (GA-optimised)")

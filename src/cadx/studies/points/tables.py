@@ -53,11 +53,11 @@ def comparison_sections(m: Mapping[str, Any], names: Mapping[str, str]) -> list[
                              "sensitivity/specificity of the FNA recommendation (FNA = positive call) with CIs.", "",
                              *markdown_table(["system", "AUC [95% CI]", "sensitivity", "specificity", "FNA"], rows)])]
     if "tests" in m:
-        lines = [f"Paired bootstrap p-value of the AUC difference: {m['auc_p']:.4f}.", "",
+        lines = [f"Paired bootstrap p-value of the AUC difference: {m['auc_p']:.3g}.", "",
                  "Two-proportion tests (A.7: 'a test for differences between two binomial proportions'): R "
                  "`prop.test` (chi-square with Yates correction, proportions treated as independent) and the exact "
                  "McNemar test of the same nodules (discordant counts baseline-only / new-only).", ""]
-        trows = [[k, t["baseline"], t["new"], t["prop_test_p"], t["mcnemar_p"],
+        trows = [[k, t["baseline"], t["new"], f"{t['prop_test_p']:.3g}", f"{t['mcnemar_p']:.3g}",
                   f"{t['discordant'][0]} / {t['discordant'][1]}"] for k, t in m["tests"].items()]
         lines += markdown_table(["proportion", "baseline", "new", "prop.test p", "McNemar p", "discordant"], trows)
         sh = m["shifts"]
@@ -147,8 +147,8 @@ def write_lidc_outputs(out: Path, metrics: Mapping[str, Any], table: pd.DataFram
     _reclass_csv(out, metrics["comparison"])
     a, p = metrics["auc"], metrics["p_values"]
     rows = [["baseline (equal points)", _ci(a["baseline"]), "–"],
-            ["GA-optimised points", _ci(a["ga"]), f"{p['ga_vs_baseline']:.4f}"],
-            ["logistic regression", _ci(a["logreg"]), f"{p['logreg_vs_baseline']:.4f}"]]
+            ["GA-optimised points", _ci(a["ga"]), f"{p['ga_vs_baseline']:.3g}"],
+            ["logistic regression", _ci(a["logreg"]), f"{p['logreg_vs_baseline']:.3g}"]]
     fold_cols = ["fold", "n_test", "n_test_malignant", "auc_baseline", "auc_ga", "auc_logreg", "ga_params"]
     secs: list[Section] = [
         (None, [f"{metrics['n']} LIDC nodules ({metrics['n_malignant']} malignant) from {metrics['n_patients']} "
@@ -157,7 +157,8 @@ def write_lidc_outputs(out: Path, metrics: Mapping[str, Any], table: pd.DataFram
                 f"hyper-parameters chosen per fold by inner CV on that fold's training patients only.",
                 f"Wall time {metrics['seconds']['total']} s (GA CV {metrics['seconds']['ga_cv']} s)."]),
         ("Pooled out-of-fold AUC", [*markdown_table(["scorer", "AUC [95% CI]", "paired p vs baseline"], rows), "",
-                                    f"GA vs logistic regression: paired p = {p['ga_vs_logreg']:.4f}."]),
+                                    f"GA vs logistic regression: paired p = {p['ga_vs_logreg']:.3g} (2000 "
+                                    "resamples: 0 means < 0.001)."]),
         ("Per fold", markdown_table(fold_cols, folds[fold_cols].itertuples(index=False))),
         ("Final points (GA on all nodules) and per fold", markdown_table(
             list(pf.columns.drop(["rule", "low", "high"])),
