@@ -102,6 +102,9 @@ class InputConfig(_Section):
     channels: int = Field(1, ge=1)
     window: str | list[float] | None = None
     normalize: Literal["percentile", "zscore", "minmax", "none"] = "percentile"
+    normalize_per_channel: bool = False
+    """Statistics of ``normalize`` per channel (multi-sequence MRI: each sequence its own range) instead of one
+    range over all channels."""
     roi: Literal["box", "mask", "diameter", "none"] = "box"
     margin: float = Field(0.25, ge=0)
     diameter_scale: float = Field(2.0, gt=0)
@@ -263,6 +266,45 @@ class SegmentationConfig(_Section):
     lesion_class: int | None = Field(None, ge=1)
     vote_min_pixels: int = Field(1, ge=1)
     overlays: int = Field(4, ge=0)
+    test_noise: list[float] = Field(default_factory=list)
+    """Noise robustness (A.3): each fold's test studies are also predicted with additive Gaussian noise of SD
+    ``sigma`` × the SD of the fold's training items (the normalised network input), one ``dice_noise_<sigma>``
+    column per value; 0.1 and 0.2 are A.3's 10 % and 20 %."""
+
+
+class DetectionConfig(_Section):
+    """Lesion detection (thesis A.8, :mod:`cadx.runs.detection`); the section's presence selects the run kind.
+
+    Working images: every slice (or the 2D image) is resized so that its longer side is ``size`` px (LGG 256 →
+    128 = the paper's 2× downsampling) and zero-padded to a multiple of the model's cell; ``channels`` picks
+    image channels (None = all). Training: positive slices = the paper's sqrt(box size) span around each lesion's
+    central slice (validation: × ``val_span_factor``), negatives = lesion-free images or slices outside every
+    lesion's slice extent, ``negative_ratio`` negatives per positive in a batch; grid-aligned random ``crop`` ×
+    ``crop`` px crops that contain the box; ``flip``: random left-right flips. Inference: slice outputs averaged
+    over ``splits`` equal parts of the volume (the paper: halves), cells scoring ≥ ``min_score`` become boxes,
+    boxes with less than ``min_foreground`` of their pixels in the foreground mask (nonzero after normalisation,
+    holes filled, eroded by ``foreground_erosion`` working px, largest component) are dropped, then merge-NMS
+    (pairs with score ratio < ``nms_ratio`` and IoU > ``nms_iou`` become their union with the max score).
+    FROC: ``distance_px`` (pixels of the original image) and ``z_fraction`` of
+    :func:`cadx.evaluation.froc.match_predictions`; lesions of fewer than ``min_voxels`` voxels are not
+    targets; sensitivities at ``fp_rates`` FPs per image/volume."""
+
+    size: int = Field(128, ge=16)
+    channels: list[int] | None = None
+    crop: int = Field(64, ge=16)
+    negative_ratio: float = Field(1.0, ge=0)
+    val_span_factor: float = Field(0.5, gt=0)
+    flip: bool = True
+    splits: int = Field(2, ge=1)
+    min_score: float = Field(0.001, ge=0, lt=1)
+    min_foreground: float = Field(0.5, ge=0, le=1)
+    foreground_erosion: int = Field(2, ge=0)
+    nms_iou: float = Field(0.5, ge=0, le=1)
+    nms_ratio: float = Field(10.0, ge=1)
+    distance_px: float = Field(0.0, ge=0)
+    z_fraction: float = Field(0.25, gt=0)
+    min_voxels: int = Field(1, ge=1)
+    fp_rates: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
 
 
 class ExperimentConfig(_Section):
@@ -281,10 +323,12 @@ class ExperimentConfig(_Section):
     cv: CVConfig = Field(default_factory=lambda: CVConfig.model_validate({}))
     eval: EvalConfig = Field(default_factory=lambda: EvalConfig.model_validate({}))
     segmentation: SegmentationConfig | None = None
+    detection: DetectionConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
-        if not (self.task.classification or self.task.attributes or self.task.segmentation):
+        if not (self.task.classification or self.task.attributes or self.task.segmentation
+                or self.detection is not None):
             raise ValueError("task: enable at least one of classification, attributes, segmentation")
         if not self.objective:
             raise ValueError("objective: at least one loss is needed")

@@ -9,6 +9,7 @@ See ``docs/contracts.md`` "Objectives".
 from cadx.objectives import (  # noqa: F401  (each module registers its losses)
     classification,
     contrastive,
+    detection,
     feature_heads,
     ranking,
     regression,

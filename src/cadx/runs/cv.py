@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cadx.config import ExperimentConfig
-from cadx.runs import handcrafted, network, segmentation  # noqa: F401  (register the built-in run kinds)
+from cadx.runs import detection, handcrafted, network, segmentation  # noqa: F401  (register the built-in run kinds)
 from cadx.runs.kinds import RUN_KINDS, kind_of
 
 

@@ -17,8 +17,11 @@ register_run_kind = RUN_KINDS.register
 
 
 def kind_of(cfg: ExperimentConfig) -> str:
-    """The run kind of ``cfg``: ``segmentation`` when it has a ``segmentation`` section, ``handcrafted`` for
+    """The run kind of ``cfg``: ``detection`` when it has a ``detection`` section (thesis A.8), ``segmentation``
+    when it has a ``segmentation`` section, ``handcrafted`` for
     ``model.name: hc_svm``, else ``network``."""
+    if cfg.detection is not None:
+        return "detection"
     if cfg.segmentation is not None:
         return "segmentation"
     if cfg.model.name == "hc_svm":
