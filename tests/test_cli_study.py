@@ -15,7 +15,8 @@ from cadx.cli import app
 from cadx.studies import STUDIES
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "cadx"
-PAPER_STUDIES = ["anatomy", "learning-curve", "dmrn", "mtmr", "imbalance", "segmentation", "points-lidc", "anomaly"]
+PAPER_STUDIES = ["anatomy", "learning-curve", "dmrn", "mtmr", "imbalance", "segmentation", "points-lidc", "anomaly",
+                 "calipers", "multitask", "radiogenomics", "detection"]
 
 
 def _help(*args: str) -> str:

@@ -590,6 +590,89 @@ def study_anomaly_cmd(
                   f"{r['auroc_mean']:.3f} (pooled {r['auroc_pooled']:.3f}), {r['images']} images")
     out.print(f"report: {out_dir / 'report.md'} ({metrics['seconds']['total']:.0f} s)")
 
+
+@_study_command("calipers")
+def study_calipers_cmd(
+    config: Annotated[Path, typer.Argument(help="configs/papers/calipers_busi.yaml")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Study folder (report.md, summary.json, Dice CSVs, "
+                                                        "detector.json, learning_curve.png).")]
+    = Path("runs/calipers"),
+    set_: SetList = None,
+    project: Annotated[Path, typer.Option(help="Folder the config's relative paths start from.")] = Path("."),
+) -> None:
+    from cadx.studies.calipers import load_calipers_config, run_calipers_study
+
+    cfg = load_calipers_config(config, _yaml_pairs("--set", set_))
+    summary = run_calipers_study(cfg, out_dir, project=project, log=out.print)
+    for r in summary["modes"]:
+        out.print(f"{r['mode']:>14}: Dice mean {r['dice_mean']:.3f}, median {r['dice_median']:.3f} (n={r['n']})")
+    out.print(f"report: {out_dir / 'report.md'} ({summary['seconds']:.0f} s)")
+
+
+@_study_command("multitask")
+def study_multitask_cmd(
+    config: Annotated[Path, typer.Argument(help="configs/papers/multitask_lidc.yaml")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Study folder (multitask/ and single/ runs, report.md, "
+                                                        "cases.csv, reader_comparison.csv).")]
+    = Path("runs/multitask_lidc"),
+    set_: SetList = None,
+    threads: Threads = 0,
+) -> None:
+    from cadx.studies.multitask import load_study_config, run_multitask_study
+
+    cfg = load_study_config(config, list(set_ or []))
+    _threads(threads)
+    m = run_multitask_study(cfg, out_dir)
+    auc = m["study"]["auc"]
+    for v, r in auc["variants"].items():
+        out.print(f"{v}: AUC {_fmt(r['auc'])} {r['ci']}")
+    out.print(f"paired bootstrap p (multi − single AUC) = {auc['p_value']:.3f}; report: {out_dir / 'report.md'}")
+
+
+@_study_command("radiogenomics")
+def study_radiogenomics_cmd(
+    config: Annotated[Path, typer.Argument(help="configs/papers/radiogenomics_lgg.yaml")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Study folder (report.md, features.csv, hypotheses.csv, "
+                                                        "table3_auc.csv, power.csv, dice.csv, results.json).")]
+    = Path("runs/radiogenomics"),
+    set_: SetList = None,
+    threads: Threads = 1,
+) -> None:
+    from cadx.studies.radiogenomics import load_radiogenomics_config, run_radiogenomics_study
+
+    cfg = load_radiogenomics_config(config, list(set_ or []))
+    _threads(threads)
+    res = run_radiogenomics_study(cfg, out_dir)
+    for r in res["hypotheses"]:
+        out.print(f"{r['source']:>9} {r['hypothesis']:<34} n={r['n']:<3} p={r['p']:.4f} "
+                  f"Bonferroni {r['p_bonferroni']:.4f} Holm {r['p_holm']:.4f}")
+    out.print(f"report: {out_dir / 'report.md'} ({res['seconds']:.0f} s)")
+
+
+@_study_command("detection")
+def study_detection_cmd(
+    config: Annotated[Path, typer.Argument(help="configs/papers/detection_lgg.yaml or detection_busi.yaml")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Study folder (runs/<name>_<loss>/, report.md, "
+                                                        "summary.json, froc_lesion.png, froc_patient.png).")]
+    = Path("runs/detection"),
+    losses: Annotated[str | None, typer.Option(help="Objectness losses, comma separated (bce, weighted_bce, focal, "
+                                                    "reduced_focal; default all four).")] = None,
+    main: Annotated[str, typer.Option(help="The loss whose full FROC table leads the report.")] = "focal",
+    set_: SetList = None,
+    threads: Threads = 1,
+) -> None:
+    from cadx.config import load_config
+    from cadx.studies.detection import run_detection_study
+
+    cfg = load_config(config, list(set_ or []))
+    _threads(threads)
+    summary = run_detection_study(cfg, out_dir, _split_list(losses), main=main,
+                                  on_run=lambda name, m: out.print(
+                                      f"{name}: sens@2FP {m['lesion']['sensitivity'].get('2.0', float('nan')):.3f} "
+                                      f"({m.get('run', {}).get('seconds')} s)"))
+    out.print(f"{len(summary['runs'])} runs; report: {out_dir / 'report.md'}")
+
+
 def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 

@@ -49,4 +49,16 @@ STUDIES: dict[str, StudyInfo] = {s.name: s for s in (
     StudyInfo("anomaly", "cadx.studies.anomaly",
               "Thesis A.9 normal-only inpainting GAN on LGG and BUSI: MSE/critic/DMSE heatmaps, inside/outside box "
               "ratio, AUROC."),
+    StudyInfo("calipers", "cadx.studies.calipers",
+              "Thesis A.5 on BUSI: caliper detection, approximate masks from calipers, three U-Net modes, learning "
+              "curve."),
+    StudyInfo("multitask", "cadx.studies.multitask",
+              "Thesis A.6 multi-task CNN with categorical feature heads on LIDC: single vs multi-task AUC, readers, "
+              "risk levels."),
+    StudyInfo("radiogenomics", "cadx.studies.radiogenomics",
+              "Thesis A.3/A.4 on LGG: shape features vs genomic subtypes (10 Fisher tests, Table 3 AUCs), Dice, A.4 "
+              "transfer."),
+    StudyInfo("detection", "cadx.studies.detection",
+              "Thesis A.8 lesion detector on LGG and BUSI: FROC sensitivity at 1/2/4/8 FP with CIs, the four "
+              "objectness losses."),
 )}
