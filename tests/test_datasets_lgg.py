@@ -85,3 +85,13 @@ def test_real_lgg() -> None:
     assert int(mask.array.sum()) == direct > 0
     assert load_dataset("lgg", root, label="histological_type").class_counts() == {
         "astrocytoma": 10, "oligoastrocytoma": 5, "oligodendroglioma": 13}
+
+
+def test_sequences_option_selects_and_orders_channels(lgg) -> None:
+    flair = load_dataset("lgg", lgg, sequences=["flair"])[0].image().load().array
+    assert flair.shape == (1, 12, 16, 16) and flair[0, 9, 0, 0] == 110          # channel 1 of the TIFF
+    two = load_dataset("lgg", lgg, sequences=["post", "pre"])[0].image().load().array
+    assert two.shape == (2, 12, 16, 16) and two[0].max() == 200 and two[1, :, 0, 0].tolist() == list(range(1, 13))
+    for bad in (["t2"], [], ["flair", "flair"]):
+        with pytest.raises(CadxConfigError, match="sequences"):
+            load_dataset("lgg", lgg, sequences=bad)

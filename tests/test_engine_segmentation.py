@@ -287,3 +287,19 @@ def test_engine_study_rows_dice_follows_the_empty_rule() -> None:
     assert r.loc["a", "dice"] == pytest.approx(2 * 3 / 8)
     assert r.loc["b", "dice"] == dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0   # both empty
     assert r.loc["c", "dice"] == 0.0                                                   # one empty
+
+
+def test_noise_robustness_columns(tmp_path: Path) -> None:
+    """A.3's noise test: sigma 0 reproduces the clean Dice exactly; a large sigma changes it; the pooled block
+    is the column's mean with a bootstrap CI."""
+    cfg = seg_config("segmentation={oversample_lesion: 3, min_tissue_fraction: 0.05, tissue_channel: 1, "
+                     "test_noise: [0.0, 3.0]}", "train.epochs=6")
+    m = run_cv(cfg, tmp_path / "run")
+    pred = pd.read_csv(tmp_path / "run" / "predictions.csv")
+    assert {"dice_noise_0", "dice_noise_3"} <= set(pred.columns)
+    np.testing.assert_allclose(pred["dice_noise_0"], pred["dice"])
+    assert not np.allclose(pred["dice_noise_3"], pred["dice"])
+    noise = m["pooled"]["noise"]
+    assert noise["3"]["dice_mean"] == pytest.approx(pred["dice_noise_3"].mean())
+    lo, hi = noise["3"]["ci_dice_mean"]
+    assert lo <= noise["3"]["dice_mean"] <= hi

@@ -207,3 +207,15 @@ def test_augmentation_reproducible_and_mask_follows(shape: tuple[int, ...]) -> N
     flip = AugmentConfig(enabled=True, flip=True, rot90=True)
     a, mm = augment_batch(x, m, flip, np.random.default_rng(0))
     assert torch.equal((a > 0.5).float(), mm)
+
+
+def test_per_channel_normalisation_gives_each_sequence_its_own_range() -> None:
+    a = np.stack([np.arange(201, dtype=np.float32), 10 * np.arange(201, dtype=np.float32)])[:, None]
+    joint = normalize_intensity(a, InputConfig(normalize="minmax"))
+    np.testing.assert_allclose(joint[0, 0, [0, 200]], [0, 200 / 2000])           # one range over both channels
+    own = normalize_intensity(a, InputConfig(normalize="minmax", normalize_per_channel=True))
+    np.testing.assert_allclose(own[:, 0, [0, 100, 200]], [[0, 0.5, 1], [0, 0.5, 1]])
+    for c in range(2):                                                           # = each channel alone
+        np.testing.assert_allclose(own[c:c + 1], normalize_intensity(a[c:c + 1], InputConfig(normalize="minmax")))
+    one = normalize_intensity(a[:1], InputConfig(normalize_per_channel=True))    # one channel: unchanged rule
+    np.testing.assert_allclose(one, normalize_intensity(a[:1], InputConfig()))

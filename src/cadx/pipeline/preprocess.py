@@ -77,11 +77,15 @@ def scale_to_unit(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 def normalize_intensity(arr: np.ndarray, cfg: InputConfig) -> np.ndarray:
     """Map intensities per image (float32, same shape; NaN/±inf count as 0): ``input.window`` → [0, 1]; else
-    ``input.normalize``: percentile (0.5–99.5 %) → [0, 1], zscore, minmax → [0, 1], or none.
+    ``input.normalize``: percentile (0.5–99.5 %) → [0, 1], zscore, minmax → [0, 1], or none; with
+    ``input.normalize_per_channel`` each channel (axis 0 of ``(C, *spatial)``, C > 1) gets its own statistics.
 
     Statistics come from a strided sample of at most ~10^6 voxels (every voxel of a smaller image); a constant
     image maps to zeros. The input array is never modified.
     """
+    if cfg.normalize_per_channel and cfg.window is None and arr.ndim >= 3 and arr.shape[0] > 1:
+        return np.stack([normalize_intensity(arr[c:c + 1], cfg.model_copy(update={"normalize_per_channel": False}))[0]
+                         for c in range(arr.shape[0])])
     a = arr.astype(np.float32, copy=False)
     if not np.isfinite(a).all():
         a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)

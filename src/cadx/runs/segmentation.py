@@ -56,8 +56,8 @@ from cadx.runs.lock import locks_run_folder
 from cadx.training.trainer import fit, fold_seed, load_module
 from cadx.utils import atomic_write_json, atomic_write_text
 
-__all__ = ["VolumePrediction", "evaluate_seg", "final_masks", "load_models", "predict_fold", "predict_items",
-           "predict_volume", "run_segmentation_cv", "save_masks", "vote_rows"]
+__all__ = ["VolumePrediction", "evaluate_seg", "final_masks", "load_models", "noise_column", "noise_dice",
+           "predict_fold", "predict_items", "predict_volume", "run_segmentation_cv", "save_masks", "vote_rows"]
 
 
 def load_models(model_dirs: Sequence[Path], in_channels: int) -> tuple[list[torch.nn.Module], dict[str, Any]]:
@@ -204,6 +204,27 @@ def predict_fold(cfg: ExperimentConfig, data: SegData, models: Sequence[torch.nn
     return studies_df, slices_df, masks
 
 
+def noise_dice(cfg: ExperimentConfig, data: SegData, models: Sequence[torch.nn.Module], studies: np.ndarray,
+               sd: float, sigma: float, seed: int) -> np.ndarray:
+    """Dice per study of ``studies`` (in order) when Gaussian noise of SD ``sigma * sd`` is added to every item
+    of the network input (seeded by ``seed``; the post-processing is :func:`predict_volume`'s)."""
+    st = data.store
+    gen = torch.Generator().manual_seed(int(seed))
+    out = []
+    for s in studies:
+        items = data.study_items(int(s))
+        x = st.images[items]
+        noisy = x + torch.randn(x.shape, generator=gen, dtype=x.dtype) * float(sigma * sd)
+        gt = data.gt[int(s)]
+        out.append(predict_volume(cfg, models, noisy, gt.shape, gt).row["dice"])
+    return np.asarray(out, np.float64)
+
+
+def noise_column(sigma: float) -> str:
+    """Column of the Dice under test noise ``sigma`` (e.g. ``dice_noise_0.1``)."""
+    return f"dice_noise_{sigma:g}"
+
+
 def save_masks(path: Path, masks: dict[str, np.ndarray]) -> None:
     """Final masks as a compressed npz (written to a temporary name, then renamed)."""
     tmp = path.with_name(path.name + ".tmp.npz")
@@ -235,6 +256,21 @@ def evaluate_seg(df: pd.DataFrame, classes: list[str], n_bootstrap: int, seed: i
                          groups=df["patient_id"].astype(str).to_numpy()[ok], n_resamples=n_bootstrap, seed=seed,
                          skip_single_class=False)
         out["pooled"].setdefault("ci", {})["dice_median"] = [r.lo, r.hi]
+    noisy = [c for c in df.columns if c.startswith("dice_noise_")]
+    if noisy:
+        groups = df["patient_id"].astype(str).to_numpy()
+        block: dict[str, Any] = {}
+        for c in noisy:
+            v = df[c].to_numpy(float)
+            fin = np.isfinite(v)
+            entry: dict[str, Any] = {"n": int(fin.sum()), "dice_mean": float(np.mean(v[fin])) if fin.any() else None,
+                                     "dice_median": float(np.median(v[fin])) if fin.any() else None}
+            if n_bootstrap > 0 and fin.sum() >= 2:
+                r = bootstrap_ci(lambda t, x: float(np.mean(x)), v[fin], v[fin], groups=groups[fin],
+                                 n_resamples=n_bootstrap, seed=seed, skip_single_class=False)
+                entry["ci_dice_mean"] = [r.lo, r.hi]
+            block[c.removeprefix("dice_noise_")] = entry
+        out["pooled"]["noise"] = block
     return out
 
 
@@ -249,6 +285,11 @@ def run_segmentation_fold(cfg: ExperimentConfig, cohort: Cohort, data: SegData, 
     seed = fold_seed(cfg.seed, fold.fold)
     module = fit(cfg, st, tr, va, fold_dir, seed, resume=resume)
     studies, slices, masks = predict_fold(cfg, data, [module.model], np.asarray(te_st), fold.fold)
+    if seg_settings(cfg).test_noise:
+        sd = float(st.images[np.unique(tr)].std())
+        for j, sigma in enumerate(seg_settings(cfg).test_noise):
+            studies[noise_column(sigma)] = noise_dice(cfg, data, [module.model], np.asarray(te_st), sd, sigma,
+                                                      seed + 1000 * (j + 1))
     save_masks(fold_dir / "pred_masks.npz", masks)
     atomic_write_text(fold_dir / "predictions_slices.csv", slices.to_csv(index=False))
     atomic_write_text(fold_dir / "predictions.csv", studies.to_csv(index=False))

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from cadx.data.datasets.base import register_dataset
 from cadx.data.image import ImageData, LazyImage
@@ -107,23 +108,37 @@ def _label(column: str, value: Any) -> str | None:
     return CODE_NAMES.get(column, {}).get(code, str(code))
 
 
+SEQUENCES = ("pre", "flair", "post")
+"""The three channels of a public LGG slice TIFF, in order: pre-contrast, FLAIR, post-contrast."""
+
+
 class LGGOptions(Options):
-    """``label``: ``grade`` (``neoplasm_histologic_grade``) or any other data.csv column."""
+    """``label``: ``grade`` (``neoplasm_histologic_grade``) or any other data.csv column. ``sequences``: which of
+    ``pre``/``flair``/``post`` become the image channels, in the given order (A.3's FLAIR-only network:
+    ``[flair]`` with ``input.channels: 3`` for the neighbouring FLAIR slices as channels 1 and 3)."""
 
     label: str = "grade"
+    sequences: list[str] = Field(default_factory=lambda: list(SEQUENCES))
 
 
 @register_dataset("lgg", "LGG brain MRI (TCGA): 3-channel volumes, FLAIR tumour masks, grade/genomic labels",
                   options=LGGOptions)
-def load(root: Path, *, label: str) -> Cohort:
+def load(root: Path, *, label: str, sequences: list[str] | None = None) -> Cohort:
     """Load the LGG folder: one study per patient folder.
 
     Option ``label`` = ``grade`` (default, ``neoplasm_histologic_grade`` → ``G2``/``G3``) or any data.csv
     column (``histological_type``, ``RNASeqCluster``, ``death01``, …). Study: ``study_id`` = folder name,
     ``patient_id`` = ``TCGA_XX_NNNN``, image ``(3,Z,256,256)`` float32, mask ``(1,Z,256,256)`` uint8,
     spacing (1,1,1); ``metadata``: every data.csv field (numbers as float, empty as None), ``folder``,
-    ``slices`` (the slice numbers), ``n_slices``. Folders without a data.csv row are unlabelled.
+    ``slices`` (the slice numbers), ``n_slices``. Folders without a data.csv row are unlabelled. ``sequences``
+    selects and orders the image channels (default all three).
     """
+    seq = list(SEQUENCES) if sequences is None else [str(x).lower() for x in sequences]
+    bad = [x for x in seq if x not in SEQUENCES]
+    if not seq or bad or len(set(seq)) != len(seq):
+        raise CadxConfigError(f"lgg: option sequences must be distinct names out of {list(SEQUENCES)}, got "
+                              f"{sequences!r}")
+    channels = [SEQUENCES.index(x) for x in seq]
     base = _find_root(Path(root))
     csv = base / "data.csv"
     if not csv.is_file():
@@ -158,7 +173,7 @@ def load(root: Path, *, label: str) -> Cohort:
             lab = _label(column, row[column])
         studies.append(Study(
             study_id=d.name, patient_id=pid, label=lab,
-            images={"image": LazyImage(_loader(imgs, masks, 0), str(d))},
+            images={"image": LazyImage(_loader(imgs, masks, 0, channels), str(d))},
             masks={"mask": LazyImage(_loader(imgs, masks, 1), str(d))}, metadata=meta))
     names = CODE_NAMES.get(column)
     present = {s.label for s in studies if s.label is not None}
@@ -175,9 +190,16 @@ def _meta_value(v: Any) -> Any:
     return None if v is None or (isinstance(v, str) and not v.strip()) else v
 
 
-def _loader(images: list[Path], masks: list[Path], which: int) -> Callable[[], ImageData]:
-    """``which`` 0 → the image volume, 1 → the mask volume (checked to match the image slice count)."""
+def _loader(images: list[Path], masks: list[Path], which: int, channels: list[int] | None = None
+            ) -> Callable[[], ImageData]:
+    """``which`` 0 → the image volume (``channels`` of it, all when None), 1 → the mask volume (checked to match
+    the image slice count)."""
     def load() -> ImageData:
-        arr = read_image_volume(images) if which == 0 else read_mask_volume(masks)
+        if which == 0:
+            arr = read_image_volume(images)
+            if channels is not None and channels != list(range(arr.shape[0])):
+                arr = np.ascontiguousarray(arr[channels])
+        else:
+            arr = read_mask_volume(masks)
         return ImageData(arr, (1.0, 1.0, 1.0), meta={"folder": str(images[0].parent)})
     return load
