@@ -4,7 +4,9 @@ Columns: ``study_id, patient_id, path, label`` required (``label`` empty or a mi
 ``NA``, ``N/A``, ``None``, ``null`` = unlabelled, never a class); optional ``mask`` (path), ``box``
 (``"z0 y0 x0 z1 y1 x1"`` or ``"y0 x0 y1 x1"``, voxel indices, stop exclusive) or instead separate corner columns
 (``x0,y0,z0,x1,y1,z1`` / ``x0,y0,x1,y1`` or ``xmin..zmax``, any column order; a partial set is an error) and
-``split`` (train/val/test). Every other column whose non-empty values are all numbers is an attribute
+``split`` (train/val/test), ``calipers`` (``"x1 y1; x2 y2; ..."`` ultrasound caliper centres in image pixels,
+x = column, kept as ``metadata["calipers"]`` = ``[[x, y], ...]``; see :mod:`cadx.data.calipers`). Every other
+column whose non-empty values are all numbers is an attribute
 (empty / ``nan`` = missing); a column with no numeric value goes to ``metadata`` (``cadx datasets check`` warns
 unless it is listed in ``metadata_columns``); a column mixing numbers and text is an error. Relative paths are
 relative to the CSV's folder. Everything is validated up front; errors name the CSV, the field and the row (CSV
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from cadx.data.calipers import parse_calipers
 from cadx.data.datasets.base import DATASETS, register_dataset
 from cadx.data.image import ImageData, LazyImage
 from cadx.data.readers import read_image
@@ -28,7 +31,7 @@ from cadx.errors import CadxDataError
 from cadx.registry import Options, TextList
 
 REQUIRED = ("study_id", "patient_id", "path", "label")
-OPTIONAL = ("mask", "box", "split")
+OPTIONAL = ("mask", "box", "split", "calipers")
 MISSING = ("", "nan", "na", "n/a", "none", "null")
 
 
@@ -245,6 +248,8 @@ def _study(r: dict[str, str], sid: str, pid: str, line: int, base: Path, csv_pat
             raise CadxDataError(f"{where}: split {split!r} must be train, val or test", path=csv_path,
                                 field="split")
         metadata["split"] = split
+    if (r.get("calipers") or "").strip():  # thesis A.5: "x1 y1; x2 y2; ..." caliper centres in image pixels
+        metadata["calipers"] = parse_calipers(r["calipers"], csv_path, where).tolist()
     attributes: dict[str, float] = {}
     for col, kind in kinds.items():
         value = (r.get(col) or "").strip()
