@@ -535,15 +535,15 @@ def points_fit_cmd(
     folds: Annotated[int, typer.Option(help="Patient-grouped CV folds (GA tuning; out-of-fold evaluation "
                                             "without a test split).")] = 3,
     config: Annotated[Path | None, typer.Option(help="GA settings YAML (ga, grid, seed, n_resamples keys of the "
-                                                     "points study config).")] = None,
+                                                     "points study config; default grid: population 50/100 x "
+                                                     "generations 25/50 x indpb 0.05/0.1).")] = None,
 ) -> None:
     """Optimise the points with DEAP's GA (hyper-parameters by inner CV), compare with the baseline system."""
     from cadx.studies.points import load_points_config, run_points_fit
 
     cfg = load_points_config(config)
-    grid = cfg.ga_grid() if config is not None else None
     m = run_points_fit(table, system, label, out_dir, size_column=size_column, test_split=test_split, folds=folds,
-                       grid=grid, n_resamples=cfg.n_resamples, seed=cfg.seed)
+                       grid=cfg.ga_grid(), n_resamples=cfg.n_resamples, seed=cfg.seed)
     for tag, s in m["systems"].items():
         out.print(f"{tag}: AUC {s['auc'][0]:.3f} [{s['auc'][1]:.3f}, {s['auc'][2]:.3f}], sensitivity "
                   f"{s['sensitivity']['x']}/{s['sensitivity']['n']}, specificity "
