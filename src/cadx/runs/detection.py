@@ -27,9 +27,14 @@ per predicted box**: study_id, patient_id, fold, score, y, x, z, y0, x0, y1, x1,
 ``lesions.csv`` (one row per ground-truth lesion), ``metrics.json``, ``figures/froc.png``. A fold interrupted
 before its ``DONE`` is retrained from scratch on ``--resume`` (finished folds are kept).
 
-MONAI's RetinaNet can be swapped in by registering a model whose ``forward`` returns the same
-``{"det_logits": (B, 5, Gh, Gw)}`` grid; a wrapper around ``monai.apps.detection`` (anchor-based, its own
-losses and box decoding) is **not** provided: see ``docs`` of :mod:`cadx.studies.detection`.
+**Swapping the network** (e.g. MONAI's RetinaNet): the run kind takes any registry model (``model.name``) that
+exposes ``cell_size`` (input pixels per output cell) and ``anchor`` (px) attributes and returns
+``{"det_logits": (B, 5, H / cell_size, W / cell_size)}`` in the :func:`cadx.models.yolo_dense.decode` layout.
+A RetinaNet is plugged in by registering (``@register_model``) a wrapper around
+``monai.apps.detection.networks.retinanet_network.RetinaNet`` with one square anchor per location on one
+feature level whose stride is ``cell_size``, mapping its ``cls_logits`` to channel 0 and its ``box_regression``
+to channels 1–4; such a wrapper is **not** shipped (MONAI's full ``RetinaNetDetector`` brings its own matcher,
+losses and NMS, which would bypass this run kind's A.8 training and post-processing).
 """
 
 from __future__ import annotations
