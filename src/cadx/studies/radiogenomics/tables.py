@@ -156,10 +156,12 @@ def auc_table(features: pd.DataFrame, clinical: pd.DataFrame, cfg: Radiogenomics
     return pd.DataFrame(rows)
 
 
-def power_table(features: pd.DataFrame, cfg: RadiogenomicsConfig) -> pd.DataFrame:
-    """Simulated power of the quartile-binned Fisher test for each hypothesis column, with the cluster counts
-    of the manual-mask patients (or the automatic ones when there are no manual features): ``column, n,
-    counts, delta, auc, power_bonferroni, power_alpha, simulations`` (see the module docstring)."""
+def power_table(features: pd.DataFrame, cfg: RadiogenomicsConfig, columns: Sequence[str] | None = None
+                ) -> pd.DataFrame:
+    """Simulated power of the quartile-binned Fisher test for each hypothesis column (or ``columns``), with the
+    cluster counts of the manual-mask patients (or the automatic ones when there are no manual features):
+    ``column, n, counts, delta, auc, power_bonferroni, power_alpha, simulations`` (see the module docstring);
+    Bonferroni over all ``cfg.hypotheses``."""
     if cfg.power_simulations <= 0:
         return pd.DataFrame()
     src = "manual" if (features["source"] == "manual").any() else "automatic"
@@ -167,7 +169,7 @@ def power_table(features: pd.DataFrame, cfg: RadiogenomicsConfig) -> pd.DataFram
     rng = np.random.default_rng(cfg.seed)
     m = len(cfg.hypotheses)
     rows = []
-    for col in dict.fromkeys(h.column for h in cfg.hypotheses):
+    for col in columns or dict.fromkeys(h.column for h in cfg.hypotheses):
         groups = f[col].dropna().to_numpy(float)
         codes, counts = np.unique(groups, return_counts=True)
         if len(codes) < 2:
