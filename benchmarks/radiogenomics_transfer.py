@@ -1,7 +1,7 @@
 """Thesis A.4 on the shared LGG patients: three starts of one CNN (scratch, MedNIST, in-domain U-Net), 5-fold CV.
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python benchmarks/radiogenomics_transfer.py \
-        [--out benchmarks/results/radiogenomics/transfer] [--pretrain-only]
+        [--out benchmarks/results/radiogenomics/transfer] [--pretrain-only] [--only-folds K ...]
 
 Writes ``config.json``, ``metrics.json``, ``predictions.csv``, ``predictions_slices.csv``, ``splits.json`` and
 ``mednist_encoder.pt`` (the out-of-domain weights: trained by the same command when absent, reused when present;
@@ -41,6 +41,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--pretrain-only", action="store_true")
+    ap.add_argument("--only-folds", type=int, nargs="+", default=None,
+                    help="run just these outer folds (saved in fold_<k>/; a later full call reuses them)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
@@ -52,7 +54,10 @@ def main() -> None:
         info = pretrain_mednist(TransferConfig(**cfg), out / "mednist_encoder.pt")
         print(json.dumps(info, indent=1))
         return
-    res = run_transfer(cfg, out)
+    res = run_transfer(dict(cfg, only_folds=args.only_folds), out)
+    if "tasks" not in res:
+        print(f"folds done: {res['folds_done']} of {res['folds']}")
+        return
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     meta = {"config": cfg, "wall_seconds": wall, "cpu_seconds": cpu, "machine": platform.platform(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}

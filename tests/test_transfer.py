@@ -171,6 +171,9 @@ def test_run_transfer_end_to_end_isolation_scores_and_exclusions(tmp_path: Path)
 
 def test_run_transfer_same_seed_same_result(tmp_path: Path) -> None:
     cfg = dict(TINY, starts=["scratch", "lgg_unet"], folds=2)
+    part = T.run_transfer(dict(cfg, only_folds=[1]), tmp_path / "a", cohort=_cohort(6))  # resumable by fold
+    assert part == {"folds_done": [1], "folds": 2}
+    assert (tmp_path / "a" / "fold_1" / "DONE").is_file() and not (tmp_path / "a" / "fold_0").exists()
     a = T.run_transfer(cfg, tmp_path / "a", cohort=_cohort(6))
     b = T.run_transfer(cfg, tmp_path / "b", cohort=_cohort(6))
     pa = pd.read_csv(tmp_path / "a" / "predictions_slices.csv")
@@ -181,6 +184,8 @@ def test_run_transfer_same_seed_same_result(tmp_path: Path) -> None:
     pc = pd.read_csv(tmp_path / "c" / "predictions_slices.csv")
     assert not np.allclose(pa.filter(like="p_").to_numpy(), pc.filter(like="p_").to_numpy())
     assert c["starts"] == ["scratch", "lgg_unet"]
+    with pytest.raises(CadxConfigError, match=r"fold\.json: saved with other settings"):
+        T.run_transfer(dict(cfg, epochs=2), tmp_path / "a", cohort=_cohort(6))
 
 
 def test_config_errors_are_one_line() -> None:

@@ -60,6 +60,7 @@ per (patient, slice, start): ``patient, fold, start, slice, p_<class>...``.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -76,7 +77,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from cadx.data.datasets import load_dataset
-from cadx.data.splits import make_splits
+from cadx.data.splits import Fold, make_splits
 from cadx.data.study import Cohort
 from cadx.errors import CadxConfigError, CadxDataError
 from cadx.evaluation.bootstrap import bootstrap_ci, paired_bootstrap_pvalue
@@ -92,8 +93,8 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "MednistPretrain", "PatientPatches", "TransferConfig", "TransferWeights", "UNetPretrain",
-    "check_pretrain_isolation", "collect_patches", "holm", "load_encoder_weights", "patient_scores",
-    "pretrain_mednist", "pretrain_unet", "run_transfer", "training_examples",
+    "check_pretrain_isolation", "collect_patches", "holm", "load_encoder_weights", "mednist_heldout",
+    "patient_scores", "pretrain_mednist", "pretrain_unet", "run_transfer", "training_examples",
 ]
 
 Start = Literal["scratch", "mednist", "lgg_unet", "weights"]
@@ -161,6 +162,7 @@ class TransferConfig(Options):
     n_bootstrap: int = 2000
     threads: int = 1
     max_patients: int | None = None
+    only_folds: list[int] | None = None
 
 
 @dataclass
@@ -375,6 +377,18 @@ def pretrain_mednist(cfg: TransferConfig, weights: Path) -> dict[str, Any]:
             "heldout_accuracy": acc, "heldout_images": len(yte), "seconds": time.perf_counter() - t0}
 
 
+def mednist_heldout(cfg: TransferConfig, weights: Path) -> dict[str, Any]:
+    """Accuracy of a saved MedNIST encoder on the held-out images :func:`pretrain_mednist` set aside for the same
+    ``cfg`` (same seed → same images). Returns ``{"heldout_accuracy", "heldout_images"}``."""
+    assert cfg.mednist.root is not None
+    held = max(1, cfg.mednist.per_class // 5)
+    _, ytr, xte, yte = _mednist_arrays(Path(cfg.mednist.root), cfg.mednist.per_class, held, cfg.seed)
+    model = _new_encoder(cfg, int(ytr.max()) + 1, [cfg.seed, 101])
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    acc = float((_predict(model, np.repeat(xte, len(cfg.channels), axis=1)).argmax(1) == yte).mean())
+    return {"heldout_accuracy": acc, "heldout_images": len(yte)}
+
+
 def pretrain_unet(items: Sequence[PatientPatches], train_patients: Sequence[str], test_patients: Sequence[str],
                   cfg: TransferConfig, fold: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """In-domain start of one outer fold: a ``unet`` (same widths as the classifier, 1 sigmoid output) trained on
@@ -467,6 +481,56 @@ def _start_model(start: str, cfg: TransferConfig, k: int, fold: int, mednist_wei
     return model
 
 
+def _resume_key(cfg: TransferConfig, starts: Sequence[str]) -> dict[str, Any]:
+    """The settings a saved fold depends on (not ``only_folds``, ``n_bootstrap``, ``threads``)."""
+    d = cfg.model_dump(exclude={"only_folds", "n_bootstrap", "threads"})
+    d["starts"] = list(starts)
+    return json.loads(json.dumps(d))
+
+
+def _load_fold(part: Path, key: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any], Any]:
+    saved = json.loads((part / "fold.json").read_text())
+    if saved.get("resume_key") != key:
+        raise CadxConfigError(f"{part / 'fold.json'}: saved with other settings than this config; use a new "
+                              f"out_dir or delete {part}")
+    rows = [{str(k): v for k, v in r.items()}
+            for r in pd.read_csv(part / "slices.csv", dtype={"patient": str},
+                                   float_precision="round_trip").to_dict("records")]
+    return rows, saved["info"], saved["unet"]
+
+
+def _run_fold(f: Fold, items: Sequence[PatientPatches], by_pid: dict[str, PatientPatches], classes: list[str],
+              starts: Sequence[str], cfg: TransferConfig, mednist_weights: Path | None
+              ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any] | None]:
+    """One outer fold: in-domain pretraining (training patients only), the training examples, every start
+    trained and applied to the test patients' tumour slices. Returns (slice rows, fold info, U-Net info)."""
+    train = [by_pid[p] for p in f.train]
+    test = [by_pid[p] for p in f.test]
+    unet_sd, ui = None, None
+    info: dict[str, Any] = {"fold": f.fold, "train": list(f.train), "test": list(f.test),
+                            "pretrain_patients": [], "seconds": {}}
+    if "lgg_unet" in starts:
+        unet_sd, full = pretrain_unet(items, f.train, f.test, cfg, f.fold)
+        info["pretrain_patients"] = full["patients"]
+        ui = {k: v for k, v in full.items() if k != "patients"}
+    x, y = training_examples(train, cfg, f.fold)
+    x_te = np.concatenate([it.patches for it in test])
+    pid_te = np.concatenate([[it.patient] * len(it.patches) for it in test])
+    z_te = np.concatenate([it.slices for it in test])
+    info["n_train_examples"], info["n_test_slices"] = len(y), len(x_te)
+    rows: list[dict[str, Any]] = []
+    for s in starts:
+        t0 = time.perf_counter()
+        model = _start_model(s, cfg, len(classes), f.fold, mednist_weights, unet_sd)
+        _fit_classifier(model, x, y, cfg.epochs, cfg.lr, cfg.batch_size, [cfg.seed, f.fold, 13])
+        proba = _predict(model, x_te)
+        info["seconds"][s] = time.perf_counter() - t0
+        for i in range(len(x_te)):
+            rows.append({"patient": str(pid_te[i]), "fold": f.fold, "start": s, "slice": int(z_te[i]),
+                         **{f"p_{c}": float(proba[i, j]) for j, c in enumerate(classes)}})
+    return rows, info, ui
+
+
 def _evaluate(pred: pd.DataFrame, starts: Sequence[str], tasks: dict[str, str], n_boot: int, seed: int
               ) -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -493,7 +557,11 @@ def run_transfer(cfg: TransferConfig | dict[str, Any], out_dir: str | Path, coho
                  ) -> dict[str, Any]:
     """Run A.4 (see the module docstring for the result keys and files) and write ``out_dir``.
 
-    ``cohort`` (optional) replaces loading ``lgg`` from ``cfg.data_root`` with ``label = cfg.label_column``
+    Resumable: each finished outer fold is saved in ``out_dir/fold_<k>/`` (``slices.csv``, ``fold.json``,
+    ``DONE``) and reused by a later call with the same settings (other settings → :class:`CadxConfigError`).
+    ``only_folds`` runs just those folds (e.g. in parallel processes) and returns ``{"folds_done", "folds"}``
+    without metrics until every fold is saved. ``cohort`` (optional) replaces loading ``lgg`` from
+    ``cfg.data_root`` with ``label = cfg.label_column``
     (tests pass a synthetic one). A ``dict`` config is validated (unknown keys → :class:`CadxConfigError`).
     """
     t_start = time.perf_counter()
@@ -534,38 +602,34 @@ def run_transfer(cfg: TransferConfig | dict[str, Any], out_dir: str | Path, coho
         if mednist_weights.is_file():
             mednist_info = {"weights": str(mednist_weights), "trained": False,
                             "images_per_class": cfg.mednist.per_class, "heldout_accuracy": None, "seconds": 0.0}
+            if cfg.only_folds is None and cfg.mednist.root:  # the reused encoder's held-out accuracy, re-measured
+                mednist_info.update(mednist_heldout(cfg, mednist_weights))
         else:
             mednist_info = pretrain_mednist(cfg, mednist_weights)
 
     slice_rows: list[dict[str, Any]] = []
     fold_info: list[dict[str, Any]] = []
     unet_info: list[dict[str, Any]] = []
+    key = _resume_key(cfg, starts)
     for f in splits.folds:
-        train = [by_pid[p] for p in f.train]
-        test = [by_pid[p] for p in f.test]
-        unet_sd = None
-        info: dict[str, Any] = {"fold": f.fold, "train": list(f.train), "test": list(f.test),
-                                "pretrain_patients": [], "seconds": {}}
-        if "lgg_unet" in starts:
-            unet_sd, ui = pretrain_unet(items, f.train, f.test, cfg, f.fold)
-            info["pretrain_patients"] = ui["patients"]
-            unet_info.append({k: v for k, v in ui.items() if k != "patients"})
-        x, y = training_examples(train, cfg, f.fold)
-        x_te = np.concatenate([it.patches for it in test])
-        pid_te = np.concatenate([[it.patient] * len(it.patches) for it in test])
-        z_te = np.concatenate([it.slices for it in test])
-        info["n_train_examples"], info["n_test_slices"] = len(y), len(x_te)
-        for s in starts:
-            t0 = time.perf_counter()
-            model = _start_model(s, cfg, len(classes), f.fold, mednist_weights, unet_sd)
-            _fit_classifier(model, x, y, cfg.epochs, cfg.lr, cfg.batch_size, [cfg.seed, f.fold, 13])
-            proba = _predict(model, x_te)
-            info["seconds"][s] = time.perf_counter() - t0
-            for i in range(len(x_te)):
-                slice_rows.append({"patient": pid_te[i], "fold": f.fold, "start": s, "slice": int(z_te[i]),
-                                   **{f"p_{c}": float(proba[i, j]) for j, c in enumerate(classes)}})
+        part = out / f"fold_{f.fold}"
+        if (part / "DONE").is_file():
+            rows_f, info, ui = _load_fold(part, key)
+        elif cfg.only_folds is not None and f.fold not in cfg.only_folds:
+            continue
+        else:
+            rows_f, info, ui = _run_fold(f, items, by_pid, classes, starts, cfg, mednist_weights)
+            part.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(part / "slices.csv", pd.DataFrame(rows_f).to_csv(index=False))
+            atomic_write_json(part / "fold.json", {"resume_key": key, "info": info, "unet": ui})
+            atomic_write_text(part / "DONE", "")
+        slice_rows += rows_f
         fold_info.append(info)
+        if ui is not None:
+            unet_info.append(ui)
         log.info("radiogenomics transfer: fold %d done (%s)", f.fold, info["seconds"])
+    if len(fold_info) < len(splits.folds):
+        return {"folds_done": [i["fold"] for i in fold_info], "folds": len(splits.folds)}
 
     slices = pd.DataFrame(slice_rows)
     tasks = _task_names(cfg.label_column, classes)
