@@ -27,7 +27,7 @@ from cadx.studies.anomaly.tables import image_rows, overlay_figure, pooled_auroc
 from cadx.studies.anomaly.variants import AnomalyConfig, train_config
 from cadx.training.gan import load_gan_checkpoint, train_inpaint_gan
 
-__all__ = ["build_gan", "run_anomaly_study", "study_splits"]
+__all__ = ["build_gan", "largest_lesions", "run_anomaly_study", "study_splits"]
 
 
 def build_gan(cfg: AnomalyConfig) -> InpaintGAN:
@@ -68,6 +68,15 @@ def _pick_overlays(slices: list[Slice2D], n: int) -> list[int]:
     return [best[p] for p in sorted(best)[:n]]
 
 
+def largest_lesions(slices: list[Slice2D], k: int) -> list[Slice2D]:
+    """Each patient's ``k`` slices with the most lesion pixels (ties: lower slice index), in the input order."""
+    keep: set[tuple[str, int]] = set()
+    for pid in {s.patient_id for s in slices}:
+        mine = sorted((s for s in slices if s.patient_id == pid), key=lambda s: (-int(s.lesion.sum()), s.index))
+        keep |= {(s.study_id, s.index) for s in mine[:k]}
+    return [s for s in slices if (s.study_id, s.index) in keep]
+
+
 def run_anomaly_study(cfg: AnomalyConfig, out_dir: str | Path, resume: bool = True,
                       progress: bool = True) -> dict[str, Any]:
     """Run the study into ``out_dir`` (resumable: the split and the GAN's epochs are reused; heatmaps are recomputed)
@@ -96,6 +105,8 @@ def run_anomaly_study(cfg: AnomalyConfig, out_dir: str | Path, resume: bool = Tr
     t_eval = time.perf_counter()
     tests = [s for s in lesion_slices(cohort, fold.test, d.size, d.channel, d.min_lesion_pixels)
              if d.lesion_labels is None or s.label in d.lesion_labels]
+    if cfg.eval.slices_per_patient is not None:
+        tests = largest_lesions(tests, cfg.eval.slices_per_patient)
     if cfg.eval.max_images is not None:
         tests = tests[:cfg.eval.max_images]
     if not tests:

@@ -94,13 +94,16 @@ class TrainSettings(_Strict):
 class EvalSettings(_Strict):
     """``stride``: window step (the paper: 8 px); ``fg_threshold``: foreground for the ratio and AUROC = pixels of
     the normalised image above it (the paper: intensity > 0); ``average_over``: fov | hole; ``overlays``: images
-    in the overlay figure; ``max_images``: cap on evaluated test slices (None = all)."""
+    in the overlay figure; ``slices_per_patient``: evaluate only each test patient's k slices with the largest
+    lesion (None = every lesion slice; the paper evaluates one slice per volume); ``max_images``: cap on evaluated
+    test slices after that (None = all)."""
 
     stride: int = Field(default=8, ge=1)
     fg_threshold: float = 0.02
     average_over: Literal["fov", "hole"] = "fov"
     batch_size: int = Field(default=128, ge=1)
     overlays: int = Field(default=3, ge=0)
+    slices_per_patient: int | None = Field(default=None, ge=1)
     max_images: int | None = None
 
 
