@@ -226,3 +226,31 @@ def test_one_epoch_cv_run(tmp_path: Path) -> None:
     # same seed, same result: resume reads the finished folds back and reproduces the table
     m2 = run_cv(cfg, run, resume=True)
     assert m2["lesion"]["sensitivity"] == m["lesion"]["sensitivity"]
+
+
+def test_study_variants_and_tables(tmp_path: Path) -> None:
+    from cadx.errors import CadxConfigError
+    from cadx.studies.detection import loss_variants, run_detection_study
+
+    csv = _tiny_manifest(tmp_path)
+    cfg = load_config(None, [f"data.root={csv}", "data.dataset=manifest", "data.allow_unlabelled=true",
+                             "task.classification=false", "model.name=yolo_dense",
+                             "model.kwargs={growth_rate: 4, block_config: [1, 1, 1, 1], num_init_features: 8, "
+                             "anchor: 16.0}", "objective={det_focal: {weight: 1.0, gamma: 1.0}, det_box_mse: 0.5}",
+                             "train.epochs=1", "train.batch_size=4", "train.progress=false", "cv.folds=2",
+                             "eval.bootstrap=20", "detection={size: 64, crop: 32}"])
+    v = loss_variants(cfg)
+    assert list(v) == ["bce", "weighted_bce", "focal", "reduced_focal"]
+    assert v["bce"].objective == {"det_bce": 1.0, "det_box_mse": 0.5}
+    assert v["focal"].objective == {"det_focal": {"weight": 1.0, "gamma": 1.0}, "det_box_mse": 0.5}  # kept
+    assert v["reduced_focal"].name == f"{cfg.name}_reduced_focal"
+    with pytest.raises(CadxConfigError, match="unknown loss"):
+        loss_variants(cfg, ["dice"])
+    summary = run_detection_study(cfg, tmp_path / "study", ["bce", "focal"])
+    assert set(summary["runs"]) == {"bce", "focal"}
+    report = (tmp_path / "study" / "report.md").read_text(encoding="utf-8")
+    assert "FROC: focal objectness loss" in report and "| bce |" in report
+    assert (tmp_path / "study" / "froc_lesion.png").is_file()
+    # a second call reuses the finished runs (same configs): the same numbers
+    again = run_detection_study(cfg, tmp_path / "study", ["bce", "focal"])
+    assert again["runs"]["bce"]["lesion"] == summary["runs"]["bce"]["lesion"]
