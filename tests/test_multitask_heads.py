@@ -7,9 +7,11 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
 
 from cadx.config import config_from_dict
 from cadx.data.datasets.manifest import load_manifest
@@ -19,6 +21,7 @@ from cadx.objectives import LOSSES, build_objective
 from cadx.objectives.feature_heads import categorical_targets
 from cadx.pipeline.items import build_store
 from cadx.pipeline.loaders import ItemDataset
+from cadx.studies.multitask.tables import auc_comparison, case_table
 from cadx.studies.multitask.variants import load_study_config, variant_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,3 +128,29 @@ def test_manifest_categorical_columns_reach_the_loss(tmp_path: Path) -> None:
     model = create_model("multihead", 2, store.in_channels, 2, 2, categories=[3, 2])
     total, parts = build_objective(cfg.objective)(model(batch["image"]), batch)
     assert torch.isfinite(total) and parts["feature_focal"].item() > 0
+
+
+def test_study_case_table_and_paired_auc(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 40
+    y = rng.integers(0, 2, n)
+    p_multi = np.clip(0.3 * y + 0.7 * rng.random(n), 0, 1)
+    p_single = rng.random(n)
+    for v, p in (("multitask", p_multi), ("single", p_single)):
+        (tmp_path / v).mkdir()
+        df = {"study_id": [f"s{i}" for i in range(n)], "patient_id": [f"p{i // 2}" for i in range(n)],
+              "fold": [i % 5 for i in range(n)], "y_true": np.where(y == 1, "malignant", "benign"),
+              "y_pred": np.where(p >= 0.5, "malignant", "benign"), "p_benign": 1 - p, "p_malignant": p}
+        pd.DataFrame(df).iloc[:-1 if v == "single" else None].to_csv(tmp_path / v / "predictions.csv", index=False)
+    cases = case_table(tmp_path, ["benign", "malignant"])
+    assert len(cases) == n - 1  # only the nodules both variants scored
+    assert cases["pred_multitask"].tolist() == (p_multi[:-1] >= 0.5).astype(int).tolist()
+    results = {v: {"pooled": {"auc": 0.5, "ci": {"auc": [0.4, 0.6]}, "n_studies": n}} for v in ("multitask",
+                                                                                                   "single")}
+    auc = auc_comparison(cases, results, n_resamples=300, seed=0)
+    assert auc["variants"]["multitask"]["auc_common"] == pytest.approx(roc_auc_score(y[:-1], p_multi[:-1]))
+    assert auc["auc_difference"] == pytest.approx(roc_auc_score(y[:-1], p_multi[:-1])
+                                                  - roc_auc_score(y[:-1], p_single[:-1]))
+    assert 0.0 <= auc["p_value"] <= 1.0
+    same = cases.assign(p_single=cases["p_multitask"])
+    assert auc_comparison(same, results, n_resamples=100, seed=0)["p_value"] == 1.0

@@ -615,18 +615,20 @@ def study_multitask_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Study folder (multitask/ and single/ runs, report.md, "
                                                         "cases.csv, reader_comparison.csv).")]
     = Path("runs/multitask_lidc"),
+    variants: Annotated[str | None, typer.Option(help="multitask,single (default both; multitask required).")]
+    = None,
     set_: SetList = None,
     threads: Threads = 0,
 ) -> None:
-    from cadx.studies.multitask import load_study_config, run_multitask_study
+    from cadx.studies.multitask import VARIANTS, load_study_config, run_multitask_study
 
     cfg = load_study_config(config, list(set_ or []))
     _threads(threads)
-    m = run_multitask_study(cfg, out_dir)
+    m = run_multitask_study(cfg, out_dir, variants=_split_list(variants) or list(VARIANTS))
     auc = m["study"]["auc"]
     for v, r in auc["variants"].items():
         out.print(f"{v}: AUC {_fmt(r['auc'])} {r['ci']}")
-    out.print(f"paired bootstrap p (multi − single AUC) = {auc['p_value']:.3f}; report: {out_dir / 'report.md'}")
+    out.print(f"paired bootstrap p (multi − single AUC) = {auc['p_value']}; report: {out_dir / 'report.md'}")
 
 
 @_study_command("radiogenomics")

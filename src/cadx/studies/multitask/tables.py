@@ -42,22 +42,24 @@ def _fmt(v: float, lo: float | None = None, hi: float | None = None) -> str:
     return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def case_table(out: Path, classes: list[str]) -> pd.DataFrame:
-    """One row per nodule scored by both variants: ``study_id, patient_id, fold, y`` (1 = ``classes[1]``),
-    ``p_multitask, p_single`` (probability of ``classes[1]``) and ``pred_multitask`` (the run's decision, 0/1)."""
+def case_table(out: Path, classes: list[str], variants: tuple[str, ...] = tuple(VARIANTS)) -> pd.DataFrame:
+    """One row per nodule scored by every variant in ``variants`` (``multitask`` first): ``study_id, patient_id,
+    fold, y`` (1 = ``classes[1]``), ``p_<variant>`` (probability of ``classes[1]``) and ``pred_<variant>`` (the
+    run's decision, 0/1)."""
     pos = classes[1]
     frames = []
-    for v in VARIANTS:
+    for v in variants:
         df = pd.read_csv(out / v / "predictions.csv", dtype={"study_id": str, "patient_id": str})
         keep = df[["study_id", "patient_id", "fold", "y_true"]].copy()
         keep[f"p_{v}"] = df[f"p_{pos}"].astype(float)
         keep[f"pred_{v}"] = (df["y_pred"].astype(str) == pos).astype(int)
         frames.append(keep.set_index("study_id"))
-    a, b = frames
-    both = a.join(b[["p_single", "pred_single"]], how="inner")
+    both = frames[0]
+    for v, f in zip(variants[1:], frames[1:], strict=True):
+        both = both.join(f[[f"p_{v}", f"pred_{v}"]], how="inner")
     both["y"] = (both["y_true"].astype(str) == pos).astype(int)
-    return both.reset_index()[["study_id", "patient_id", "fold", "y", "p_multitask", "p_single", "pred_multitask",
-                               "pred_single"]]
+    return both.reset_index()[["study_id", "patient_id", "fold", "y", *[f"p_{v}" for v in variants],
+                               *[f"pred_{v}" for v in variants]]]
 
 
 def auc_comparison(cases: pd.DataFrame, results: dict[str, dict[str, Any]], n_resamples: int,
@@ -98,7 +100,8 @@ def build_study_outputs(cfg: StudyConfig, out: Path, results: dict[str, dict[str
     st = cfg.study
     exp = variant_config(cfg.experiment, "multitask")
     classes = list(results["multitask"].get("classes") or read_json(out / "multitask" / "metrics.json")["classes"])
-    cases = case_table(out, classes)
+    variants = tuple(v for v in VARIANTS if v in results)
+    cases = case_table(out, classes, variants)
     cohort = load_cohort(exp, out / "multitask")
     ids = cases["study_id"].tolist()
     groups = cases["patient_id"].astype(str).to_numpy()
@@ -106,11 +109,20 @@ def build_study_outputs(cfg: StudyConfig, out: Path, results: dict[str, dict[str
     tables: list[dict[str, Any]] = []
 
     # --- single vs multi-task ------------------------------------------------------------------------------
-    auc = auc_comparison(cases, results, st.bootstrap, st.seed)
+    if "single" in results:
+        auc = auc_comparison(cases, results, st.bootstrap, st.seed)
+        title = (f"Malignancy AUC, pooled out-of-fold ({cfg.experiment.cv.folds} patient folds, the same for both); "
+                 f"paired patient-bootstrap p = {auc['p_value']:.3f}")
+    else:
+        pooled = results["multitask"]["pooled"]
+        auc = {"variants": {"multitask": {"auc": pooled.get("auc"), "ci": (pooled.get("ci") or {}).get("auc")
+                                          or [None, None], "n_studies": pooled.get("n_studies"),
+                                          "sensitivity": pooled.get("sensitivity"),
+                                          "specificity": pooled.get("specificity")}}, "p_value": None}
+        title = (f"Malignancy AUC, pooled out-of-fold ({cfg.experiment.cv.folds} patient folds); the single-task "
+                 "variant was not run")
     study["auc"] = auc
-    tables.append({"title": f"Malignancy AUC, pooled out-of-fold ({cfg.experiment.cv.folds} patient folds, the "
-                            f"same for both); paired patient-bootstrap p = {auc['p_value']:.3f}",
-                   "columns": ["variant", "AUC [95 % CI]", "sensitivity", "specificity", "nodules"],
+    tables.append({"title": title, "columns": ["variant", "AUC [95 % CI]", "sensitivity", "specificity", "nodules"],
                    "rows": [[VARIANTS[v], _fmt(r["auc"], *r["ci"]), _fmt(r["sensitivity"]),
                              _fmt(r["specificity"]), r["n_studies"]] for v, r in auc["variants"].items()]})
 
@@ -199,6 +211,8 @@ def write_notes(cfg: StudyConfig, out: Path, study: dict[str, Any], tables: list
         "- Risk cut-points are the config's, not the thesis's (not printed there); the thyroid ACR TI-RADS size "
         "thresholds applied to lung-nodule diameters only demonstrate the machinery.",
     ]
+    if study["auc"].get("p_value") is None:
+        choices.append("- The single-task variant was not run here: no single- vs multi-task comparison.")
     if not has_readers:
         choices.append("- No per-reader malignancy ratings in this cohort: the reader comparison was skipped.")
     body = []
