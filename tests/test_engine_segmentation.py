@@ -16,10 +16,12 @@ from cadx.data.datasets.base import DATASETS, register_dataset
 from cadx.data.image import ImageData, LazyImage
 from cadx.data.readers import read_image, write_image
 from cadx.data.study import Cohort, Study
+from cadx.errors import CadxDataError
 from cadx.evaluation.overlap import dice
 from cadx.pipeline.seg_items import build_seg_data, image_items, training_items
 from cadx.registry import Options
 from cadx.runs import evaluate_run, run_cv
+from cadx.runs.ensemble import ensemble_runs
 from cadx.runs.predict import predict_study
 from cadx.runs.seg_predict import predict_segmentation
 from cadx.runs.segmentation import final_masks, predict_volume, vote_rows
@@ -303,3 +305,27 @@ def test_noise_robustness_columns(tmp_path: Path) -> None:
     assert noise["3"]["dice_mean"] == pytest.approx(pred["dice_noise_3"].mean())
     lo, hi = noise["3"]["ci_dice_mean"]
     assert lo <= noise["3"]["dice_mean"] <= hi
+
+
+def test_segmentation_ensemble_of_a_run_with_itself_is_the_run(tmp_path: Path) -> None:
+    """`cadx ensemble` of segmentation runs averages slice probabilities: a run with itself gives its own masks
+    and Dice; a second member with another input changes them; runs with other folds are refused."""
+    run = tmp_path / "a"
+    run_cv(seg_config("train.epochs=6"), run)
+    m = ensemble_runs([run, run], tmp_path / "ens")
+    pred = pd.read_csv(run / "predictions.csv").sort_values("study_id")
+    ens = pd.read_csv(tmp_path / "ens" / "predictions.csv").sort_values("study_id")
+    np.testing.assert_allclose(ens["dice"].to_numpy(), pred["dice"].to_numpy())
+    assert m["pooled"]["dice_mean"] == pytest.approx(pred["dice"].mean())
+    for k in (0, 1):
+        with np.load(run / f"fold_{k}" / "pred_masks.npz") as a, np.load(tmp_path / "ens" / f"fold_{k}" /
+                                                                          "pred_masks.npz") as b:
+            assert sorted(a.files) == sorted(b.files) and all((a[f] == b[f]).all() for f in a.files)
+    other = tmp_path / "b"
+    run_cv(seg_config("train.epochs=6", "input.channels=3"), other)      # 2.5D member: 3 slices x 2 channels
+    mixed = ensemble_runs([run, other], tmp_path / "mixed")
+    assert 0.0 <= mixed["pooled"]["dice_mean"] <= 1.0 and len(mixed["run"]["members"]) == 2
+    folds3 = tmp_path / "c"
+    run_cv(seg_config("train.epochs=1", "data.options={n: 6}"), folds3)   # other patients in the folds
+    with pytest.raises(CadxDataError, match="folds differ"):
+        ensemble_runs([run, folds3], tmp_path / "bad")

@@ -25,6 +25,7 @@ from cadx.errors import CadxDataError
 from cadx.evaluation.summary import evaluate_predictions
 from cadx.runs.folder import write_run_report
 from cadx.runs.inference import Decision, combine_decisions, decide_rows
+from cadx.runs.seg_ensemble import ensemble_segmentation
 from cadx.utils import atomic_write_json, atomic_write_text, read_json
 
 __all__ = ["ensemble_decisions", "ensemble_runs", "mean_probabilities"]
@@ -67,11 +68,14 @@ def mean_probabilities(tables: Sequence[pd.DataFrame], sources: Sequence[str] | 
 def ensemble_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, n_bootstrap: int | None = None,
                   seed: int | None = None, report: bool = True) -> dict[str, Any]:
     """Evaluate the equal-weight mean of finished runs' ``predictions.csv`` into ``out_dir``; returns metrics.
+    Segmentation runs go to :func:`cadx.runs.seg_ensemble.ensemble_segmentation` (mean slice probabilities).
 
     ``n_bootstrap``/``seed``: default to the first run's ``eval.bootstrap`` and ``seed`` (its config.yaml).
     """
     t0 = time.perf_counter()
     dirs = [Path(d) for d in run_dirs]
+    if dirs and all((d / "config.yaml").is_file() and load_config(d / "config.yaml").task.segmentation for d in dirs):
+        return ensemble_segmentation(dirs, out_dir, n_bootstrap, seed, report)
     for d in dirs:
         for f in ("predictions.csv", "metrics.json"):
             if not (d / f).is_file():
