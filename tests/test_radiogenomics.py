@@ -185,7 +185,7 @@ def test_dice_table_and_report(study: dict) -> None:
               "RNASeqCluster missing for TCGA_AA_1005"):
         assert s in text, s
     res = json.loads((study["out"] / "results.json").read_text())
-    assert res["cohort"] == {"n_patients": 12, "n_manual": 11, "n_automatic": 11}
+    assert res["cohort"] == {"n_patients": 12, "n_manual": 11, "n_automatic": 10}
 
 
 def test_same_seed_same_result(study: dict) -> None:
