@@ -108,5 +108,5 @@ def test_real_lgg_normal_slices_have_no_tumour_and_no_test_patient() -> None:
     train, test = pids[:2], pids[2:]
     sl = normal_slices(cohort, train, test, size=64, channel=1)
     assert {s.patient_id for s in sl} <= set(train) and not any(s.lesion.any() for s in sl)
-    assert 0 < len(sl) < sum(len(study_slices(s, 64, 1)) for s in cohort.studies if s.patient_id in train)
+    assert 0 < len(sl) < sum(s.metadata["n_slices"] for s in cohort.studies if s.patient_id in train)
     assert all(0.0 <= s.image.min() and s.image.max() <= 1.0 for s in sl)
