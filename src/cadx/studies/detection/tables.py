@@ -79,7 +79,8 @@ def write_tables(cfg: ExperimentConfig, runs: Mapping[str, Path], out_dir: Path,
         "`lesions.csv`, `predictions.csv` (one row per study), `metrics.json`, `splits.json`, `config.yaml`.",
         "- A prediction is a TP when its centre is within max(half the lesion's box diagonal, "
         f"{det.distance_px if det else 0:g} px of the original image)"
-        + (f" and within {det.z_fraction:g} × the volume's slices of the lesion's central slice" if det else "")
+        + (f" and within {det.z_fraction:g} × the volume's slices of the lesion's central slice"
+           if det and per == "volume" else "")
         + "; a second prediction on a detected lesion is neither TP nor FP.",
         "- Lesion-based: every lesion is a target. Patient-based: a patient with a lesion is detected when any "
         "of their lesions is. FPs are counted per " + per + " in both.",
