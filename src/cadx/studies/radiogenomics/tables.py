@@ -159,13 +159,15 @@ def auc_table(features: pd.DataFrame, clinical: pd.DataFrame, cfg: Radiogenomics
 def power_table(features: pd.DataFrame, cfg: RadiogenomicsConfig, columns: Sequence[str] | None = None
                 ) -> pd.DataFrame:
     """Simulated power of the quartile-binned Fisher test for each hypothesis column (or ``columns``), with the
-    cluster counts of the manual-mask patients (or the automatic ones when there are no manual features):
+    cluster counts of the manual-mask patients with features (or the automatic ones when there are no manual
+    features):
     ``column, n, counts, delta, auc, power_bonferroni, power_alpha, simulations`` (see the module docstring);
     Bonferroni over all ``cfg.hypotheses``."""
     if cfg.power_simulations <= 0:
         return pd.DataFrame()
     src = "manual" if (features["source"] == "manual").any() else "automatic"
     f = features[features["source"] == src]
+    f = f[f[["asd", "inv_bevr", "mf"]].notna().any(axis=1)]  # patients who enter at least one test
     rng = np.random.default_rng(cfg.seed)
     m = len(cfg.hypotheses)
     rows = []
