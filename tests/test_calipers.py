@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import shared_path
 from PIL import Image
 
 from cadx.classical.calipers import (
@@ -43,6 +42,7 @@ from cadx.pipeline.ultrasound import (
 from cadx.studies.calipers import load_calipers_config, read_annotations, train_unet
 from cadx.studies.calipers.study import group_folds
 from cadx.studies.calipers.tables import _paired, group_bootstrap, holm
+from conftest import shared_path
 
 ANNOTATIONS = Path(__file__).parent / "data" / "busi_calipers.csv"
 
@@ -262,6 +262,7 @@ def test_crop_pad_square_and_point_mapping() -> None:
     mask[28:33, 38:43] = 1  # centred on (x 40, y 30)
     roi = ultrasound_roi(img, [mask], size=35, points=[[40, 30]])
     assert roi.box == (10, 5, 50, 75) and roi.pad == (15, 0) and roi.scale == pytest.approx(0.5)
+    assert roi.points is not None
     x, y = roi.points[0]
     assert (x, y) == pytest.approx(((40 - 5 + 0.5) * 0.5 - 0.5, (30 - 10 + 15 + 0.5) * 0.5 - 0.5))
     ys, xs = np.nonzero(roi.masks[0])
@@ -283,7 +284,7 @@ def test_fit_zscore_uses_all_training_pixels() -> None:
 def test_config_errors_name_the_field(tmp_path: Path) -> None:
     p = tmp_path / "c.yaml"
     p.write_text("train: {size: 8}\n")
-    with pytest.raises(CadxConfigError, match="field train.size"):
+    with pytest.raises(CadxConfigError, match=r"field train\.size"):
         load_calipers_config(p)
     p.write_text("modes: [approx, nope]\n")
     with pytest.raises(CadxConfigError, match="unknown mode"):
@@ -327,7 +328,7 @@ def test_train_unet_same_seed_same_result() -> None:
     tr, va = np.arange(8), np.arange(8, 10)
     outs = []
     for _ in range(2):
-        model, mean, std, hist = train_unet(items, tr, va, "expert+approx", cfg, seed=3)
+        _model, mean, _std, hist = train_unet(items, tr, va, "expert+approx", cfg, seed=3)
         outs.append([h["val_loss"] for h in hist])
     assert outs[0] == outs[1] and len(outs[0]) == 2
     assert mean == pytest.approx(float(img[:8].mean()), rel=1e-5)
