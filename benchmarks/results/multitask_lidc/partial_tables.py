@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cadx.evaluation.metrics import roc_auc
 from cadx.evaluation.bootstrap import bootstrap_ci
+from cadx.evaluation.metrics import roc_auc
 from cadx.evaluation.readers import compare_readers
 from cadx.evaluation.risk import level_table, recommend, recommendation_metrics, risk_levels
 from cadx.report.studies import markdown_table
