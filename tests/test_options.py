@@ -61,7 +61,8 @@ def test_defaults_are_those_of_the_former_factory_signatures() -> None:
     assert defaults(MODELS, "cnn3d")["fc_dims"] == (256, 128) and defaults(MODELS, "sdl")["dropout"] == 0.5
     assert defaults(MODELS, "hc_svm") == {"kernel": "linear", "C": 1.0, "lbp_patch": 64, "hog_patch": 32,
                                           "size": 192}
-    assert defaults(DATASETS, "lidc") == {"labelling": "mtmr", "aggregate": "mean", "rescale_attributes": None}
+    assert defaults(DATASETS, "lidc") == {"labelling": "mtmr", "aggregate": "mean", "rescale_attributes": None,
+                                          "attribute_aggregate": None}  # A.6: the heads' own aggregation
     assert defaults(DATASETS, "mednist") == {"group": "dedup", "dedup_threshold": DEFAULT_THRESHOLD,
                                              "dedup_min_ncc": DEFAULT_MIN_NCC, "cache": True}
 

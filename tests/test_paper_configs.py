@@ -28,8 +28,14 @@ SMOKES: dict[str, tuple[str | None, list[str]]] = {
     "scnet_busi": ("busi", ["data.max_patients=12", "cv.folds=2", "input.size=64"]),
     "scnet_lgg": ("lgg", ["data.max_patients=4", "cv.folds=2", "input.size=48"]),
     "unet_lgg": ("lgg", ["data.max_patients=4", "cv.folds=2", "input.size=64"]),
+    "unet_lgg_recipe": ("lgg", ["data.max_patients=4", "cv.folds=2", "input.size=48"]),
+    "detection_lgg": ("lgg", ["data.max_patients=6", "cv.folds=2"]),
+    "detection_busi": ("busi", ["data.max_patients=16", "cv.folds=2"]),
 }
-RUN_KIND_CONFIGS = sorted(p.stem for p in PAPERS.glob("*.yaml") if "experiment:" not in p.read_text())
+#: Study files (each read by its study's config type; tests/test_config.py checks them).
+STUDY_FILES = ["anomaly_busi", "anomaly_lgg", "calipers_busi", "imbalance_mednist", "multitask_lidc",
+               "radiogenomics_lgg"]
+RUN_KIND_CONFIGS = sorted(p.stem for p in PAPERS.glob("*.yaml") if p.stem not in STUDY_FILES)
 
 
 def test_every_run_config_has_a_smoke() -> None:
@@ -48,14 +54,17 @@ def test_paper_config_smoke(name: str, tmp_path: Path) -> None:
         assert (run / f).is_file(), f
     n_folds = len(read_json(run / "splits.json")["folds"])
     assert len(list(run.glob("fold_*/DONE"))) == n_folds >= 1
+    if cfg.detection is not None:                                 # FROC: sensitivity at 1/2/4/8 FP per image
+        sens = metrics["lesion"]["sensitivity"]
+        assert sens and all(0.0 <= v <= 1.0 for v in sens.values())
+        return
     pooled = metrics["pooled"]
     key = "dice_mean" if cfg.segmentation is not None else "accuracy"
     assert math.isfinite(pooled[key]) and 0.0 <= pooled[key] <= 1.0
 
 
-def test_the_study_configs_are_the_imbalance_grid_only() -> None:
-    studies = sorted(p.stem for p in PAPERS.glob("*.yaml") if "experiment:" in p.read_text())
-    assert studies == ["imbalance_mednist"]
+def test_every_paper_config_is_a_run_or_a_listed_study_file() -> None:
+    assert sorted(p.stem for p in PAPERS.glob("*.yaml")) == sorted([*SMOKES, *STUDY_FILES])
 
 
 @pytest.mark.slow
