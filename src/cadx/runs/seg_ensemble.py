@@ -81,9 +81,9 @@ def ensemble_segmentation(run_dirs: Sequence[str | Path], out_dir: str | Path, n
         test = set(fold["test"])
         members = [load_models([d / f"fold_{k}"], int(data.store.images.shape[1]))[0] for d, data in zip(dirs, datas,
                                                                                                        strict=True)]
-        train_sd = [float(data.store.images[np.isin(data.store.study, [i for i, p in enumerate(data.store.patient_ids)
-                                                                      if p in set(fold["train"])])].std())
-                    for data in datas]
+        train = set(fold["train"])
+        train_studies = [i for i, p in enumerate(datas[0].store.patient_ids) if p in train]
+        train_sd = [float(data.store.images[np.isin(data.store.study, train_studies)].std()) for data in datas]
         masks: dict[str, np.ndarray] = {}
         gen = torch.Generator().manual_seed(int(cfg0.seed) * 1000 + k)
         for s, pid in enumerate(datas[0].store.patient_ids):
