@@ -5,7 +5,20 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all lint clean
+.PHONY: setup system demo test test-all lint clean
+
+# Debian packages the reading-room tests drive: Orthanc + its DICOMweb plugin (PACS round trip), Chromium
+# (Playwright browser tests), PostgreSQL (the department storage test). Installed when missing and apt-get is usable.
+SYSPKGS := orthanc orthanc-dicomweb chromium postgresql
+system:
+	@missing=$$(for p in $(SYSPKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages: $$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null || \
+	      (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null); \
+	  else echo "missing Debian packages (tests that need them are skipped): $$missing"; fi; \
+	fi
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,7 +30,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) system
 
 demo: setup
 	$(BIN)/cadx demo --out runs/demo
