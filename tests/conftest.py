@@ -23,6 +23,11 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Markers registered here (pyproject's list is for the whole project; ``--strict-markers`` is on)."""
+    config.addinivalue_line("markers", "browser: drives Debian's Chromium through Playwright (skipped without it)")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return shared_path()
