@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"cadx", "cadx.errors", "cadx.utils"},
     {"cadx.registry", "cadx.config"},
     {"cadx.data"},
-    {"cadx.evaluation", "cadx.classical", "cadx.pipeline"},
+    {"cadx.evaluation", "cadx.classical", "cadx.pipeline", "cadx.dicom"},
     {"cadx.models", "cadx.objectives"},
     {"cadx.training", "cadx.explain"},
     {"cadx.report"},
