@@ -3,8 +3,9 @@
 A resample draws the *groups* (patients) with replacement and keeps every study of each drawn patient, as
 often as the patient was drawn. This is represented as an integer weight per study, so the metrics of
 :mod:`cadx.evaluation.metrics` that have a weighted, vectorised twin here (accuracy, roc_auc, sensitivity,
-specificity, precision, f1_score, also through ``functools.partial``) run all resamples at once; any
-other ``metric_fn(y_true, y_score_or_pred) -> float`` works through an exact (slower) per-resample loop.
+specificity, precision, npv, f1_score, also through ``functools.partial``, e.g. with ``positive=0``) run all
+resamples at once; any other ``metric_fn(y_true, y_score_or_pred) -> float`` works through an exact (slower)
+per-resample loop.
 Resamples whose ``y_true`` holds a single class are skipped (optional) and so are resamples where the
 metric is undefined (NaN); both are counted.
 """
@@ -86,10 +87,10 @@ def _weighted_cm(t: NDArray, p: NDArray, k: int, W: NDArray) -> NDArray:
 
 
 def _b_confusion_metric(name: str) -> Callable[..., NDArray]:
-    def fn(t: NDArray, p: Any, W: NDArray, n_classes: int | None = None) -> NDArray:
+    def fn(t: NDArray, p: Any, W: NDArray, n_classes: int | None = None, positive: int = 1) -> NDArray:
         t, p, k = M._pair(t, p, n_classes)
         vals = M.ovr_from_confusion(_weighted_cm(t, p, k, W))[name]
-        return vals[:, 1] if k == 2 else np.asarray(M._nanmean(vals, axis=1))
+        return vals[:, M.check_positive(positive, k)] if k == 2 else np.asarray(M._nanmean(vals, axis=1))
     return fn
 
 
@@ -106,12 +107,13 @@ def _b_auc_1d(pos: NDArray[np.bool_], score: NDArray, W: NDArray) -> NDArray:
     return M._div(num, P.sum(1) * N.sum(1))
 
 
-def _b_roc_auc(t: NDArray, proba: Any, W: NDArray) -> NDArray:
+def _b_roc_auc(t: NDArray, proba: Any, W: NDArray, positive: int = 1) -> NDArray:
     t = M.check_labels(t)
     p = M.check_proba(proba, t.size)
     M.check_labels(t, n_classes=p.shape[1])
     if p.shape[1] == 2:
-        return _b_auc_1d(t == 1, p[:, 1], W)
+        pos = M.check_positive(positive, 2)
+        return _b_auc_1d(t == pos, p[:, pos], W)
     aucs = np.stack([_b_auc_1d(t == c, p[:, c], W) for c in range(p.shape[1])], axis=1)
     return aucs.mean(1)  # NaN when any class is absent, like roc_auc
 
@@ -122,6 +124,7 @@ _BATCHED: dict[Callable[..., Any], Callable[..., NDArray]] = {
     M.sensitivity: _b_confusion_metric("sensitivity"),
     M.specificity: _b_confusion_metric("specificity"),
     M.precision: _b_confusion_metric("precision"),
+    M.npv: _b_confusion_metric("npv"),
     M.f1_score: _b_confusion_metric("f1"),
 }
 

@@ -3,8 +3,10 @@
 Conventions (all functions):
 - ``y_true`` / ``y_pred``: 1-D integer (or bool) arrays of class indices in ``[0, n_classes)``, shape ``(N,)``.
 - ``proba``: ``(N, K)`` class probabilities (column ``k`` = class ``k``) or, for binary problems, a 1-D score
-  ``(N,)`` for the positive class (index 1).
-- Binary problems: the positive class is index 1 (``sensitivity`` = recall of class 1).
+  ``(N,)`` for class index 1.
+- Binary problems: the positive class is ``positive`` (default index 1; ``eval.positive`` names it, e.g. BreastMNIST's
+  ``malignant`` = index 0): ``sensitivity`` = recall of that class, ``specificity`` = recall of the other,
+  ``precision`` = PPV, ``npv`` = NPV, and the binary AUC ranks ``proba[:, positive]`` for that class.
 - Multi-class problems: one-vs-rest per class, summaries are unweighted (macro) means (DMRN Tables 2–3,
   thesis A.2).
 - Wrong shapes, non-integer labels or labels out of range raise ``ValueError``; nothing is reshaped or cast.
@@ -29,9 +31,11 @@ __all__ = [
     "accuracy",
     "binary_metrics",
     "check_labels",
+    "check_positive",
     "check_proba",
     "confusion_matrix",
     "f1_score",
+    "npv",
     "ovr_auc",
     "per_class_metrics",
     "precision",
@@ -116,8 +120,8 @@ def _div(num: NDArray, den: NDArray) -> NDArray[np.float64]:
 def ovr_from_confusion(cm: NDArray) -> dict[str, NDArray[np.float64]]:
     """One-vs-rest rates from confusion matrices ``(..., K, K)``; each value has shape ``(..., K)``.
 
-    Works on integer counts or on (bootstrap) weights. Keys: sensitivity, specificity, precision, f1,
-    support (true count per class).
+    Works on integer counts or on (bootstrap) weights. Keys: sensitivity, specificity, precision, npv
+    (TN/(TN+FN)), f1, support (true count per class).
     """
     cm = np.asarray(cm, dtype=np.float64)
     tp = np.diagonal(cm, axis1=-2, axis2=-1)
@@ -131,6 +135,7 @@ def ovr_from_confusion(cm: NDArray) -> dict[str, NDArray[np.float64]]:
         "sensitivity": _div(tp, tp + fn),
         "specificity": _div(tn, tn + fp),
         "precision": _div(tp, tp + fp),
+        "npv": _div(tn, tn + fn),
         "f1": _div(2 * tp, 2 * tp + fp + fn),
         "support": support,
     }
@@ -163,38 +168,54 @@ def per_class_metrics(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int) -> d
     }
 
 
-def _summary_metric(name: str, y_true: ArrayLike, y_pred: ArrayLike, n_classes: int | None) -> float:
+def check_positive(positive: int, k: int) -> int:
+    """The binary positive class index: 0 or 1 (ValueError otherwise); ignored (returned as is) when ``k > 2``."""
+    if k == 2 and positive not in (0, 1):
+        raise ValueError(f"positive must be class index 0 or 1 for a binary problem, got {positive!r}")
+    return int(positive)
+
+
+def _summary_metric(name: str, y_true: ArrayLike, y_pred: ArrayLike, n_classes: int | None,
+                    positive: int = 1) -> float:
     t, p, k = _pair(y_true, y_pred, n_classes)
     vals = ovr_from_confusion(confusion_matrix(t, p, k))[name]
-    return float(vals[1]) if k == 2 else float(_nanmean(vals))
+    return float(vals[check_positive(positive, k)]) if k == 2 else float(_nanmean(vals))
 
 
-def sensitivity(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int | None = None) -> float:
-    """Binary: recall of class 1. Multi-class: macro mean of one-vs-rest recalls. NaN when undefined."""
-    return _summary_metric("sensitivity", y_true, y_pred, n_classes)
+def sensitivity(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int | None = None, positive: int = 1) -> float:
+    """Binary: recall of class ``positive``. Multi-class: macro mean of one-vs-rest recalls. NaN when undefined."""
+    return _summary_metric("sensitivity", y_true, y_pred, n_classes, positive)
 
 
-def specificity(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int | None = None) -> float:
-    """Binary: TN/(TN+FP) for positive class 1. Multi-class: macro mean of one-vs-rest specificities."""
-    return _summary_metric("specificity", y_true, y_pred, n_classes)
+def specificity(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int | None = None, positive: int = 1) -> float:
+    """Binary: TN/(TN+FP) for class ``positive``. Multi-class: macro mean of one-vs-rest specificities."""
+    return _summary_metric("specificity", y_true, y_pred, n_classes, positive)
 
 
-def precision(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int | None = None) -> float:
-    """Binary: precision of class 1. Multi-class: macro mean. NaN when nothing is predicted positive."""
-    return _summary_metric("precision", y_true, y_pred, n_classes)
+def precision(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int | None = None, positive: int = 1) -> float:
+    """Binary: precision (PPV) of class ``positive``. Multi-class: macro mean. NaN when nothing is predicted
+    positive."""
+    return _summary_metric("precision", y_true, y_pred, n_classes, positive)
 
 
-def f1_score(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int | None = None) -> float:
-    """Binary: F1 = 2TP/(2TP+FP+FN) of class 1. Multi-class: macro mean of per-class F1."""
-    return _summary_metric("f1", y_true, y_pred, n_classes)
+def npv(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int | None = None, positive: int = 1) -> float:
+    """Binary: negative predictive value TN/(TN+FN) for class ``positive``. Multi-class: macro mean of the
+    one-vs-rest NPVs. NaN when nothing is predicted negative."""
+    return _summary_metric("npv", y_true, y_pred, n_classes, positive)
 
 
-def binary_metrics(y_true: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
-    """Accuracy, sensitivity, specificity, precision, F1 of the positive class (index 1) for 0/1 labels."""
+def f1_score(y_true: ArrayLike, y_pred: ArrayLike, n_classes: int | None = None, positive: int = 1) -> float:
+    """Binary: F1 = 2TP/(2TP+FP+FN) of class ``positive``. Multi-class: macro mean of per-class F1."""
+    return _summary_metric("f1", y_true, y_pred, n_classes, positive)
+
+
+def binary_metrics(y_true: ArrayLike, y_pred: ArrayLike, positive: int = 1) -> dict[str, float]:
+    """Accuracy, sensitivity, specificity, precision (PPV), NPV, F1 of class ``positive`` for 0/1 labels."""
     t, p, _ = _pair(y_true, y_pred, 2)
+    pos = check_positive(positive, 2)
     ovr = ovr_from_confusion(confusion_matrix(t, p, 2))
     out = {"accuracy": accuracy(t, p)}
-    out.update({m: float(ovr[m][1]) for m in ("sensitivity", "specificity", "precision", "f1")})
+    out.update({m: float(ovr[m][pos]) for m in ("sensitivity", "specificity", "precision", "npv", "f1")})
     return out
 
 
@@ -217,10 +238,11 @@ def ovr_auc(y_true: ArrayLike, proba: ArrayLike) -> NDArray[np.float64]:
     return np.array([_auc_1d(t == c, p[:, c]) for c in range(k)])
 
 
-def roc_auc(y_true: ArrayLike, proba: ArrayLike) -> float:
+def roc_auc(y_true: ArrayLike, proba: ArrayLike, positive: int = 1) -> float:
     """ROC AUC (trapezoid rule, equal to scikit-learn's ``roc_auc_score``).
 
-    Binary (``proba`` ``(N, 2)`` or a 1-D positive-class score): AUC of ``proba[:, 1]`` for class 1.
+    Binary (``proba`` ``(N, 2)`` or a 1-D score of class 1): AUC of ``proba[:, positive]`` for class ``positive``
+    (for probabilities that sum to 1 the same number for either class; it differs for other scores).
     Multi-class ``(N, K)``: unweighted mean of the K one-vs-rest AUCs (thesis A.2; sklearn
     ``multi_class="ovr", average="macro"``). Returns NaN with a ``UserWarning`` when only one class is
     present (binary) or when any class is absent from ``y_true`` (multi-class: its AUC is undefined).
@@ -230,7 +252,8 @@ def roc_auc(y_true: ArrayLike, proba: ArrayLike) -> float:
     k = p.shape[1]
     check_labels(t, n_classes=k)
     if k == 2:
-        val = _auc_1d(t == 1, p[:, 1])
+        pos = check_positive(positive, 2)
+        val = _auc_1d(t == pos, p[:, pos])
         if np.isnan(val):
             warnings.warn("roc_auc: only one class present in y_true; AUC is undefined (NaN)", stacklevel=2)
         return val

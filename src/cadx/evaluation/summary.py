@@ -20,7 +20,7 @@ from cadx.evaluation import metrics as M
 from cadx.evaluation.bootstrap import bootstrap_ci, bootstrap_mean_ci
 from cadx.evaluation.thresholds import decide
 
-__all__ = ["class_key", "evaluate_predictions"]
+__all__ = ["class_key", "evaluate_predictions", "positive_index"]
 
 _CI_METRICS = ("accuracy", "auc", "sensitivity", "specificity", "f1")
 
@@ -34,6 +34,21 @@ def class_key(v: Any) -> str:
     if s.endswith(".0") and s[:-2].lstrip("-").isdigit():
         return s[:-2]
     return s
+
+
+def positive_index(positive: int | str | None, classes: Sequence[str]) -> int:
+    """Index of the binary positive class: ``None`` → 1; a class name → its index; an integer (or its string, for
+    numeric class names absent from ``classes``) → itself when in range. Multi-class: 1 (unused). A bad value is a
+    CadxDataError naming ``eval.positive`` and the classes."""
+    names = [str(c) for c in classes]
+    if positive is None or len(names) != 2:
+        return 1
+    if str(positive) in names:
+        return names.index(str(positive))
+    if isinstance(positive, int | np.integer) and 0 <= int(positive) < 2:
+        return int(positive)
+    raise CadxDataError(f"{positive!r} is neither a class name nor an index of the classes {names}",
+                        field="eval.positive")
 
 
 def _labels(df: pd.DataFrame, classes: Sequence[str], col: str = "y_true") -> np.ndarray:
@@ -61,25 +76,27 @@ def _priors(priors: Sequence[float] | Mapping[str, float] | None, classes: Seque
 
 
 def _predict(df: pd.DataFrame, proba: np.ndarray, classes: Sequence[str], decision: str,
-             priors: Any, threshold: float | None) -> np.ndarray:
+             priors: Any, threshold: float | None, positive: int = 1) -> np.ndarray:
     if decision == "given":
         if "y_pred" not in df.columns:
             raise CadxDataError("decision='given' needs a y_pred column", field="y_pred")
         return _labels(df, classes, "y_pred")
-    return decide(proba, decision, priors=priors, threshold=threshold)  # type: ignore[arg-type]
+    return decide(proba, decision, priors=priors, threshold=threshold, positive=positive)  # type: ignore[arg-type]
 
 
 def _classification(y: np.ndarray, proba: np.ndarray, pred: np.ndarray, classes: Sequence[str],
-                    groups: np.ndarray, n_bootstrap: int, alpha: float, seed: int) -> dict[str, Any]:
+                    groups: np.ndarray, n_bootstrap: int, alpha: float, seed: int,
+                    positive: int = 1) -> dict[str, Any]:
     k = len(classes)
     pcm = M.per_class_metrics(y, pred, k)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         aucs = M.ovr_auc(y, proba)
-        auc = M.roc_auc(y, proba)
-    pos = 1 if k == 2 else None
-    headline = {m: (pcm["per_class"][m][1] if pos else pcm["macro"][m])
+        auc = M.roc_auc(y, proba, positive=positive) if k == 2 else M.roc_auc(y, proba)
+    pos = M.check_positive(positive, k) if k == 2 else None
+    headline = {m: (pcm["per_class"][m][pos] if pos is not None else pcm["macro"][m])
                 for m in ("sensitivity", "specificity", "precision", "f1")}
+    headline["npv"] = M.npv(y, pred, k, positive=positive)
     out: dict[str, Any] = {"accuracy": pcm["accuracy"], "auc": auc, **headline}
     out["per_class"] = {
         str(c): {"sensitivity": pcm["per_class"]["sensitivity"][i],
@@ -88,15 +105,18 @@ def _classification(y: np.ndarray, proba: np.ndarray, pred: np.ndarray, classes:
                  "auc": float(aucs[i]), "support": pcm["support"][i]}
         for i, c in enumerate(classes)}
     out["classes"] = [str(c) for c in classes]
+    if pos is not None:
+        out["positive"] = str(classes[pos])
     out["confusion_matrix"] = M.confusion_matrix(y, pred, k).tolist()
     ci: dict[str, list[float]] = {}
     skipped: dict[str, int] = {}
     if n_bootstrap > 0:
         fns: dict[str, tuple[Any, np.ndarray]] = {
-            "accuracy": (M.accuracy, pred), "auc": (M.roc_auc, proba),
-            "sensitivity": (functools.partial(M.sensitivity, n_classes=k), pred),
-            "specificity": (functools.partial(M.specificity, n_classes=k), pred),
-            "f1": (functools.partial(M.f1_score, n_classes=k), pred)}
+            "accuracy": (M.accuracy, pred),
+            "auc": (functools.partial(M.roc_auc, positive=positive) if k == 2 else M.roc_auc, proba),
+            "sensitivity": (functools.partial(M.sensitivity, n_classes=k, positive=positive), pred),
+            "specificity": (functools.partial(M.specificity, n_classes=k, positive=positive), pred),
+            "f1": (functools.partial(M.f1_score, n_classes=k, positive=positive), pred)}
         for name in _CI_METRICS:
             fn, arg = fns[name]
             with warnings.catch_warnings():
@@ -111,11 +131,11 @@ def _classification(y: np.ndarray, proba: np.ndarray, pred: np.ndarray, classes:
 
 def _block(df: pd.DataFrame, classes: Sequence[str], proba: np.ndarray | None, y: np.ndarray | None,
            pred: np.ndarray | None, n_bootstrap: int, alpha: float, seed: int,
-           attribute_ranges: Mapping[str, Sequence[float]] | None) -> dict[str, Any]:
+           attribute_ranges: Mapping[str, Sequence[float]] | None, positive: int = 1) -> dict[str, Any]:
     groups = df["patient_id"].astype(str).to_numpy()
     out: dict[str, Any] = {"n_studies": len(df), "n_patients": int(pd.unique(groups).size)}
     if classes and y is not None and proba is not None and pred is not None:
-        out.update(_classification(y, proba, pred, classes, groups, n_bootstrap, alpha, seed))
+        out.update(_classification(y, proba, pred, classes, groups, n_bootstrap, alpha, seed, positive))
     else:
         out["ci"] = {}
     attrs = [c[5:] for c in df.columns if c.startswith("pred_") and f"true_{c[5:]}" in df.columns]
@@ -140,7 +160,7 @@ def evaluate_predictions(df: pd.DataFrame, classes: Sequence[str], *, n_bootstra
                          decision: str = "argmax", priors: Sequence[float] | Mapping[str, float] | None = None,
                          threshold: float | None = None,
                          attribute_ranges: Mapping[str, Sequence[float]] | None = None,
-                         alpha: float = 0.05) -> dict[str, Any]:
+                         alpha: float = 0.05, positive: int | str = 1) -> dict[str, Any]:
     """Metrics of a study-level predictions table, pooled over folds and per fold.
 
     ``classes``: class names in index order (``p_<class>`` columns must exist); empty for a
@@ -148,12 +168,14 @@ def evaluate_predictions(df: pd.DataFrame, classes: Sequence[str], *, n_bootstra
     frequencies, sequence or {class: p}) | ``youden`` (``threshold`` fitted on validation data) |
     ``given`` (use the table's ``y_pred`` column, e.g. after vote aggregation).
     ``attribute_ranges`` {attr: [lo, hi]} maps [0,1] attribute scores back for ABE.
-    Binary: sensitivity/specificity/precision/F1 of class index 1; multi-class: macro means.
+    Binary: sensitivity/specificity/precision (PPV)/NPV/F1 and the AUC of the class ``positive`` (index or class
+    name, ``eval.positive``; default index 1), a ``threshold`` applies to its probability; multi-class: macro means
+    (``positive`` ignored).
     CIs: percentile bootstrap over patients (``n_bootstrap`` resamples, 0 = none), same seed for all.
 
     Returns ``{"pooled": block, "folds": {str(k): block}, "n_studies", "n_patients", "classes",
     "decision", "bootstrap"}``; a block has ``n_studies, n_patients, accuracy, auc, sensitivity,
-    specificity, precision, f1, per_class, classes, confusion_matrix, ci {metric: [lo, hi]},
+    specificity, precision, npv, f1, per_class, classes, positive (binary), confusion_matrix, ci {metric: [lo, hi]},
     bootstrap_skipped`` and, when present, ``abe``, ``abe_scale``, ``dice_mean``, ``dice_median``,
     ``n_dice``. Undefined values are NaN (``null`` in JSON).
     """
@@ -164,6 +186,7 @@ def evaluate_predictions(df: pd.DataFrame, classes: Sequence[str], *, n_bootstra
         raise CadxDataError("study_id is duplicated; aggregate slice rows first", field="study_id")
     classes = [str(c) for c in classes]
     proba = y = pred = None
+    pos_idx = 1
     pri = _priors(priors, classes)
     if classes:
         if len(classes) < 2:
@@ -176,8 +199,9 @@ def evaluate_predictions(df: pd.DataFrame, classes: Sequence[str], *, n_bootstra
         if not np.isfinite(proba).all():
             raise CadxDataError("probability columns contain NaN/inf", field="p_<class>")
         y = _labels(df, classes)
-        pred = _predict(df, proba, classes, decision, pri, threshold)
-    args = (n_bootstrap, alpha, seed, attribute_ranges)
+        pos_idx = positive_index(positive, classes)
+        pred = _predict(df, proba, classes, decision, pri, threshold, pos_idx)
+    args = (n_bootstrap, alpha, seed, attribute_ranges, pos_idx)
     result: dict[str, Any] = {"pooled": _block(df, classes, proba, y, pred, *args), "folds": {}}
     if "fold" in df.columns:
         for k in sorted(pd.unique(df["fold"])):
@@ -189,6 +213,8 @@ def evaluate_predictions(df: pd.DataFrame, classes: Sequence[str], *, n_bootstra
     result["n_studies"] = result["pooled"]["n_studies"]
     result["n_patients"] = result["pooled"]["n_patients"]
     result["classes"] = classes
+    if len(classes) == 2:
+        result["positive"] = classes[pos_idx]
     result["decision"] = {"rule": decision, "threshold": threshold,
                           "priors": None if pri is None else [float(v) for v in np.asarray(pri)]}
     result["bootstrap"] = {"n_resamples": n_bootstrap, "alpha": alpha, "seed": seed, "unit": "patient"}
