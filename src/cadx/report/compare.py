@@ -9,6 +9,7 @@ import pandas as pd
 
 from cadx.evaluation.bootstrap import paired_bootstrap_pvalue
 from cadx.evaluation.metrics import accuracy, roc_auc
+from cadx.evaluation.multiplicity import bonferroni, format_p, holm
 from cadx.evaluation.summary import class_key
 from cadx.report.runs import RunData
 from cadx.report.tables import Table, fmt
@@ -37,14 +38,17 @@ def _study_table(run: RunData) -> pd.DataFrame | None:
 
 def paired_table(runs: Sequence[RunData], n_resamples: int = 2000, seed: int = 0) -> Table | None:
     """Each run against the first one on their common studies: ΔAUC, ΔAcc and two-sided paired bootstrap
-    p-values (patients resampled). None when fewer than two runs share classes and study ids."""
+    p-values (patients resampled), each with its Holm and Bonferroni adjustment. The family is every p-value of
+    the table (AUC and accuracy of every run: ``2 × (runs − 1)`` comparisons at most, NaN not counted) — our choice,
+    the most conservative one; the note states it. p-values are printed by :func:`format_p` (``< 0.001``).
+    None when fewer than two runs share classes and study ids."""
     if len(runs) < 2:
         return None
     ref = runs[0]
     base = _study_table(ref)
     if base is None:
         return None
-    rows = []
+    rows: list[tuple[str, int, float, float, float, float]] = []
     for r in runs[1:]:
         other = _study_table(r)
         if other is None or r.classes != ref.classes:
@@ -66,9 +70,17 @@ def paired_table(runs: Sequence[RunData], n_resamples: int = 2000, seed: int = 0
         d_acc = accuracy(y, db) - accuracy(y, da)
         p_auc = paired_bootstrap_pvalue(roc_auc, y, pb, pa, groups, n_resamples, seed)
         p_acc = paired_bootstrap_pvalue(accuracy, y, db, da, groups, n_resamples, seed)
-        rows.append([r.name, fmt(len(common)), fmt(d_auc), fmt(p_auc), fmt(d_acc), fmt(p_acc)])
+        rows.append((r.name, len(common), d_auc, p_auc, d_acc, p_acc))
     if not rows:
         return None
+    raw = np.array([p for row in rows for p in (row[3], row[5])], dtype=np.float64)
+    adj_h, adj_b = holm(raw).reshape(-1, 2), bonferroni(raw).reshape(-1, 2)
+    m = int(np.isfinite(raw).sum())
+    cells = [[name, fmt(n), fmt(d_auc), format_p(p_auc), format_p(adj_h[i, 0]), format_p(adj_b[i, 0]), fmt(d_acc),
+              format_p(p_acc), format_p(adj_h[i, 1]), format_p(adj_b[i, 1])]
+             for i, (name, n, d_auc, p_auc, d_acc, p_acc) in enumerate(rows)]
     return Table(f"Paired bootstrap comparison with {ref.name} (same studies)",
-                 ["Run", "Studies", "ΔAUC", "p (AUC)", "ΔAcc", "p (Acc)"], rows,
-                 note=f"Δ = run − {ref.name}; two-sided p from {n_resamples} patient resamples.")
+                 ["Run", "Studies", "ΔAUC", "p (AUC)", "p Holm (AUC)", "p Bonferroni (AUC)", "ΔAcc", "p (Acc)",
+                  "p Holm (Acc)", "p Bonferroni (Acc)"], cells,
+                 note=f"Δ = run − {ref.name}; two-sided p from {n_resamples} patient resamples. Holm and Bonferroni "
+                      f"adjust over all {m} p-values of this table (AUC and accuracy of every run).")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cadx.evaluation import multiplicity
 from cadx.report.studies import markdown_table, new_figure, save_figure, write_study_notes
 from cadx.utils import atomic_write_json, read_json
 
@@ -38,16 +39,9 @@ def group_bootstrap(values: np.ndarray, groups: np.ndarray, stat: Callable[[np.n
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1), in the input order."""
-    p = np.asarray(pvalues, float)
-    m = len(p)
-    order = np.argsort(p, kind="stable")
-    adj = np.empty(m)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        adj[i] = running
-    return adj.tolist()
+    """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1), in the input order
+    (:func:`cadx.evaluation.multiplicity.holm`)."""
+    return [float(v) for v in multiplicity.holm(pvalues)]
 
 
 def _paired(a: np.ndarray, b: np.ndarray, groups: np.ndarray, n: int, seed: int) -> dict[str, Any]:
@@ -150,10 +144,13 @@ def write_tables(cfg: Any, out: Path, df: pd.DataFrame, lc: pd.DataFrame, second
     mode_tab = markdown_table(["mode", "n", "Dice mean [95% CI]", "Dice median [95% CI]"],
                               [[r["mode"], r["n"], f"{_f(r['dice_mean'])} {_f(r['dice_mean_ci'])}",
                                 f"{_f(r['dice_median'])} {_f(r['dice_median_ci'])}"] for r in summary["modes"]])
-    pair_tab = markdown_table(["a − b", "n", "mean diff [95% CI]", "median diff", "wins/losses", "p", "p (Holm)"],
+    p_bonf = multiplicity.bonferroni([r["p"] for r in summary["paired"]])
+    pair_tab = markdown_table(["a − b", "n", "mean diff [95% CI]", "median diff", "wins/losses", "p", "p (Holm)",
+                               "p (Bonferroni)"],
                               [[f"{r['a']} − {r['b']}", r["n"], f"{_f(r['diff_mean'])} {_f(r['diff_ci'])}",
-                                r["diff_median"], f"{r['wins']}/{r['losses']}", r["p"], r["p_holm"]]
-                               for r in summary["paired"]])
+                                r["diff_median"], f"{r['wins']}/{r['losses']}", multiplicity.format_p(r["p"]),
+                                multiplicity.format_p(r["p_holm"]), multiplicity.format_p(pb)]
+                               for r, pb in zip(summary["paired"], p_bonf, strict=True)])
     src_tab = markdown_table(["caliper source", "mode", "n", "Dice mean [95% CI]", "Dice median"],
                              [[src, r["mode"], r["n"], f"{_f(r['dice_mean'])} {_f(r['dice_mean_ci'])}",
                                r["dice_median"]] for src, rs in summary["by_caliper_source"].items() for r in rs])

@@ -24,6 +24,7 @@ import pandas as pd
 
 from cadx.evaluation.bootstrap import paired_bootstrap_pvalue
 from cadx.evaluation.metrics import roc_auc
+from cadx.evaluation.multiplicity import format_p, holm
 from cadx.evaluation.readers import compare_readers
 from cadx.evaluation.risk import level_table, recommend, recommendation_metrics, risk_levels
 from cadx.report.studies import markdown_table, write_study_notes
@@ -112,7 +113,7 @@ def build_study_outputs(cfg: StudyConfig, out: Path, results: dict[str, dict[str
     if "single" in results:
         auc = auc_comparison(cases, results, st.bootstrap, st.seed)
         title = (f"Malignancy AUC, pooled out-of-fold ({cfg.experiment.cv.folds} patient folds, the same for both); "
-                 f"paired patient-bootstrap p = {auc['p_value']:.3f}")
+                 f"paired patient-bootstrap p = {format_p(auc['p_value'])}")
     else:
         pooled = results["multitask"]["pooled"]
         auc = {"variants": {"multitask": {"auc": pooled.get("auc"), "ci": (pooled.get("ci") or {}).get("auc")
@@ -143,9 +144,11 @@ def build_study_outputs(cfg: StudyConfig, out: Path, results: dict[str, dict[str
             "title": f"Model vs readers (leave-one-reader-out reference: median of the other readers ≥ "
                      f"{ref.positive_min:g} malignant, ≤ {ref.negative_max:g} benign; readers call malignant at "
                      f"rating ≥ {st.reader_threshold:g}; model at its {exp.eval.decision} decision). Model − mean "
-                     f"of readers: AUC p = {rc.summary['auc']['p_value']:.3f}, sensitivity p = "
-                     f"{rc.summary['sensitivity']['p_value']:.3f}, specificity p = "
-                     f"{rc.summary['specificity']['p_value']:.3f}",
+                     f"of readers: AUC p = {format_p(rc.summary['auc']['p_value'])}, sensitivity p = "
+                     f"{format_p(rc.summary['sensitivity']['p_value'])}, specificity p = "
+                     f"{format_p(rc.summary['specificity']['p_value'])} (Holm over these 3: "
+                     + ", ".join(format_p(v) for v in holm([rc.summary[k]['p_value'] for k in
+                                                             ("auc", "sensitivity", "specificity")])) + ")",
             "columns": ["reader", "cases", "malignant", "AUC [95 % CI]", "sensitivity [CI]", "specificity [CI]"],
             "rows": [[r["row"], int(r["cases"]), int(r["positives"]), _fmt(r["auc"], r["auc_lo"], r["auc_hi"]),
                       _fmt(r["sensitivity"], r["sensitivity_lo"], r["sensitivity_hi"]),

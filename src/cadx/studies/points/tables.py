@@ -13,6 +13,7 @@ import yaml
 
 from cadx.classical.points import PointSystem, system_to_dict
 from cadx.classical.points_ga import TuneResult
+from cadx.evaluation.multiplicity import format_p, holm
 from cadx.report.studies import Section, markdown_table, write_study_notes
 from cadx.utils import atomic_write_json, atomic_write_text
 
@@ -53,13 +54,16 @@ def comparison_sections(m: Mapping[str, Any], names: Mapping[str, str]) -> list[
                              "sensitivity/specificity of the FNA recommendation (FNA = positive call) with CIs.", "",
                              *markdown_table(["system", "AUC [95% CI]", "sensitivity", "specificity", "FNA"], rows)])]
     if "tests" in m:
-        lines = [f"Paired bootstrap p-value of the AUC difference: {m['auc_p']:.3g}.", "",
+        lines = [f"Paired bootstrap p-value of the AUC difference: {format_p(m['auc_p'])}.", "",
                  "Two-proportion tests (A.7: 'a test for differences between two binomial proportions'): R "
                  "`prop.test` (chi-square with Yates correction, proportions treated as independent) and the exact "
                  "McNemar test of the same nodules (discordant counts baseline-only / new-only).", ""]
-        trows = [[k, t["baseline"], t["new"], f"{t['prop_test_p']:.3g}", f"{t['mcnemar_p']:.3g}",
-                  f"{t['discordant'][0]} / {t['discordant'][1]}"] for k, t in m["tests"].items()]
-        lines += markdown_table(["proportion", "baseline", "new", "prop.test p", "McNemar p", "discordant"], trows)
+        mc_holm = holm([t["mcnemar_p"] for t in m["tests"].values()])
+        trows = [[k, t["baseline"], t["new"], format_p(t["prop_test_p"]), format_p(t["mcnemar_p"]), format_p(h),
+                  f"{t['discordant'][0]} / {t['discordant'][1]}"]
+                 for (k, t), h in zip(m["tests"].items(), mc_holm, strict=True)]
+        lines += markdown_table(["proportion", "baseline", "new", "prop.test p", "McNemar p",
+                                 "McNemar p (Holm over the proportions)", "discordant"], trows)
         sh = m["shifts"]
         lines += ["", f"Level shifts per nodule: {sh['lower']} lower, {sh['same']} same, {sh['higher']} higher. "
                       f"FNA lost by {sh['lost_fna']} nodules ({sh['lost_fna_benign']} benign), gained by "
@@ -146,9 +150,11 @@ def write_lidc_outputs(out: Path, metrics: Mapping[str, Any], table: pd.DataFram
     atomic_write_json(out / "metrics.json", metrics)
     _reclass_csv(out, metrics["comparison"])
     a, p = metrics["auc"], metrics["p_values"]
-    rows = [["baseline (equal points)", _ci(a["baseline"]), "–"],
-            ["GA-optimised points", _ci(a["ga"]), f"{p['ga_vs_baseline']:.3g}"],
-            ["logistic regression", _ci(a["logreg"]), f"{p['logreg_vs_baseline']:.3g}"]]
+    p_holm = dict(zip(p, holm(list(p.values())), strict=True))  # Holm over the paired comparisons made
+    rows = [["baseline (equal points)", _ci(a["baseline"]), "–", "–"],
+            ["GA-optimised points", _ci(a["ga"]), format_p(p["ga_vs_baseline"]), format_p(p_holm["ga_vs_baseline"])],
+            ["logistic regression", _ci(a["logreg"]), format_p(p["logreg_vs_baseline"]),
+             format_p(p_holm["logreg_vs_baseline"])]]
     fold_cols = ["fold", "n_test", "n_test_malignant", "auc_baseline", "auc_ga", "auc_logreg", "ga_params"]
     secs: list[Section] = [
         (None, [f"{metrics['n']} LIDC nodules ({metrics['n_malignant']} malignant) from {metrics['n_patients']} "
@@ -156,9 +162,10 @@ def write_lidc_outputs(out: Path, metrics: Mapping[str, Any], table: pd.DataFram
                 f"median rounded half up. {metrics['folds']} patient-level folds (seed {metrics['seed']}); the GA's "
                 f"hyper-parameters chosen per fold by inner CV on that fold's training patients only.",
                 f"Wall time {metrics['seconds']['total']} s (GA CV {metrics['seconds']['ga_cv']} s)."]),
-        ("Pooled out-of-fold AUC", [*markdown_table(["scorer", "AUC [95% CI]", "paired p vs baseline"], rows), "",
-                                    f"GA vs logistic regression: paired p = {p['ga_vs_logreg']:.3g} (2000 "
-                                    "resamples: 0 means < 0.001)."]),
+        ("Pooled out-of-fold AUC", [*markdown_table(["scorer", "AUC [95% CI]", "paired p vs baseline",
+                                                     f"p (Holm over {len(p)})"], rows), "",
+                                    f"GA vs logistic regression: paired p = {format_p(p['ga_vs_logreg'])} "
+                                    f"(Holm {format_p(p_holm.get('ga_vs_logreg'))}; 2000 resamples)."]),
         ("Per fold", markdown_table(fold_cols, folds[fold_cols].itertuples(index=False))),
         ("Final points (GA on all nodules) and per fold", markdown_table(
             list(pf.columns.drop(["rule", "low", "high"])),

@@ -33,6 +33,7 @@ from scipy.stats import norm
 from cadx.evaluation.bootstrap import bootstrap_ci
 from cadx.evaluation.exact import bonferroni, fisher_exact_rxc, holm
 from cadx.evaluation.metrics import roc_auc
+from cadx.evaluation.multiplicity import format_p
 from cadx.report.studies import Section, markdown_table, write_study_notes
 from cadx.runs.folder import done_folds
 from cadx.runs.segmentation import evaluate_seg
@@ -243,9 +244,10 @@ def _ci(v: Any, lo: Any, hi: Any) -> str:
 
 
 def _p(v: Any) -> str:
+    """p-values through :func:`cadx.evaluation.multiplicity.format_p` (``< 0.001``); missing → ``–``."""
     if v is None or not math.isfinite(float(v)):
         return "–"
-    return f"{float(v):.2g}" if float(v) < 0.001 else f"{float(v):.4f}"
+    return format_p(float(v))
 
 
 def write_report(out_dir: Path, cfg: RadiogenomicsConfig, cohort_info: dict[str, Any], hyp: pd.DataFrame,
