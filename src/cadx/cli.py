@@ -32,6 +32,13 @@ err = Console(stderr=True)
 
 OptionList = Annotated[list[str] | None, typer.Option("--option", "-o", help="Adapter option key=value.")]
 SetList = Annotated[list[str] | None, typer.Option("--set", "-s", help="Config override key=value.")]
+ExecutorOpt = Annotated[str, typer.Option("--executor", help="Where folds (study: variants) run: serial (this "
+                                          "process) or ray (Ray tasks side by side; docs/ray.md).")]
+AddressOpt = Annotated[str | None, typer.Option("--address", help="With --executor ray: a running Ray cluster "
+                                                "(auto, HOST:PORT or ray://HOST:PORT); default: local Ray on this "
+                                                "machine's CPUs.")]
+CpusOpt = Annotated[int, typer.Option("--cpus-per-task", help="With --executor ray: CPUs (and torch threads) per "
+                                      "task.")]
 
 
 def _print_json(obj: Any) -> None:
@@ -166,17 +173,43 @@ def cv_cmd(
     data_root: Annotated[Path | None, typer.Option(help="Shortcut for --set data.root=DIR.")] = None,
     skip_check: Annotated[bool, typer.Option(help="Skip the full data check (cohort already passed `cadx datasets "
                                              "check`); recorded in the run folder.")] = False,
+    seeds: Annotated[str | None, typer.Option(help="Training seeds, e.g. 0,1,2: one run per seed in OUT/seed_<s>/ "
+                                              "on the same splits (config seed), then OUT/seeds.json, "
+                                              "OUT/report.md (mean ± SD, seed ensemble); finished seeds are "
+                                              "skipped.")] = None,
+    executor: ExecutorOpt = "serial",
+    address: AddressOpt = None,
+    cpus_per_task: CpusOpt = 1,
 ) -> None:
     """Patient-level cross-validation: out-of-fold predictions, metrics with CIs, report. The cohort is checked
     in full first (`cadx datasets check`)."""
     from cadx.config import load_config
     from cadx.runs import run_cv
+    from cadx.runs.executors import make_executor
+
+    runner = make_executor(executor, address, cpus_per_task)
+    if seeds is not None and runner.name != "serial":
+        raise CadxConfigError("--seeds: runs with --executor serial only (the seed runs are not yet Ray tasks)")
 
     sets = list(set_ or []) + ([f"data.root={data_root}"] if data_root else []) + (
         ["data.checked=true"] if skip_check else [])
     cfg = load_config(config, sets)
     run_dir = out_dir or Path("runs") / cfg.name
-    metrics = run_cv(cfg, run_dir, resume=resume)
+    if seeds is not None:
+        from cadx.runs.seeds import parse_seeds, run_seeds
+
+        record = run_seeds(cfg, parse_seeds(seeds), run_dir)
+        for k in ("auc", "accuracy"):
+            m = record["metrics"].get(k)
+            if m and m["mean"] is not None:
+                sd = "" if m["sd"] is None else f" ± {m['sd']:.3f}"
+                out.print(f"{k}: {m['mean']:.3f}{sd} over seeds; seed ensemble {m['ensemble']}")
+        out.print(f"seed runs and report: {run_dir}")
+        return
+    try:
+        metrics = run_cv(cfg, run_dir, resume=resume, executor=runner)
+    finally:
+        runner.close()
     _print_pooled(metrics.get("pooled", {}), title=f"{cfg.name}: pooled out-of-fold")
     out.print(f"run folder: {run_dir}")
 
@@ -216,6 +249,9 @@ def predict_cmd(
     allow_partial: Annotated[bool, typer.Option(help="Use the finished folds of a run with an unfinished fold "
                                                 "(says how many of how many on stderr).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    backend: Annotated[str, typer.Option(help="torch (the checkpoints) or onnx (RUN's `cadx export`, in RUN/onnx "
+                                         "or RUN itself, run by onnxruntime; same preprocessing and decision).")]
+    = "torch",
 ) -> None:
     """Predict one study with the run's final model, else its fold ensemble (mean outputs, mean priors/thresholds),
     or one fold's model (--fold); aggregation and decision as in the run's CV. Segmentation runs write the mask."""
@@ -228,7 +264,7 @@ def predict_cmd(
         except ValueError:
             raise typer.BadParameter(f"--covariate {k}={v}: not a number") from None
     result = predict_study(run, study, mask=mask, out_dir=out_dir, covariates=cov, fold=fold,
-                           allow_partial=allow_partial)
+                           allow_partial=allow_partial, backend=backend)
     if as_json:
         _print_json(result)
         return
@@ -240,6 +276,26 @@ def predict_cmd(
         out.print(f"{k}: {v:.3f}")
     if result.get("mask"):
         out.print(f"mask: {result['mask']} ({result.get('lesion_voxels')} lesion voxels)")
+
+
+@app.command("export")
+def export_cmd(
+    run: Annotated[Path, typer.Argument(help="Run folder from `cadx cv` or `cadx train`.")],
+    fmt: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
+    fold: Annotated[str | None, typer.Option(help="K = fold K's model, final = the final model (default: final/ "
+                                             "when trained, else every finished fold: the ensemble).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Export folder (default RUN/onnx).")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset (>= 17).")] = 17,
+    allow_partial: Annotated[bool, typer.Option(help="Export the finished folds of a run with an unfinished fold.")]
+    = False,
+) -> None:
+    """Export a run's models to ONNX (one model.onnx per fold or the final model, dynamic batch axis) with
+    export.json (preprocessing, classes, positive class, decision/calibration fits, aggregation); predict with
+    `cadx predict OUT --study S --backend onnx`."""
+    from cadx.runs.export import export_run
+
+    folder = export_run(run, out_dir, fold=fold, fmt=fmt, opset=opset, allow_partial=allow_partial)
+    out.print(f"export: {folder / 'export.json'}")
 
 
 @app.command("evaluate")
@@ -320,6 +376,42 @@ def demo_cmd(
     from cadx.runs import run_demo
 
     run_demo(out_dir, list(set_ or []), console=out)
+
+
+@app.command("serve")
+def serve_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders: the first classifier run is the worklist's model; "
+                                               "segmentation / detection runs add mask / box overlays.")],
+    studies: Annotated[Path | None, typer.Option(help="A folder of studies (each DICOM folder or image file in it) "
+                                                 "or a cadx manifest CSV.")] = None,
+    pacs: Annotated[str | None, typer.Option(help="DICOMweb root URL whose studies are listed, e.g. "
+                                             "http://127.0.0.1:8042/dicom-web.")] = None,
+    host: Annotated[str, typer.Option(help="Bind address; anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL (default sqlite:///RUN/serve.sqlite3; "
+                                           "postgresql+psycopg://user@host/db for a shared server).")] = None,
+    token: Annotated[str | None, typer.Option(help="Access token (else env CADX_SERVE_TOKEN): every request needs "
+                                              "'Authorization: Bearer TOKEN' or the cookie /login?token= sets.")
+                     ] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Size limit of a DICOM upload.")] = 200.0,
+    cors_origin: Annotated[list[str] | None, typer.Option(help="Origin allowed cross-site (repeatable); default "
+                                                          "none.")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads (0 = torch's default).")] = 1,
+) -> None:
+    """The reading room: worklist, viewer and reader feedback in the browser (docs/serve.md)."""
+    import logging  # configured only when serving (the other commands print through rich)
+
+    import uvicorn  # the ASGI server: loaded only when serving
+
+    from cadx.serve import ServeSettings, create_app
+
+    _threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = ServeSettings(runs=list(runs), studies=studies, pacs=pacs, host=host, port=port, db_url=db,
+                             token=token, max_upload_mb=max_upload_mb, cors_origins=list(cors_origin or []))
+    application = create_app(settings)
+    err.print(f"cadx serve: http://{host}:{port}/ ({len(runs)} run(s))", highlight=False)
+    uvicorn.run(application, host=host, port=port, access_log=False, log_level="info")
 
 
 study_app = typer.Typer(no_args_is_help=True, help="The paper studies: each derives its runs from one config, runs "
@@ -662,16 +754,24 @@ def study_detection_cmd(
     main: Annotated[str, typer.Option(help="The loss whose full FROC table leads the report.")] = "focal",
     set_: SetList = None,
     threads: Threads = 1,
+    executor: ExecutorOpt = "serial",
+    address: AddressOpt = None,
+    cpus_per_task: CpusOpt = 1,
 ) -> None:
     from cadx.config import load_config
+    from cadx.runs.executors import make_executor
     from cadx.studies.detection import run_detection_study
 
+    runner = make_executor(executor, address, cpus_per_task)
     cfg = load_config(config, list(set_ or []))
     _threads(threads)
-    summary = run_detection_study(cfg, out_dir, _split_list(losses), main=main,
-                                  on_run=lambda name, m: out.print(
-                                      f"{name}: sens@2FP {m['lesion']['sensitivity'].get('2.0', float('nan')):.3f} "
-                                      f"({m.get('run', {}).get('seconds')} s)"))
+    try:
+        summary = run_detection_study(cfg, out_dir, _split_list(losses), main=main,
+                                      on_run=lambda name, m: out.print(
+                                          f"{name}: sens@2FP {m['lesion']['sensitivity'].get('2.0', float('nan')):.3f}"
+                                          f" ({m.get('run', {}).get('seconds')} s)"), executor=runner)
+    finally:
+        runner.close()
     out.print(f"{len(summary['runs'])} runs; report: {out_dir / 'report.md'}")
 
 

@@ -207,10 +207,23 @@ class TrainConfig(_Section):
     eval_batch_size: int = Field(256, ge=1)
     precision: Literal["auto", "32", "16-mixed", "bf16-mixed"] = "auto"
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    #: GPUs one training uses (Lightning ``devices``); > 1 = data-parallel DDP (``ddp_spawn``, each rank a share of
+    #: every epoch's batches), which needs that many CUDA GPUs (checked when training starts). Default 1.
+    devices: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _devices_need_gpus(self) -> TrainConfig:
+        if self.devices > 1 and self.accelerator in ("cpu", "mps"):
+            raise ValueError(f"devices: {self.devices} (DDP over GPUs) needs accelerator auto, gpu or cuda, not "
+                             f"{self.accelerator}")
+        return self
     early_stopping: EarlyStoppingConfig = Field(default_factory=lambda: EarlyStoppingConfig.model_validate({}))
     gradient_clip: float | None = None
     progress: bool = True
     two_phase: TwoPhaseConfig | None = None
+    #: Training seed (weight init, batch order, augmentation, SVM); None = the run's top-level ``seed``, which
+    #: alone then drives splits, subsets, training and bootstrap (``cadx cv --seeds`` sets only this one).
+    seed: int | None = None
 
 
 class CVConfig(_Section):
@@ -232,15 +245,39 @@ class EvalConfig(_Section):
     ``svm_features`` (``features`` = ``forward_features``, or ``embedding`` = the last stage embedding).
     ``tta: flips`` averages outputs over the identity and each spatial axis flipped (test items and, for the SVM,
     the training items' features too).
+
+    Positive class and operating point (binary tasks): ``positive`` (class name or index; None = index 1) is the
+    clinically positive class that sensitivity/specificity/PPV/NPV and the thresholds refer to. ``decision:
+    auto`` (default) = ``youden`` for binary tasks (``sensitivity`` when ``target_sensitivity`` is set) and
+    ``argmax`` for multi-class; ``sensitivity`` = the highest threshold whose sensitivity on the fitting studies
+    reaches ``target_sensitivity``. Thresholds are fitted on the fold's validation studies (its training studies
+    when it has none; ``decision_fit.fit_split`` says which). ``calibration``: a post-hoc map of the study
+    probabilities fitted on the fold's validation studies only (none fitted when a fold has none);
+    ``calibration_bins`` / ``calibration_strategy``: the ECE and reliability-diagram bins
+    (:mod:`cadx.evaluation.calibration`).
     """
 
     aggregation: Literal["mean", "vote", "max"] = "mean"
-    decision: Literal["argmax", "prior", "youden"] = "argmax"
+    decision: Literal["auto", "argmax", "prior", "youden", "sensitivity"] = "auto"
+    positive: str | int | None = None
+    target_sensitivity: float | None = Field(None, gt=0, le=1)
+    calibration: Literal["none", "temperature", "platt", "isotonic"] = "none"
+    calibration_bins: int = Field(10, ge=1)
+    calibration_strategy: Literal["uniform", "quantile"] = "uniform"
     bootstrap: int = Field(2000, ge=0)
     classifier: Literal["head", "svm"] = "head"
     svm_c: float = Field(1.0, gt=0)
     svm_features: Literal["features", "embedding"] = "features"
     tta: Literal["none", "flips"] = "none"
+
+    @model_validator(mode="after")
+    def _check_operating_point(self) -> EvalConfig:
+        if self.decision == "sensitivity" and self.target_sensitivity is None:
+            raise ValueError("eval.decision: sensitivity needs eval.target_sensitivity (e.g. 0.9)")
+        if self.target_sensitivity is not None and self.decision not in ("auto", "sensitivity"):
+            raise ValueError(f"eval.target_sensitivity is set but eval.decision is {self.decision!r} (use auto or "
+                             "sensitivity)")
+        return self
 
 
 class SegmentationConfig(_Section):

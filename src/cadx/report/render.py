@@ -241,6 +241,28 @@ def _inside(path: Path, folder: Path) -> str | None:
         return None
 
 
+def _selection_table(run: RunData) -> T.Table | None:
+    """"Which data chose what": one row per entry of ``metrics.json`` ``selection`` (epoch, decision,
+    calibration, ...) with the split that made the choice, the rule and its per-fold values; the note says how the
+    test items were used. None when the run records no selection (older runs)."""
+    sel = run.metrics.get("selection")
+    if not isinstance(sel, dict) or not sel:
+        return None
+    rows = []
+    for key, e in sel.items():
+        if not isinstance(e, dict):
+            continue
+        vals = e.get("values") if isinstance(e.get("values"), dict) else None
+        value = (", ".join(f"fold {k}: {T.fmt(v)}" for k, v in vals.items()) if vals
+                 else T.fmt(e["value"]) if "value" in e and not isinstance(e["value"], dict | list) else "")
+        rows.append([str(key), str(e.get("split", "none")), str(e.get("rule", "")), value])
+    note = f"Test items: {sel['test_used']}." if sel.get("test_used") else ""
+    if sel.get("folds_without_record"):
+        note += f" Folds without a record: {', '.join(map(str, sel['folds_without_record']))}."
+    return T.Table(f"{run.name}: which data chose what", ["Choice", "Split", "Rule", "Value"], rows,
+                   note=note.strip())
+
+
 def _run_section(run: RunData, out: Path) -> list[Block]:
     s = _slug(run.name)
     blocks: list[Block] = [Heading(2, f"Run {run.name}")]
@@ -249,6 +271,7 @@ def _run_section(run: RunData, out: Path) -> list[Block]:
     blocks.append(Heading(3, "Metrics"))
     _add_table(blocks, T.fold_table(run))
     _add_table(blocks, T.splits_table(run))
+    _add_table(blocks, _selection_table(run))
     cm = T.confusion_table(run)
     if cm is not None:
         _add_table(blocks, cm)

@@ -64,10 +64,11 @@ from cadx.models import create_model
 from cadx.models.yolo_dense import decode
 from cadx.objectives import build_objective
 from cadx.pipeline.det_items import DetStudy, build_det_studies, make_batch, training_items
+from cadx.runs.executors import Executor
 from cadx.runs.folder import run_folds, run_seconds, start_run
 from cadx.runs.kinds import register_run_kind
 from cadx.runs.lock import locks_run_folder
-from cadx.training.trainer import fold_seed
+from cadx.training.trainer import fold_seed, training_seed
 from cadx.utils import atomic_write_json, atomic_write_text
 
 __all__ = ["combine_slices", "evaluate_detections", "iou_matrix", "lesion_table", "merge_nms", "predict_study",
@@ -302,7 +303,7 @@ def run_detection_fold(cfg: ExperimentConfig, cohort: Cohort, studies: Sequence[
     t0 = time.perf_counter()
     det = _det(cfg)
     tr, va, te = (fold.indices(cohort, p) for p in ("train", "val", "test"))
-    model, best_epoch = train_detector(cfg, studies, tr, va, fold_dir, fold_seed(cfg.seed, fold.fold))
+    model, best_epoch = train_detector(cfg, studies, tr, va, fold_dir, fold_seed(training_seed(cfg), fold.fold))
     rows, srows = [], []
     for i in te:
         st = studies[int(i)]
@@ -333,7 +334,8 @@ def run_detection_fold(cfg: ExperimentConfig, cohort: Cohort, studies: Sequence[
 @register_run_kind("detection", "lesion detection (thesis A.8): YOLO-style grid detector per slice, volume "
                                 "combination, merge-NMS, FROC")
 @locks_run_folder
-def run_detection_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+def run_detection_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
+                     executor: Executor | None = None) -> dict[str, Any]:
     """Cross-validate a detection config into ``out_dir`` (resume as :func:`cadx.runs.cv.run_cv`); returns the
     metrics (``lesion`` / ``patient`` FROC tables with CIs, ``folds``, ``run``)."""
     det = _det(cfg)
@@ -342,7 +344,8 @@ def run_detection_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = 
     cell, _ = _geometry(probe)
     studies = build_det_studies(cohort, det, cfg.input, cell)
     boxes, study_rows = run_folds(splits, out_dir, resume,
-                                  lambda fold, fold_dir: run_detection_fold(cfg, cohort, studies, fold, fold_dir))
+                                  lambda fold, fold_dir: run_detection_fold(cfg, cohort, studies, fold, fold_dir),
+                                  executor)
     lesions = pd.concat([pd.read_csv(out_dir / f"fold_{f.fold}" / "lesions.csv") for f in splits],
                         ignore_index=True)
     boxes["tp"] = boxes["tp"].astype(bool)

@@ -18,9 +18,11 @@ from cadx.data.datasets import load_dataset
 from cadx.data.splits import Fold, Splits, holdout_split, make_splits, subsample_patients
 from cadx.data.study import Cohort
 from cadx.errors import CadxConfigError, CadxDataError
+from cadx.evaluation.calibration import calibration_metrics
 from cadx.evaluation.summary import evaluate_predictions
 from cadx.pipeline.items import ItemStore
 from cadx.report import write_report
+from cadx.runs.executors import Executor, SerialExecutor
 from cadx.runs.inference import Decision, fit_decision, study_predictions
 from cadx.runs.lock import run_lock
 from cadx.utils import atomic_write_json, atomic_write_text, read_json
@@ -138,21 +140,32 @@ def start_run(cfg: ExperimentConfig, out_dir: str | Path, resume: bool) -> tuple
 
 
 def run_folds(splits: Splits, out_dir: Path, resume: bool,
-              run_one: Callable[[Fold, Path], tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+              run_one: Callable[[Fold, Path], tuple[pd.DataFrame, pd.DataFrame]],
+              executor: Executor | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run ``run_one(fold, fold_dir) -> (slice rows, study rows)`` for every fold and write the pooled
     ``predictions_slices.csv`` and ``predictions.csv``. When resuming, a fold with a ``DONE`` marker is read back
-    from its folder instead of being run again. Returns the pooled ``(slices, studies)``."""
-    all_slices, all_studies = [], []
-    for fold in splits:
+    from its folder instead of being run again. Returns the pooled ``(slices, studies)``, in fold order.
+
+    ``executor`` (:mod:`cadx.runs.executors`; default serial, in this process): where the folds still to run
+    execute. With Ray they run side by side as tasks (``run_one`` and what it closes over are serialised once);
+    each writes only its ``fold_<k>/`` while this process keeps the run folder's lock and writes the pooled files,
+    so the folder is the one the serial loop writes."""
+    executor = executor or SerialExecutor()
+    parts: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    todo: list[tuple[Fold, Path]] = []
+    at: list[int] = []  # position in splits of each fold still to run
+    for pos, fold in enumerate(splits):
         fold_dir = out_dir / f"fold_{fold.fold}"
         if resume and (fold_dir / "DONE").is_file():
-            all_slices.append(pd.read_csv(fold_dir / "predictions_slices.csv"))
-            all_studies.append(pd.read_csv(fold_dir / "predictions.csv"))
+            parts[pos] = (pd.read_csv(fold_dir / "predictions_slices.csv"), pd.read_csv(fold_dir / "predictions.csv"))
             continue
         fold_dir.mkdir(parents=True, exist_ok=True)
-        s, st = run_one(fold, fold_dir)
-        all_slices.append(s)
-        all_studies.append(st)
+        todo.append((fold, fold_dir))
+        at.append(pos)
+    for i, result in executor.map(run_one, todo, labels=[f"fold {f.fold}" for f, _ in todo], description="folds"):
+        parts[at[i]] = result
+    all_slices = [parts[pos][0] for pos in sorted(parts)]
+    all_studies = [parts[pos][1] for pos in sorted(parts)]
     slices = pd.concat(all_slices, ignore_index=True)
     studies = pd.concat(all_studies, ignore_index=True)
     atomic_write_text(out_dir / "predictions_slices.csv", slices.to_csv(index=False))
@@ -184,33 +197,125 @@ def done_folds(run_dir: Path) -> list[Path]:
 def evaluate_rows(df: pd.DataFrame, classes: list[str], cfg: ExperimentConfig, n_bootstrap: int,
                   ranges: Any) -> dict[str, Any]:
     """Metrics of study rows (labelled rows only; their ``y_pred`` decisions when present), with ``n_bootstrap``
-    patient-bootstrap CIs and ABE on the original ``ranges`` of the attributes."""
+    patient-bootstrap CIs and ABE on the original ``ranges`` of the attributes. Binary metrics follow
+    ``eval.positive``; classification adds ``calibration`` (Brier, ECE with the same patient-bootstrap CIs, the
+    reliability curve, ``before`` scaling when ``raw_p_`` columns exist: :func:`cadx.evaluation.calibration.
+    calibration_metrics`)."""
     use = list(classes) if cfg.task.classification else []
     if use:
         df = df[df["y_true"].notna()]
     decision = "given" if use and "y_pred" in df.columns else "argmax"
-    return evaluate_predictions(df, use, n_bootstrap=n_bootstrap, seed=cfg.seed, decision=decision,
-                                attribute_ranges=ranges)
+    metrics = evaluate_predictions(df, use, n_bootstrap=n_bootstrap, seed=cfg.seed, decision=decision,
+                                   attribute_ranges=ranges, positive=cfg.eval.positive if use else None)
+    cal = calibration_metrics(df, use, cfg.eval.positive, cfg.eval.calibration_bins, cfg.eval.calibration_strategy,
+                              n_bootstrap, cfg.seed, cfg.eval.calibration) if use else None
+    if cal is not None:
+        metrics["calibration"] = cal
+    return metrics
+
+
+#: ``selection.test_used`` of every fold: the test items are scored once, with the model chosen before.
+TEST_USED = "scored once, after selection"
+
+
+def fold_selection(cfg: ExperimentConfig, fold: Fold, best_epoch: int, epoch: dict[str, Any] | None = None,
+                   decision_fitted: bool = True) -> dict[str, Any]:
+    """A fold's ``metrics.json`` ``selection``: which split made each choice. ``epoch``: the trainer's record
+    (:func:`cadx.training.trainer.epoch_selection`; None = not recorded by the run kind, kept as such);
+    ``decision``: ``eval.decision`` and the split it was fitted on (``decision_fitted``: the runner fitted it on the
+    fold's validation items, else its training items; False = :func:`finish_fold`'s default fit on the training
+    labels); ``classifier`` when an SVM is fitted (training patients, grouped Platt CV); ``test_used`` and
+    ``test_split`` (``official`` or ``cv fold``). Other entries (``calibration``, ...) are added by the code that
+    fits them, under their own keys."""
+    has_val = bool(fold.val)
+    rule = cfg.eval.decision
+    if not cfg.task.classification:
+        dec: dict[str, Any] = {"split": "none", "rule": "no classification decision"}
+    elif rule == "argmax":
+        dec = {"split": "none", "rule": "argmax (nothing fitted)"}
+    elif rule == "prior":
+        dec = {"split": "train", "rule": "prior: probabilities divided by the training class priors"}
+    elif decision_fitted:
+        dec = {"split": "validation" if has_val else "train", "rule": "youden threshold on the "
+               + ("validation" if has_val else "training") + " studies' scores"}
+    else:
+        dec = {"split": "train", "rule": "youden (fitted on training labels only; threshold falls back to 0.5)"}
+    out: dict[str, Any] = {
+        "epoch": epoch if epoch is not None else {"split": "none", "rule": "not recorded by this run kind",
+                                                  "value": int(best_epoch)},
+        "decision": dec,
+        "test_used": TEST_USED,
+        "test_split": "official" if cfg.cv.use_official else "cv fold",
+    }
+    if cfg.eval.classifier == "svm" and cfg.task.classification:
+        out["classifier"] = {"split": "train", "rule": f"linear SVM (C={cfg.eval.svm_c}) on the training items' "
+                             "features, Platt probabilities by patient-grouped CV on the training patients"}
+    return out
+
+
+def run_selection(run_dir: str | Path) -> dict[str, Any]:
+    """The run-level ``selection`` summary from its finished folds' ``metrics.json``: per entry (``epoch``,
+    ``decision``, ``calibration``, ...) the split(s) that made the choice over the folds (``"validation"`` or
+    e.g. ``"validation, train"`` when folds differ), the rule(s), and each fold's ``value`` when recorded;
+    plus ``test_used``. Folds without a ``selection`` (older runs) are listed in ``folds_without_record``."""
+    per: dict[str, dict[str, Any]] = {}
+    missing: list[str] = []
+    test_used: set[str] = set()
+    for d in done_folds(Path(run_dir)):
+        sel = read_json(d / "metrics.json").get("selection") if (d / "metrics.json").is_file() else None
+        if not isinstance(sel, dict):
+            missing.append(d.name)
+            continue
+        for key, entry in sel.items():
+            if key in ("test_used", "test_split"):
+                test_used.add(str(sel.get("test_used")))
+                continue
+            if not isinstance(entry, dict):
+                continue
+            agg = per.setdefault(key, {"splits": [], "rules": [], "values": {}})
+            for k, v in (("splits", entry.get("split")), ("rules", entry.get("rule"))):
+                if v is not None and str(v) not in agg[k]:
+                    agg[k].append(str(v))
+            if "value" in entry:
+                agg["values"][d.name.removeprefix("fold_")] = entry["value"]
+    out: dict[str, Any] = {key: {"split": ", ".join(a["splits"]) or "none", "rule": "; ".join(a["rules"]),
+                                 **({"values": a["values"]} if a["values"] else {})} for key, a in per.items()}
+    if test_used:
+        out["test_used"] = "; ".join(sorted(test_used))
+    if missing:
+        out["folds_without_record"] = missing
+    return out
 
 
 def finish_fold(cfg: ExperimentConfig, cohort: Cohort, store: ItemStore, fold: Fold, fold_dir: Path,
                 slices: pd.DataFrame, t0: float, best_epoch: int, items: dict[str, int],
-                decision: Decision | None = None) -> pd.DataFrame:
+                decision: Decision | None = None, selection: dict[str, Any] | None = None) -> pd.DataFrame:
     """The end of every fold runner: the fold's test slice rows → study rows and decision
     (:func:`cadx.runs.inference.study_predictions`, ``eval.aggregation``) → ``predictions_slices.csv``,
     ``predictions.csv``, ``metrics.json`` (no bootstrap; ``decision_fit`` = the decision parameters, which
     ``cadx predict`` and ``cadx evaluate`` reuse) and the ``DONE`` marker (``items`` = train/val/test item counts).
     ``decision``: fitted by the runner (:func:`cadx.runs.inference.fold_decision`); default: fitted on the fold's
-    training labels alone (priors; a Youden threshold then falls back to 0.5). Returns the study rows."""
+    training labels alone (priors; a Youden threshold then falls back to 0.5). ``selection``: the trainer's epoch
+    record, written with the decision's split as ``metrics.json`` ``selection`` (:func:`fold_selection`).
+    Returns the study rows."""
     classes = store.classes if cfg.task.classification else []
+    sel = fold_selection(cfg, fold, best_epoch, selection, decision_fitted=decision is not None)
     if decision is None:
-        decision = fit_decision(cfg.eval.decision, classes, store.labels[fold.indices(cohort, "train")])
+        decision = fit_decision(cfg.eval.decision, classes, store.labels[fold.indices(cohort, "train")],
+                                positive=cfg.eval.positive, target_sensitivity=cfg.eval.target_sensitivity)
     studies = study_predictions(slices, classes, cfg.eval.aggregation, decision)
     atomic_write_text(fold_dir / "predictions_slices.csv", slices.to_csv(index=False))
     atomic_write_text(fold_dir / "predictions.csv", studies.to_csv(index=False))
     metrics = evaluate_rows(studies, classes, cfg, 0, cohort.info.get("attribute_ranges"))
     metrics["decision_fit"] = decision
     metrics["best_epoch"] = best_epoch
+    metrics["selection"] = {**sel, **(metrics.get("selection") or {})}
+    cal_fit = decision.get("calibration")
+    if cal_fit:  # eval.calibration: the split its map was fitted on (validation only; none = not calibrated)
+        metrics["selection"]["calibration"] = {
+            "split": cal_fit.get("fit_split", "none"),
+            "rule": f"{cal_fit.get('method')} scaling" + ("" if cal_fit.get("fitted") else
+                                                           f" not fitted: {cal_fit.get('reason')}")}
     atomic_write_json(fold_dir / "metrics.json", metrics)
     atomic_write_json(fold_dir / "DONE", {"fold": fold.fold, "best_epoch": best_epoch,
                                           "seconds": round(time.perf_counter() - t0, 2), **items})

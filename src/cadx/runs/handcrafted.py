@@ -29,11 +29,12 @@ from cadx.models import MODELS
 from cadx.models.handcrafted import HC_NAME, HCSVMOptions
 from cadx.pipeline.items import build_store
 from cadx.report.notes import write_notes
+from cadx.runs.executors import Executor
 from cadx.runs.folder import evaluate_rows, finish_fold, run_folds, run_seconds, start_run, write_run_report
 from cadx.runs.inference import slice_rows
 from cadx.runs.kinds import register_run_kind
 from cadx.runs.lock import locks_run_folder
-from cadx.training.trainer import fold_seed
+from cadx.training.trainer import fold_seed, training_seed
 from cadx.utils import atomic_write_json, atomic_write_text
 
 
@@ -50,7 +51,8 @@ def hc_features(images: np.ndarray, kwargs: Mapping[str, Any]) -> np.ndarray:
 
 @register_run_kind("handcrafted", "LBP + HOG features → SVM per fold (DMRN's HC baseline, model.name: hc_svm)")
 @locks_run_folder
-def run_hc_svm(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+def run_hc_svm(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
+               executor: Executor | None = None) -> dict[str, Any]:
     """Cross-validate the HC + SVM baseline of ``cfg`` into ``out_dir``; returns the pooled metrics dict."""
     if cfg.model.name != HC_NAME:
         raise CadxConfigError(f"run_hc_svm needs model.name={HC_NAME}, got {cfg.model.name!r}")
@@ -68,14 +70,14 @@ def run_hc_svm(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False)
         y = store.item_labels(tr)
         tr = tr[y >= 0]
         svm = HandcraftedSVM(kernel=opts.kernel, C=opts.C, classes=list(range(len(classes))),
-                             random_state=fold_seed(cfg.seed, fold.fold), precomputed=True)
+                             random_state=fold_seed(training_seed(cfg), fold.fold), precomputed=True)
         svm.fit(feats[tr], store.item_labels(tr), groups=np.asarray(store.patient_ids)[store.study[tr]])
         slices = slice_rows(store, te, {"proba": svm.predict_proba(feats[te])}, fold.fold)
         studies = finish_fold(cfg, cohort, store, fold, fdir, slices, tf, best_epoch=-1,
                               items={"train_items": int(tr.size), "val_items": 0, "test_items": int(te.size)})
         return slices, studies
 
-    _, studies_df = run_folds(splits, out, resume, one_fold)
+    _, studies_df = run_folds(splits, out, resume, one_fold, executor)
     metrics = evaluate_rows(studies_df, classes, cfg, cfg.eval.bootstrap, cohort.info.get("attribute_ranges"))
     metrics["run"] = {"name": cfg.name, "dataset": cfg.data.dataset, "model": HC_NAME, "folds": len(splits),
                       "items": len(store), "seconds": run_seconds(out, t0)}

@@ -17,11 +17,20 @@ from cadx.data.splits import Fold
 from cadx.data.study import Cohort
 from cadx.pipeline.items import ItemStore, build_store
 from cadx.report.notes import write_notes
-from cadx.runs.folder import evaluate_rows, finish_fold, run_folds, run_seconds, start_run, write_run_report
+from cadx.runs.executors import Executor
+from cadx.runs.folder import (
+    evaluate_rows,
+    finish_fold,
+    run_folds,
+    run_seconds,
+    run_selection,
+    start_run,
+    write_run_report,
+)
 from cadx.runs.inference import Predictor, fold_decision, infer, predict_slices
 from cadx.runs.kinds import register_run_kind
 from cadx.runs.lock import locks_run_folder
-from cadx.training.trainer import fit, fold_seed
+from cadx.training.trainer import fit, fold_seed, training_seed
 from cadx.utils import atomic_write_json
 
 
@@ -46,7 +55,7 @@ def run_fold(cfg: ExperimentConfig, cohort: Cohort, store: ItemStore, fold: Fold
     (:func:`cadx.runs.folder.finish_fold`)."""
     t0 = time.perf_counter()
     tr, va, te = (store.items_of_studies(fold.indices(cohort, p)) for p in ("train", "val", "test"))
-    seed = fold_seed(cfg.seed, fold.fold)
+    seed = fold_seed(training_seed(cfg), fold.fold)
     module = fit(cfg, store, tr, va, fold_dir, seed, resume=resume)
     model = module.model
     svm = fit_svm(cfg, store, model, tr, seed, fold_dir / "svm.pkl") if cfg.eval.classifier == "svm" else None
@@ -55,22 +64,26 @@ def run_fold(cfg: ExperimentConfig, cohort: Cohort, store: ItemStore, fold: Fold
     slices = predict_slices(cfg, store, te, [predictor], fold.fold)
     studies = finish_fold(cfg, cohort, store, fold, fold_dir, slices, t0,
                           best_epoch=int(getattr(module, "best_epoch", -1)), decision=decision,
+                          selection=getattr(module, "selection", None),
                           items={"train_items": int(tr.size), "val_items": int(va.size), "test_items": int(te.size)})
     return slices, studies
 
 
 @register_run_kind("network", "a registry network trained per fold (optionally an SVM on its embeddings)")
 @locks_run_folder
-def run_network(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
-    """Cross-validate the network of ``cfg`` into ``out_dir`` (resume as :func:`cadx.runs.cv.run_cv`)."""
+def run_network(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
+                executor: Executor | None = None) -> dict[str, Any]:
+    """Cross-validate the network of ``cfg`` into ``out_dir`` (resume and ``executor`` as
+    :func:`cadx.runs.cv.run_cv`)."""
     out_dir, cohort, splits, t0 = start_run(cfg, out_dir, resume)
     store = build_store(cohort, cfg, progress=cfg.train.progress)
     _, studies = run_folds(splits, out_dir, resume,
-                           lambda fold, fold_dir: run_fold(cfg, cohort, store, fold, fold_dir, resume))
+                           lambda fold, fold_dir: run_fold(cfg, cohort, store, fold, fold_dir, resume), executor)
     classes = store.classes if cfg.task.classification else []
     metrics = evaluate_rows(studies, classes, cfg, cfg.eval.bootstrap, cohort.info.get("attribute_ranges"))
     metrics["run"] = {"name": cfg.name, "dataset": cfg.data.dataset, "model": cfg.model.name,
                       "folds": len(splits), "items": len(store), "seconds": run_seconds(out_dir, t0)}
+    metrics["selection"] = {**run_selection(out_dir), **(metrics.get("selection") or {})}
     atomic_write_json(out_dir / "metrics.json", metrics)
     write_notes(out_dir, cfg, cohort, store, splits)
     write_run_report([out_dir], out_dir)

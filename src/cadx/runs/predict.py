@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from cadx.config import ExperimentConfig
+from cadx.config import ExperimentConfig, load_config
 from cadx.data.image import LazyImage
 from cadx.data.readers import read_image
 from cadx.data.study import Cohort, Study
@@ -19,8 +19,9 @@ from cadx.runs.folder import check_data, load_cohort, model_dirs, run_config
 from cadx.runs.inference import Predictor, fold_decision, load_predictor, predict_rows
 from cadx.runs.lock import locks_run_folder
 from cadx.runs.network import fit_svm
+from cadx.runs.onnx_backend import export_folder, export_model_dirs
 from cadx.runs.seg_predict import predict_segmentation
-from cadx.training.trainer import fit, fold_seed
+from cadx.training.trainer import fit, fold_seed, training_seed
 from cadx.utils import atomic_write_json
 
 
@@ -45,7 +46,7 @@ def train_final(cfg: ExperimentConfig, out_dir: str | Path) -> Path:
     check_data(cfg, cohort, final)
     store = build_store(cohort, cfg, progress=cfg.train.progress)
     items = np.arange(len(store))
-    seed = fold_seed(cfg.seed, -1)
+    seed = fold_seed(training_seed(cfg), -1)
     module = fit(cfg, store, items, np.zeros(0, np.int64), final, seed)
     svm = fit_svm(cfg, store, module.model, items, seed, final / "svm.pkl") if cfg.eval.classifier == "svm" else None
     decision = fold_decision(cfg, store, Predictor(module.model, svm, source=str(final)), np.arange(len(cohort)),
@@ -60,7 +61,7 @@ def train_final(cfg: ExperimentConfig, out_dir: str | Path) -> Path:
 def predict_study(run_dir: str | Path, path: str | Path, mask: str | Path | None = None,
                   box: tuple[int, ...] | list[int] | None = None, out_dir: str | Path | None = None,
                   covariates: dict[str, float] | None = None, fold: int | None = None,
-                  allow_partial: bool = False) -> dict[str, Any]:
+                  allow_partial: bool = False, backend: str = "torch") -> dict[str, Any]:
     """Predict one study (DICOM folder, volume or image file) with a trained run, exactly as its CV scored studies.
 
     The file becomes a one-study cohort that goes through the run's preprocessing (:func:`build_store`) and the
@@ -76,14 +77,27 @@ def predict_study(run_dir: str | Path, path: str | Path, mask: str | Path | None
     models' outputs decided with the mean of their priors / Youden thresholds
     (:func:`cadx.runs.inference.combine_decisions`).
 
+    ``backend="onnx"``: the same path with the run's ONNX export (``cadx export``; ``run_dir`` is the export folder
+    or a run holding one in ``onnx/``) run by onnxruntime; the models are the export's (``fold`` picks one of them),
+    the config its ``config.yaml``. Segmentation runs are not served by the ONNX backend (CadxConfigError).
+
     Returns ``{"study", "probabilities": {class: p} (vote: vote fractions), "prediction", "decision" (rule and
     parameters used), "attributes" (when the model predicts them), "models": n, "items": n}``. A segmentation run
     is handed to :func:`cadx.runs.seg_predict.predict_segmentation` (mask written into ``out_dir``, default
     ``<run>/predictions``; its path under ``"mask"``).
     """
     run_dir = Path(run_dir)
-    dirs = model_dirs(run_dir, fold, allow_partial)
-    cfg = run_config(run_dir, dirs)
+    if backend == "onnx":
+        exported = export_folder(run_dir)
+        dirs = export_model_dirs(exported, fold)
+        cfg = load_config(exported / "config.yaml")
+        if cfg.segmentation is not None:
+            raise CadxConfigError(f"{run_dir}: segmentation runs are predicted with --backend torch only")
+    elif backend == "torch":
+        dirs = model_dirs(run_dir, fold, allow_partial)
+        cfg = run_config(run_dir, dirs)
+    else:
+        raise CadxConfigError(f"--backend {backend}: use torch or onnx")
     if cfg.segmentation is not None:
         return predict_segmentation(run_dir, path, out_dir, fold=fold, dirs=dirs)
     img = read_image(path)
@@ -95,7 +109,7 @@ def predict_study(run_dir: str | Path, path: str | Path, mask: str | Path | None
     if mask is not None:
         mimg = read_image(mask)
         masks["mask"] = LazyImage(lambda: mimg, str(mask))
-    predictors = [load_predictor(d) for d in dirs]
+    predictors = [load_predictor(d, backend) for d in dirs]
     spec = predictors[0].spec
     classes = [str(c) for c in spec.get("classes", [])]
     attrs = [str(a) for a in spec.get("attributes", [])]
@@ -105,7 +119,7 @@ def predict_study(run_dir: str | Path, path: str | Path, mask: str | Path | None
                         progress=False)
     res = predict_rows(cfg, store, np.arange(len(store)), predictors, -1 if fold is None else int(fold))
     row = res.studies.iloc[0]
-    result: dict[str, Any] = {"study": str(path), "models": len(dirs), "items": len(store)}
+    result: dict[str, Any] = {"study": str(path), "models": len(dirs), "items": len(store), "backend": backend}
     if classes and f"p_{classes[0]}" in row:
         result["probabilities"] = {c: float(row[f"p_{c}"]) for c in classes}
         result["prediction"] = str(row["y_pred"])

@@ -45,15 +45,17 @@ from cadx.errors import CadxDataError
 from cadx.evaluation.aggregation import aggregate_predictions
 from cadx.evaluation.bootstrap import bootstrap_ci
 from cadx.evaluation.overlap import dice, largest_connected_component
+from cadx.evaluation.seg_summary import lesion_split
 from cadx.evaluation.summary import evaluate_predictions
 from cadx.pipeline.seg_items import SegData, build_seg_data, lesion_channel, seg_settings, training_items
 from cadx.report.notes import write_notes
 from cadx.report.seg_figures import seg_extra, segmentation_notes
-from cadx.runs.folder import run_folds, run_seconds, start_run, write_run_report
+from cadx.runs.executors import Executor
+from cadx.runs.folder import fold_selection, run_folds, run_seconds, run_selection, start_run, write_run_report
 from cadx.runs.inference import device
 from cadx.runs.kinds import register_run_kind
 from cadx.runs.lock import locks_run_folder
-from cadx.training.trainer import fit, fold_seed, load_module
+from cadx.training.trainer import fit, fold_seed, load_module, training_seed
 from cadx.utils import atomic_write_json, atomic_write_text
 
 __all__ = ["VolumePrediction", "evaluate_seg", "final_masks", "load_models", "noise_column", "noise_dice",
@@ -234,7 +236,10 @@ def save_masks(path: Path, masks: dict[str, np.ndarray]) -> None:
 
 def evaluate_seg(df: pd.DataFrame, classes: list[str], n_bootstrap: int, seed: int) -> dict[str, Any]:
     """Dice (all studies) and, with ``classes``, the vote's classification metrics (labelled studies); the
-    pooled block also gets a bootstrap CI of the median Dice (``ci.dice_median``)."""
+    pooled block also gets a bootstrap CI of the median Dice (``ci.dice_median``) and ``lesion_split``
+    (:func:`cadx.evaluation.seg_summary.lesion_split`: Dice over lesion-present cases, false-positive rate and
+    mean predicted volume over lesion-absent ones, the overall mean) when the rows have ``lesion_voxels`` and
+    ``pred_voxels``."""
     seg = evaluate_predictions(df.drop(columns=[c for c in df.columns if c.startswith("p_")] + ["y_pred"],
                                        errors="ignore"), [], n_bootstrap=n_bootstrap, seed=seed)
     out = seg
@@ -256,6 +261,8 @@ def evaluate_seg(df: pd.DataFrame, classes: list[str], n_bootstrap: int, seed: i
                          groups=df["patient_id"].astype(str).to_numpy()[ok], n_resamples=n_bootstrap, seed=seed,
                          skip_single_class=False)
         out["pooled"].setdefault("ci", {})["dice_median"] = [r.lo, r.hi]
+    if {"lesion_voxels", "pred_voxels"} <= set(df.columns):
+        out["pooled"]["lesion_split"] = lesion_split(df, n_bootstrap, seed)
     noisy = [c for c in df.columns if c.startswith("dice_noise_")]
     if noisy:
         groups = df["patient_id"].astype(str).to_numpy()
@@ -282,7 +289,7 @@ def run_segmentation_fold(cfg: ExperimentConfig, cohort: Cohort, data: SegData, 
     tr_st, va_st, te_st = (fold.indices(cohort, p) for p in ("train", "val", "test"))
     tr = training_items(data, st.items_of_studies(tr_st), seg_settings(cfg))
     va = st.items_of_studies(va_st)
-    seed = fold_seed(cfg.seed, fold.fold)
+    seed = fold_seed(training_seed(cfg), fold.fold)
     module = fit(cfg, st, tr, va, fold_dir, seed, resume=resume)
     studies, slices, masks = predict_fold(cfg, data, [module.model], np.asarray(te_st), fold.fold)
     if seg_settings(cfg).test_noise:
@@ -296,6 +303,7 @@ def run_segmentation_fold(cfg: ExperimentConfig, cohort: Cohort, data: SegData, 
     classes = list(st.classes) if cfg.task.classification else []
     metrics = evaluate_seg(studies, classes, 0, cfg.seed)
     metrics["best_epoch"] = int(getattr(module, "best_epoch", -1))
+    metrics["selection"] = fold_selection(cfg, fold, metrics["best_epoch"], getattr(module, "selection", None))
     atomic_write_json(fold_dir / "metrics.json", metrics)
     n_test = int(st.items_of_studies(te_st).size)
     atomic_write_json(fold_dir / "DONE", {"fold": fold.fold, "best_epoch": metrics["best_epoch"],
@@ -306,19 +314,22 @@ def run_segmentation_fold(cfg: ExperimentConfig, cohort: Cohort, data: SegData, 
 
 @register_run_kind("segmentation", "slices with masks → volumes, largest component, Dice per volume (U-Net, SCNet)")
 @locks_run_folder
-def run_segmentation_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+def run_segmentation_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
+                        executor: Executor | None = None) -> dict[str, Any]:
     """Cross-validate a segmentation config into ``out_dir`` (resume as :func:`cadx.runs.cv.run_cv`) and return
     the metrics (``pooled.dice_mean``/``dice_median`` with ``ci``, classification metrics when enabled)."""
     out_dir, cohort, splits, t0 = start_run(cfg, out_dir, resume)
     data = build_seg_data(cohort, cfg, progress=cfg.train.progress)
     _, studies = run_folds(splits, out_dir, resume,
-                           lambda fold, fold_dir: run_segmentation_fold(cfg, cohort, data, fold, fold_dir, resume))
+                           lambda fold, fold_dir: run_segmentation_fold(cfg, cohort, data, fold, fold_dir, resume),
+                           executor)
     classes = list(data.store.classes) if cfg.task.classification else []
     metrics = evaluate_seg(studies, classes, cfg.eval.bootstrap, cfg.seed)
     metrics["run"] = {"name": cfg.name, "dataset": cfg.data.dataset, "model": cfg.model.name,
                       "folds": len(splits), "items": len(data.store), "input_size": list(cfg.input.size_tuple()),
                       "seconds": run_seconds(out_dir, t0)}
     metrics["extra"] = seg_extra(cfg, cohort, data, studies, metrics, out_dir)
+    metrics["selection"] = run_selection(out_dir)
     atomic_write_json(out_dir / "metrics.json", metrics)
     write_notes(out_dir, cfg, cohort, data.store, splits)
     notes = out_dir / "notes.md"

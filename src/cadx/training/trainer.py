@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from cadx.config import ExperimentConfig
-from cadx.errors import CadxDataError
+from cadx.errors import CadxConfigError, CadxDataError
 from cadx.models import create_model
 from cadx.objectives import build_objective as _build
 from cadx.pipeline.items import ItemStore
@@ -40,6 +40,13 @@ _QUIET = (".*does not have many workers.*", ".*GPU available but not used.*", ".
 def fold_seed(seed: int, fold: int) -> int:
     """Seed of fold ``fold`` (the final model uses fold = -1)."""
     return int(np.random.SeedSequence([int(seed), int(fold) + 1]).generate_state(1)[0] % (2**31 - 1))
+
+
+def training_seed(cfg: ExperimentConfig) -> int:
+    """The seed that drives training (``train.seed``; when None, the run's ``seed``, as before it existed).
+    Splits, subsets and bootstrap CIs keep using ``cfg.seed``, so runs differing only in ``train.seed`` share
+    their splits."""
+    return int(cfg.seed if cfg.train.seed is None else cfg.train.seed)
 
 
 def model_spec(cfg: ExperimentConfig, store: ItemStore) -> dict[str, Any]:
@@ -112,13 +119,60 @@ class History(Callback):
         self.rows = list(state_dict.get("rows", []))
 
 
+def ddp_settings(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Lightning's ``strategy`` for ``train.devices`` > 1: ``ddp_spawn`` (the ranks are spawned for ``fit`` only,
+    so the run folder's lock and the fold loop stay in this process); ``{}`` for one device. Fewer CUDA GPUs
+    than ``train.devices`` raise one CadxConfigError line. Not exercised here (no GPU): only the checks are
+    tested."""
+    n = int(cfg.train.devices)
+    if n <= 1:
+        return {}
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if have < n or cfg.train.accelerator in ("cpu", "mps"):
+        raise CadxConfigError(f"train.devices: {n} (DDP) needs {n} CUDA GPUs and accelerator auto/gpu/cuda; this "
+                              f"machine has {have} (accelerator {cfg.train.accelerator})")
+    return {"strategy": "ddp_spawn"}
+
+
+class RankBatches(torch.utils.data.Sampler):
+    """DDP share of a batch sampler: rank ``r`` of ``w`` gets batches ``r, r + w, ...`` of each epoch of ``inner``
+    (the trailing ``len % w`` batches are dropped so every rank steps the same number of times). Rank and world
+    come from ``torch.distributed`` when it is initialised (else ``rank``/``world``, default 0 of 1 = all
+    batches). ``set_epoch`` is forwarded, and the wrapper exposes itself as ``.sampler`` as
+    :class:`cadx.pipeline.loaders.EpochBatchSampler` does, so Lightning still advances the epoch."""
+
+    def __init__(self, inner: Any, rank: int | None = None, world: int | None = None) -> None:
+        self.inner = inner
+        self.rank, self.world = rank, world
+        self.sampler = self
+
+    def _where(self) -> tuple[int, int]:
+        dist = torch.distributed
+        if self.rank is None and dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return int(self.rank or 0), int(self.world or 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def __iter__(self) -> Any:
+        r, w = self._where()
+        batches = list(self.inner)
+        return iter(batches[r:len(batches) // w * w:w])
+
+    def __len__(self) -> int:
+        return len(self.inner) // self._where()[1]
+
+
 def trainer_settings(cfg: ExperimentConfig) -> dict[str, Any]:
     """Trainer kwargs shared by the engine and the throughput benchmark (GPU + AMP when present)."""
     cuda = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
     precision = cfg.train.precision
     if precision == "auto":
         precision = "16-mixed" if cuda else "32"
-    return {"accelerator": cfg.train.accelerator, "devices": 1, "precision": precision, "deterministic": "warn",
+    ddp = ddp_settings(cfg)
+    return {"accelerator": cfg.train.accelerator, "devices": cfg.train.devices, **ddp, "precision": precision,
+            "deterministic": "warn",
             "logger": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
             "use_distributed_sampler": False, "enable_progress_bar": cfg.train.progress,
             "gradient_clip_val": cfg.train.gradient_clip}
@@ -168,6 +222,9 @@ def _fit(cfg: ExperimentConfig, store: ItemStore, spec: dict[str, Any], train_it
         trainer = L.Trainer(max_epochs=cfg.train.epochs, callbacks=cbs, default_root_dir=out_dir,
                             log_every_n_steps=1, **trainer_settings(cfg))
         tl = train_loader(store, train_items, cfg, seed)
+        if cfg.train.devices > 1:  # DDP: each rank trains on its share of every epoch's batches
+            tl = torch.utils.data.DataLoader(tl.dataset, batch_sampler=RankBatches(tl.batch_sampler),
+                                             collate_fn=tl.collate_fn, num_workers=0, generator=tl.generator)
         vl = eval_loader(store, val_items, cfg.train.eval_batch_size, cfg.pairs, seed) if has_val else None
         last = out_dir / "checkpoint_last.ckpt"
         ckpt_path = str(last) if resume and last.is_file() else None
@@ -176,7 +233,33 @@ def _fit(cfg: ExperimentConfig, store: ItemStore, spec: dict[str, Any], train_it
     state = torch.load(best if best.is_file() else last, map_location="cpu", weights_only=False)
     module.load_state_dict(state["state_dict"])
     module.best_epoch = int(state.get("epoch", -1))  # type: ignore[assignment]
+    score = ckpt.best_model_score
+    module.selection = epoch_selection(  # type: ignore[assignment]
+        cfg, has_val, module.best_epoch, float(score) if has_val and score is not None else None,  # type: ignore[arg-type]
+        int(trainer.current_epoch))
     return module.cpu().eval()
+
+
+def epoch_selection(cfg: ExperimentConfig, has_val: bool, epoch: int, monitor_value: float | None = None,
+                    epochs_run: int | None = None) -> dict[str, Any]:
+    """The selection record of the kept checkpoint (fold ``metrics.json`` ``selection.epoch``): with validation
+    items, ``{"split": "validation", "rule": "best val_loss (min)", "value": epoch, "monitor_value": ...}``
+    (early stopping, when on, also watched the validation split); without, ``{"split": "none", "rule": "last
+    epoch", ...}`` — no data chose it. ``epoch`` is 0-based (-1 = unknown); ``epochs_run`` = epochs trained
+    (Lightning's ``current_epoch`` after ``fit``)."""
+    es = cfg.train.early_stopping
+    if has_val:
+        mode = "min" if es.monitor == "val_loss" else "max"
+        rule = f"best {es.monitor} ({mode}) over the epochs"
+        if es.patience is not None:
+            rule += f"; early stopping on {es.monitor}, patience {es.patience}"
+        out: dict[str, Any] = {"split": "validation", "rule": rule, "value": int(epoch),
+                               "monitor": es.monitor, "monitor_value": monitor_value}
+    else:
+        out = {"split": "none", "rule": f"last epoch of {cfg.train.epochs} (no validation set)", "value": int(epoch)}
+    if epochs_run is not None:
+        out["epochs_run"] = int(epochs_run)
+    return out
 
 
 def load_module(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -234,10 +317,13 @@ def fit_two_phase(cfg: ExperimentConfig, store: ItemStore, train_items: np.ndarr
     model to reuse (phase 1 is then skipped). Returns the phase-2 module (best checkpoint weights)."""
     c1, c2 = phase_configs(cfg)
     out_dir = Path(out_dir)
+    sel1: dict[str, Any] | None = None
     if phase1 is None:
-        phase1 = fit(c1, store, train_items, val_items, out_dir / "phase1", seed, resume=resume,
-                     callbacks=callbacks).model
+        m1 = fit(c1, store, train_items, val_items, out_dir / "phase1", seed, resume=resume, callbacks=callbacks)
+        phase1, sel1 = m1.model, getattr(m1, "selection", None)
     tp = cfg.train.two_phase
     assert tp is not None
     module: Any = finetune(c2, store, phase1, tp.trainable, train_items, val_items, out_dir, seed, resume, callbacks)
+    if sel1 is not None and isinstance(getattr(module, "selection", None), dict):
+        module.selection = {**module.selection, "phase1": sel1}  # phase 1's kept epoch, chosen the same way
     return module
