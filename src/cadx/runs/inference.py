@@ -31,6 +31,7 @@ from cadx.evaluation.aggregation import aggregate_predictions
 from cadx.evaluation.overlap import dice
 from cadx.evaluation.thresholds import class_priors, decide, youden_threshold
 from cadx.pipeline.items import ItemStore
+from cadx.runs.onnx_backend import MODEL_FILE, load_onnx_module
 from cadx.training.trainer import load_module
 from cadx.utils import read_json
 
@@ -103,11 +104,20 @@ class Predictor:
     source: str = "<model>"
 
 
-def load_predictor(model_dir: str | Path) -> Predictor:
+def load_predictor(model_dir: str | Path, backend: str = "torch") -> Predictor:
     """The predictor saved in a model folder (``fold_<k>/`` or ``final/``): ``checkpoint_best.ckpt``, ``svm.pkl``
-    when present and ``metrics.json`` ``decision_fit`` (empty when the folder has none)."""
+    when present and ``metrics.json`` ``decision_fit`` (empty when the folder has none).
+
+    ``backend="onnx"``: the folder is a model folder of an export (``cadx export``) and the network is its
+    ``model.onnx`` run by onnxruntime (:class:`cadx.runs.onnx_backend.OnnxModule`); everything else is the same."""
     d = Path(model_dir)
-    model, spec = load_module(d / "checkpoint_best.ckpt")
+    if backend not in ("torch", "onnx"):
+        raise ValueError(f"unknown backend {backend!r}; use 'torch' or 'onnx'")
+    model: torch.nn.Module
+    if backend == "onnx":
+        model, spec = load_onnx_module(d / MODEL_FILE)
+    else:
+        model, spec = load_module(d / "checkpoint_best.ckpt")
     svm = EmbeddingSVM.load(d / "svm.pkl") if (d / "svm.pkl").is_file() else None
     m = d / "metrics.json"
     decision = dict(read_json(m).get("decision_fit") or {}) if m.is_file() else {}
