@@ -135,7 +135,8 @@ def test_predict_fold_errors(tmp_path: Path, studies: dict) -> None:
 
 def test_fit_and_combine_decisions_by_hand() -> None:
     y = np.array([0, 0, 0, 1, -1])                               # -1 = unlabelled, skipped
-    assert fit_decision("prior", CLASSES, y) == {"rule": "prior", "priors": [0.75, 0.25]}
+    assert fit_decision("prior", CLASSES, y) == {"rule": "prior", "priors": [0.75, 0.25], "positive": "malignant",
+                                                 "fit_split": "train"}
     fit_rows = pd.DataFrame({"y_true": ["benign", "benign", "malignant", "malignant"],
                              "p_malignant": [0.1, 0.6, 0.4, 0.9], "p_benign": [0.9, 0.4, 0.6, 0.1]})
     from sklearn.metrics import roc_curve
@@ -144,7 +145,7 @@ def test_fit_and_combine_decisions_by_hand() -> None:
     best = float(thr[1:][np.argmax((tpr - fpr)[1:])])
     assert fit_decision("youden", CLASSES, fit_studies=fit_rows)["threshold"] == pytest.approx(best)
     assert fit_decision("youden", CLASSES, fit_studies=fit_rows.iloc[:2])["threshold"] == 0.5   # one class only
-    assert fit_decision("argmax", CLASSES, y) == {"rule": "argmax"}
+    assert fit_decision("argmax", CLASSES, y) == {"rule": "argmax", "positive": "malignant"}
     with pytest.raises(ValueError, match="unknown decision rule"):
         fit_decision("median", CLASSES, y)
     both = combine_decisions("prior", [{"priors": [0.75, 0.25]}, {"priors": [0.25, 0.75]}])

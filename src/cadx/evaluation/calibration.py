@@ -33,19 +33,24 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
+from cadx.errors import CadxDataError
 from cadx.evaluation.bootstrap import bootstrap_ci
 from cadx.evaluation.metrics import check_labels
+from cadx.evaluation.summary import class_key, positive_index
 
-__all__ = ["METHODS", "ReliabilityCurve", "apply_calibration", "brier_score", "calibration_report",
+__all__ = ["METHODS", "ReliabilityCurve", "apply_calibration", "brier_score", "calibration_metrics",
+           "calibration_report",
            "expected_calibration_error", "fit_calibration", "reliability_curve"]
 
 Strategy = Literal["uniform", "quantile"]
@@ -176,6 +181,38 @@ def calibration_report(y_true: ArrayLike, proba: ArrayLike, groups: ArrayLike | 
                 r = bootstrap_ci(fn, t, p, groups=groups, n_resamples=n_bootstrap, alpha=alpha, seed=seed)
             out["ci"][name] = [r.lo, r.hi]
             out["bootstrap_skipped"][name] = r.n_skipped
+    return out
+
+
+def calibration_metrics(df: pd.DataFrame, classes: Sequence[str], positive: int | str | None = None,
+                        n_bins: int = 10, strategy: Strategy = "uniform", n_bootstrap: int = 2000, seed: int = 0,
+                        method: str = "none") -> dict[str, Any] | None:
+    """``metrics.json`` ``calibration`` of a study-level predictions table (``y_true``, ``p_<class>``, optional
+    ``raw_p_<class>`` = before post-hoc scaling, ``patient_id`` for the bootstrap): :func:`calibration_report` of the
+    labelled rows plus ``method`` (``eval.calibration``) and, when ``raw_p_`` columns exist, ``before`` (the same
+    report of the unscaled probabilities, same resamples). ``positive``: ``eval.positive``. None when the table has
+    no class probabilities or no labelled row. Probabilities outside [0, 1] raise CadxDataError."""
+    cols = [f"p_{c}" for c in classes]
+    if len(classes) < 2 or any(c not in df.columns for c in cols) or "y_true" not in df.columns:
+        return None
+    lut = {str(c): i for i, c in enumerate(classes)}
+    y = np.array([-1 if pd.isna(v) else lut.get(class_key(v), -1) for v in df["y_true"]], dtype=np.int64)
+    ok = y >= 0
+    if not ok.any():
+        return None
+    groups = df["patient_id"].astype(str).to_numpy()[ok] if "patient_id" in df.columns else None
+    pos = positive_index(positive, classes)
+
+    def report(prefix: str) -> dict[str, Any]:
+        p = df.loc[ok, [f"{prefix}{c}" for c in classes]].to_numpy(float)
+        try:
+            return calibration_report(y[ok], p, groups, n_bins, strategy, pos, n_bootstrap, seed)
+        except ValueError as err:
+            raise CadxDataError(f"calibration: {err}", field=f"{prefix}<class>") from None
+
+    out: dict[str, Any] = {"method": method, **report("p_")}
+    if all(f"raw_p_{c}" in df.columns for c in classes):
+        out["before"] = report("raw_p_")
     return out
 
 

@@ -37,12 +37,15 @@ def class_key(v: Any) -> str:
 
 
 def positive_index(positive: int | str | None, classes: Sequence[str]) -> int:
-    """Index of the binary positive class: ``None`` → 1; a class name → its index; an integer (or its string, for
-    numeric class names absent from ``classes``) → itself when in range. Multi-class: 1 (unused). A bad value is a
-    CadxDataError naming ``eval.positive`` and the classes."""
+    """Index of the binary positive class: ``None`` → 1; a class name → its index; an integer 0/1 → itself (a class
+    name wins over an index for numeric class names). Multi-class tasks have none (macro means): ``None`` → 1
+    (unused), anything else is an error. A bad value is a CadxDataError naming ``eval.positive`` and the classes."""
     names = [str(c) for c in classes]
-    if positive is None or len(names) != 2:
+    if positive is None:
         return 1
+    if len(names) != 2:
+        raise CadxDataError(f"{positive!r} set for a task with {len(names)} classes {names}; a positive class is for "
+                            "binary tasks (multi-class metrics are macro means)", field="eval.positive")
     if str(positive) in names:
         return names.index(str(positive))
     if isinstance(positive, int | np.integer) and 0 <= int(positive) < 2:
@@ -160,7 +163,7 @@ def evaluate_predictions(df: pd.DataFrame, classes: Sequence[str], *, n_bootstra
                          decision: str = "argmax", priors: Sequence[float] | Mapping[str, float] | None = None,
                          threshold: float | None = None,
                          attribute_ranges: Mapping[str, Sequence[float]] | None = None,
-                         alpha: float = 0.05, positive: int | str = 1) -> dict[str, Any]:
+                         alpha: float = 0.05, positive: int | str | None = None) -> dict[str, Any]:
     """Metrics of a study-level predictions table, pooled over folds and per fold.
 
     ``classes``: class names in index order (``p_<class>`` columns must exist); empty for a

@@ -17,7 +17,12 @@ _AGG = {"mean": "mean of the item (slice) probabilities", "vote": "majority vote
         "(ties: higher mean probability)", "max": "per-class maximum item probability"}
 _DEC = {"argmax": "argmax of the study probabilities", "prior": "argmax of probabilities divided by the training "
         "class frequencies of the fold", "youden": "threshold maximising Youden's J, fitted per fold on the validation "
-        "studies (training studies when there is no validation set)"}
+        "studies (training studies when there is no validation set)",
+        "sensitivity": "the highest threshold reaching eval.target_sensitivity on the validation studies of the fold "
+        "(training studies when there is no validation set)",
+        "auto": "binary: threshold maximising Youden's J on the validation studies of the fold (training studies when "
+        "there is no validation set; the highest threshold reaching eval.target_sensitivity when set); multi-class: "
+        "argmax of the study probabilities"}
 
 
 def _data_check_line(out_dir: Path) -> str:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from cadx.config import load_config
 from cadx.errors import CadxDataError
+from cadx.evaluation.calibration import calibration_metrics
 from cadx.evaluation.summary import evaluate_predictions
 from cadx.runs.folder import write_run_report
 from cadx.runs.inference import Decision, combine_decisions, decide_rows
@@ -92,7 +93,14 @@ def ensemble_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, n_bootstr
     rule, per_fold = ensemble_decisions(dirs, sorted({int(f) for f in df["fold"]}))
     parts = [decide_rows(g, classes, per_fold.get(int(str(f)), {"rule": "argmax"})) for f, g in df.groupby("fold")]
     df = pd.concat(parts).loc[df.index] if parts else df
-    metrics = evaluate_predictions(df, classes, n_bootstrap=nb, seed=sd, decision="given")
+    positive = cfg.eval.positive if cfg is not None and len(classes) == 2 else None
+    metrics = evaluate_predictions(df, classes, n_bootstrap=nb, seed=sd, decision="given", positive=positive)
+    cal = calibration_metrics(df, classes, positive, cfg.eval.calibration_bins if cfg else 10,
+                              cfg.eval.calibration_strategy if cfg else "uniform", nb, sd,
+                              "members' own (mean of calibrated member probabilities)"
+                              if cfg is not None and cfg.eval.calibration != "none" else "none")
+    if cal is not None:
+        metrics["calibration"] = cal
     members = [{"run": str(d), "auc": read_json(d / "metrics.json").get("pooled", {}).get("auc")} for d in dirs]
     metrics["run"] = {"name": f"ensemble of {len(dirs)} runs", "members": members, "model": "ensemble",
                       "decision": {"rule": rule, "folds": {str(k): v for k, v in per_fold.items()}},
@@ -130,9 +138,12 @@ def ensemble_decisions(run_dirs: Sequence[Path], folds: Sequence[int]) -> tuple[
             out[k] = combine_decisions(rule, fits, [str(p.parent) for p in paths])
         except CadxDataError:
             return "argmax", {}
+    if rule == "auto":  # the members' resolved rule (youden / sensitivity for binary, argmax for multi-class)
+        return (str(next(iter(out.values()))["rule"]) if out else "argmax"), out
     return rule, out
 
 
 def _rule_text(rule: str) -> str:
     return {"prior": "argmax of the mean divided by the members' mean training priors (per fold)",
-            "youden": "the members' mean Youden threshold per fold"}.get(rule, "argmax of the mean")
+            "youden": "the members' mean Youden threshold per fold",
+            "sensitivity": "the members' mean target-sensitivity threshold per fold"}.get(rule, "argmax of the mean")

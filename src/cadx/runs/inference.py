@@ -6,11 +6,21 @@
 studies call it, so a study gets the same answer from each of them when the same model scores it.
 
 Decision parameters (``decision_fit`` in ``fold_<k>/metrics.json`` and ``final/metrics.json``):
-``{"rule": "argmax"|"prior"|"youden", "priors": [K floats] | None, "threshold": float | None}``, fitted per fold by
-:func:`fit_decision` — ``prior``: the class frequencies of the fold's training studies (before any resampling);
-``youden``: the Youden threshold on the fold's validation studies (its training studies when it has none), scored
-by the same model and aggregation; never on the test studies. Several models (a fold ensemble) are decided with
-:func:`combine_decisions`: the mean of their priors, the mean of their thresholds.
+``{"rule": "argmax"|"prior"|"youden"|"sensitivity", "priors": [K floats] | None, "threshold": float | None,
+"positive": class name (binary), "fit_split": "validation"|"train", "calibration": {...} (eval.calibration)}``,
+fitted per fold by :func:`fold_decision` — ``prior``: the class frequencies of the fold's training studies (before
+any resampling); ``youden`` / ``sensitivity`` (the highest threshold reaching ``eval.target_sensitivity``): a
+threshold on the probability of the positive class (``eval.positive``) of the fold's validation studies (its
+training studies when it has none: ``fit_split: train``), scored by the same model and aggregation; never on the
+test studies. ``eval.decision: auto`` (the default) resolves to ``youden`` (``sensitivity`` when a target is set)
+for binary tasks and ``argmax`` for multi-class (:func:`resolve_rule`; ``requested: auto`` is kept).
+
+Calibration (``eval.calibration``: temperature | platt | isotonic, :mod:`cadx.evaluation.calibration`): a map of the
+study probabilities fitted on the fold's validation studies only — a fold without validation patients is not
+calibrated (``fitted: false`` and the reason). Study rows are aggregated → calibrated (``p_<class>`` become the
+calibrated probabilities, the originals are kept as ``raw_p_<class>``) → decided, and the threshold is fitted on
+calibrated validation probabilities. Several models (a fold ensemble) are decided with :func:`combine_decisions`:
+the mean of their priors, the mean of their thresholds, the mean of their calibration maps.
 """
 
 from __future__ import annotations
@@ -28,15 +38,29 @@ from cadx.classical.svm import EmbeddingSVM
 from cadx.config import ExperimentConfig
 from cadx.errors import CadxDataError
 from cadx.evaluation.aggregation import aggregate_predictions
+from cadx.evaluation.calibration import apply_calibration, fit_calibration
 from cadx.evaluation.overlap import dice
-from cadx.evaluation.thresholds import class_priors, decide, youden_threshold
+from cadx.evaluation.summary import class_key, positive_index
+from cadx.evaluation.thresholds import class_priors, decide, sensitivity_threshold, youden_threshold
 from cadx.pipeline.items import ItemStore
 from cadx.runs.onnx_backend import MODEL_FILE, load_onnx_module
 from cadx.training.trainer import load_module
 from cadx.utils import read_json
 
 Decision = dict[str, Any]
-RULES = ("argmax", "prior", "youden")
+RULES = ("argmax", "prior", "youden", "sensitivity")
+THRESHOLD_RULES = ("youden", "sensitivity")
+
+
+def resolve_rule(rule: str, n_classes: int, target_sensitivity: float | None = None) -> str:
+    """The decision rule a config's ``eval.decision`` means for a task with ``n_classes`` classes: ``auto`` →
+    ``sensitivity`` (binary with a target) / ``youden`` (binary) / ``argmax`` (multi-class or no classes); other
+    rules as they are."""
+    if rule != "auto":
+        return rule
+    if n_classes == 2:
+        return "sensitivity" if target_sensitivity is not None else "youden"
+    return "argmax"
 
 
 def device() -> torch.device:
@@ -198,45 +222,133 @@ def study_rows(slices: pd.DataFrame, classes: Sequence[str], method: str) -> pd.
 
 
 def fit_decision(rule: str, classes: Sequence[str], train_y: np.ndarray | None = None,
-                 fit_studies: pd.DataFrame | None = None) -> Decision:
+                 fit_studies: pd.DataFrame | None = None, positive: int | str | None = None,
+                 target_sensitivity: float | None = None, fit_split: str | None = None) -> Decision:
     """Decision parameters of one model (see the module docstring).
 
+    ``rule``: ``eval.decision`` (``auto`` is resolved by :func:`resolve_rule`; the result keeps ``requested``).
     ``train_y``: class indices ``(n,)`` of the training studies (``prior``; unlabelled ``< 0`` are skipped).
     ``fit_studies``: undecided study rows (``y_true``, ``p_<class>``) of the validation/training studies
-    (``youden``, binary only). Youden falls back to 0.5 when those rows lack one of the two classes. ``argmax``,
-    or a task without classes, has no parameters. A class absent from ``train_y`` raises ValueError.
+    (``youden``/``sensitivity``, binary only; ``fit_split`` names which, recorded as ``fit_split``). ``positive``:
+    ``eval.positive`` (name or index; None = index 1), recorded by name. A threshold falls back to 0.5 when those
+    rows lack one of the two classes (``threshold_fallback`` says so). ``argmax``, or a task without classes, has no
+    parameters. A class absent from ``train_y`` raises ValueError.
     """
-    if rule not in RULES:
-        raise ValueError(f"unknown decision rule {rule!r}; use 'argmax', 'prior' or 'youden'")
-    info: Decision = {"rule": rule}
-    if not classes or rule == "argmax":
+    resolved = resolve_rule(rule, len(classes), target_sensitivity)
+    if resolved not in RULES:
+        raise ValueError(f"unknown decision rule {rule!r}; use 'auto', 'argmax', 'prior', 'youden' or 'sensitivity'")
+    info: Decision = {"rule": resolved}
+    if rule != resolved:
+        info["requested"] = rule
+    if len(classes) == 2:
+        info["positive"] = str(classes[positive_index(positive, classes)])
+    if not classes or resolved == "argmax":
         return info
-    if rule == "prior":
+    if resolved == "prior":
         if train_y is None:
             raise ValueError("rule 'prior' needs the training labels")
         y = np.asarray(train_y)
         info["priors"] = [float(v) for v in class_priors(y[y >= 0], len(classes))]
+        info["fit_split"] = "train"
         return info
-    thr = 0.5
+    if resolved == "sensitivity":
+        if target_sensitivity is None:
+            raise ValueError("rule 'sensitivity' needs a target sensitivity (eval.target_sensitivity)")
+        info["target_sensitivity"] = float(target_sensitivity)
+    thr, fallback = 0.5, "no fitting studies"
     if fit_studies is not None and len(fit_studies) and len(classes) == 2:
-        lut = {c: i for i, c in enumerate(classes)}
-        y = fit_studies["y_true"].map(lut).to_numpy()
-        ok = ~pd.isna(y)
-        if ok.any() and np.unique(y[ok].astype(int)).size == 2:
-            thr = youden_threshold(y[ok].astype(int), fit_studies.loc[ok, f"p_{classes[1]}"].to_numpy(float))
+        pos = positive_index(positive, classes)
+        yv = _class_index(fit_studies["y_true"], classes)
+        ok = yv >= 0
+        if ok.any() and np.unique(yv[ok]).size == 2:
+            hit = (yv[ok] == pos).astype(int)
+            score = fit_studies.loc[ok, f"p_{classes[pos]}"].to_numpy(float)
+            thr = (youden_threshold(hit, score) if resolved == "youden"
+                   else sensitivity_threshold(hit, score, float(target_sensitivity or 0.0)))
+            fallback = ""
+        else:
+            fallback = "the fitting studies lack one of the two classes"
     info["threshold"] = float(thr)
+    if fit_split is not None:
+        info["fit_split"] = fit_split
+    if fallback:
+        info["threshold_fallback"] = f"0.5 ({fallback})"
     return info
+
+
+def _class_index(labels: pd.Series, classes: Sequence[str]) -> np.ndarray:
+    """Class index per label cell (``-1``: missing or unknown)."""
+    lut = {str(c): i for i, c in enumerate(classes)}
+    return np.array([-1 if pd.isna(v) else lut.get(class_key(v), -1) for v in labels], dtype=np.int64)
+
+
+def fit_study_calibration(method: str, classes: Sequence[str], fit_studies: pd.DataFrame | None,
+                          positive: int | str | None = None, fit_split: str = "validation") -> dict[str, Any]:
+    """``eval.calibration`` fitted on undecided study rows (``y_true``, ``p_<class>``) of a fold's VALIDATION
+    studies (:func:`cadx.evaluation.calibration.fit_calibration`); ``fit_split`` other than ``validation``
+    (a fold without validation patients) → not fitted, with that reason. Unlabelled rows are skipped."""
+    if method == "none":
+        return {"method": "none", "fitted": False, "reason": "eval.calibration is none"}
+    if fit_split != "validation":
+        return {"method": method, "fitted": False, "fit_split": "none",
+                "reason": "the fold has no validation patients: not calibrated"}
+    if fit_studies is None or not len(fit_studies) or not classes:
+        return {"method": method, "fitted": False, "fit_split": "none", "reason": "no validation study rows"}
+    y = _class_index(fit_studies["y_true"], classes)
+    ok = y >= 0
+    p = fit_studies.loc[ok, [f"p_{c}" for c in classes]].to_numpy(float)
+    pos = positive_index(positive, classes)
+    out = fit_calibration(method, y[ok], p, positive=pos)
+    out["fit_split"] = fit_split if out.get("fitted") else "none"
+    return out
+
+
+def calibrate_rows(studies: pd.DataFrame, classes: Sequence[str], calibration: dict[str, Any] | None
+                   ) -> pd.DataFrame:
+    """Study rows with ``p_<class>`` replaced by the calibrated probabilities of ``calibration`` (fitted
+    parameters, or ``{"members": [...]}``) and the originals kept as ``raw_p_<class>``; an aggregation's
+    ``y_pred`` is dropped (the decision is taken on the calibrated probabilities). Nothing fitted, or rows without
+    class probabilities → returned as they are."""
+    cols = [f"p_{c}" for c in classes]
+    if not calibration or not classes or cols[0] not in studies.columns or not _fitted(calibration):
+        return studies
+    out = studies.copy()
+    p = out[cols].to_numpy(float)
+    for c in classes:
+        out[f"raw_p_{c}"] = out[f"p_{c}"]
+    out[cols] = apply_calibration(calibration, p)
+    return out.drop(columns=["y_pred"], errors="ignore")
+
+
+def _fitted(calibration: dict[str, Any]) -> bool:
+    if "members" in calibration:
+        return any(_fitted(m) for m in calibration["members"] if m)
+    return bool(calibration.get("fitted"))
 
 
 def combine_decisions(rule: str, decisions: Sequence[Decision], sources: Sequence[str] | None = None) -> Decision:
     """The decision of an ensemble of models under ``rule``: the mean of their ``priors`` (``prior``) or of their
-    ``threshold``s (``youden``); one model keeps its own. A model without the fitted parameter (e.g. a run from
-    before ``decision_fit`` existed) is a CadxDataError naming its ``metrics.json`` (``sources``: model folders)."""
+    ``threshold``s (``youden``/``sensitivity``); one model keeps its own. ``auto`` takes the models' own (resolved)
+    rule, which must agree. The models' positive class is kept; their calibration maps are combined as
+    ``{"members": [...]}`` (the mean of the maps; a model without one counts as the identity). A model without the
+    fitted parameter (e.g. a run from before ``decision_fit`` existed) is a CadxDataError naming its
+    ``metrics.json`` (``sources``: model folders)."""
+    names = list(sources) if sources is not None else [f"model {i}" for i in range(len(decisions))]
+    if rule == "auto":
+        found = {str(d.get("rule")) for d in decisions if d.get("rule")}
+        if len(found) > 1:
+            raise CadxDataError(f"the models were decided by different rules {sorted(found)}",
+                                field="decision_fit.rule")
+        rule = found.pop() if found else "argmax"
     info: Decision = {"rule": rule}
-    key = {"prior": "priors", "youden": "threshold"}.get(rule)
+    if decisions and decisions[0].get("positive") is not None:
+        info["positive"] = decisions[0]["positive"]
+    cals = [d.get("calibration") for d in decisions]
+    if any(c and _fitted(c) for c in cals):
+        info["calibration"] = dict(cals[0] or {}) if len(cals) == 1 else {"members": [dict(c or {}) for c in cals]}
+    key = {"prior": "priors", "youden": "threshold", "sensitivity": "threshold"}.get(rule)
     if key is None:
         return info
-    names = list(sources) if sources is not None else [f"model {i}" for i in range(len(decisions))]
     if not decisions:
         raise CadxDataError("no model to take decision parameters from", field="models")
     for d, name in zip(decisions, names, strict=True):
@@ -248,6 +360,9 @@ def combine_decisions(rule: str, decisions: Sequence[Decision], sources: Sequenc
         info[key] = [float(v) for v in np.mean(np.asarray(vals, float), axis=0)]
     else:
         info[key] = float(np.mean(vals))
+    splits = sorted({str(d["fit_split"]) for d in decisions if d.get("fit_split")})
+    if splits:
+        info["fit_split"] = ", ".join(splits)
     return info
 
 
@@ -255,15 +370,17 @@ def decide_rows(studies: pd.DataFrame, classes: Sequence[str], decision: Decisio
     """Set ``y_pred`` of study rows by ``decision`` (:func:`fit_decision`/:func:`combine_decisions`).
 
     ``argmax`` keeps the aggregation's ``y_pred`` (its tie rule, e.g. a majority vote); ``prior`` takes the argmax
-    of ``p / priors``, ``youden`` predicts ``classes[1]`` when ``p_<classes[1]> >= threshold`` (ties of an argmax
-    to the lowest class index). Rows without class probabilities are returned as they are.
+    of ``p / priors``, ``youden``/``sensitivity`` predict the positive class (``decision["positive"]``, default
+    ``classes[1]``) when its ``p_<class> >= threshold``, else the other (ties of an argmax to the lowest class
+    index). Rows without class probabilities are returned as they are.
     """
     cols = [f"p_{c}" for c in classes]
     rule = decision.get("rule", "argmax")
     if not classes or cols[0] not in studies.columns or (rule == "argmax" and "y_pred" in studies.columns):
         return studies
+    pos = positive_index(decision.get("positive"), classes)
     pred = decide(studies[cols].to_numpy(float), rule, priors=decision.get("priors"),
-                  threshold=decision.get("threshold"))
+                  threshold=decision.get("threshold"), positive=pos)
     out = studies.copy()
     out["y_pred"] = [classes[i] for i in pred]
     return out
@@ -271,8 +388,10 @@ def decide_rows(studies: pd.DataFrame, classes: Sequence[str], decision: Decisio
 
 def study_predictions(slices: pd.DataFrame, classes: Sequence[str], aggregation: str,
                       decision: Decision) -> pd.DataFrame:
-    """Slice rows → study rows (:func:`study_rows`, ``aggregation``) → ``y_pred`` by ``decision``."""
-    return decide_rows(study_rows(slices, classes, aggregation), classes, decision)
+    """Slice rows → study rows (:func:`study_rows`, ``aggregation``) → calibrated by ``decision["calibration"]``
+    (:func:`calibrate_rows`, when fitted) → ``y_pred`` by ``decision``."""
+    studies = calibrate_rows(study_rows(slices, classes, aggregation), classes, decision.get("calibration"))
+    return decide_rows(studies, classes, decision)
 
 
 class Predictions(NamedTuple):
@@ -304,11 +423,26 @@ def predict_rows(cfg: ExperimentConfig, store: ItemStore, items: np.ndarray, pre
 
 def fold_decision(cfg: ExperimentConfig, store: ItemStore, predictor: Predictor, train_studies: np.ndarray,
                   fit_items: np.ndarray, fold: int) -> Decision:
-    """Fit ``cfg.eval.decision`` for one fold's ``predictor``: priors from the labels of ``train_studies`` (study
-    indices), the Youden threshold on the study rows of ``fit_items`` (the fold's validation items, else its
-    training items) scored through the same path (argmax-decided rows; only their probabilities are used)."""
+    """Fit ``cfg.eval.decision`` and ``cfg.eval.calibration`` for one fold's ``predictor``: priors from the labels
+    of ``train_studies`` (study indices); the calibration map and then the threshold (``youden``/``sensitivity``,
+    on calibrated probabilities) on the study rows of ``fit_items`` (the fold's validation items, else its training
+    items) scored through the same path. ``fit_split`` is ``train`` when every study of ``fit_items`` is a training
+    study (no validation patients: the threshold is fitted on the training studies, nothing is calibrated), else
+    ``validation``."""
     classes = list(store.classes) if cfg.task.classification else []
+    rule = resolve_rule(cfg.eval.decision, len(classes), cfg.eval.target_sensitivity)
+    fit_studies = np.unique(store.study[fit_items]) if fit_items.size else np.zeros(0, np.int64)
+    split = "train" if np.isin(fit_studies, np.asarray(train_studies)).all() else "validation"
     fit_df = None
-    if classes and cfg.eval.decision == "youden" and fit_items.size:
+    want_cal = bool(classes) and cfg.eval.calibration != "none"
+    if classes and fit_items.size and (rule in THRESHOLD_RULES or (want_cal and split == "validation")):
         fit_df = predict_rows(cfg, store, fit_items, [predictor], fold, {"rule": "argmax"}).studies
-    return fit_decision(cfg.eval.decision, classes, store.labels[train_studies], fit_df)
+    cal = (fit_study_calibration(cfg.eval.calibration, classes, fit_df, cfg.eval.positive, split)
+           if want_cal else None)
+    if cal is not None and fit_df is not None:
+        fit_df = calibrate_rows(fit_df, classes, cal)
+    decision = fit_decision(cfg.eval.decision, classes, store.labels[train_studies], fit_df, cfg.eval.positive,
+                            cfg.eval.target_sensitivity, split if rule in THRESHOLD_RULES else None)
+    if cal is not None:
+        decision["calibration"] = cal
+    return decision
