@@ -158,9 +158,12 @@ def splits_cmd(
 @models_app.command("list")
 def models_list() -> None:
     """List the registered models."""
-    from cadx.models import MODELS  # importing cadx.models registers the built-in models
+    from cadx.models import catalog_rows  # the static table: no network (torch, MONAI) is imported
 
-    _print_registry(MODELS)
+    table = Table("name", "description", "options")
+    for row in catalog_rows():
+        table.add_row(*row)
+    out.print(table)
 
 
 # --- experiments ------------------------------------------------------------------------------------------

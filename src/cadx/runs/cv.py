@@ -10,15 +10,22 @@ from typing import Any
 
 from cadx.config import ExperimentConfig
 from cadx.runs import detection, handcrafted, network, segmentation  # noqa: F401  (register the built-in run kinds)
+from cadx.runs.executors import Executor
 from cadx.runs.kinds import RUN_KINDS, kind_of
 
 
-def run_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+def run_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
+           executor: Executor | None = None) -> dict[str, Any]:
     """Cross-validate ``cfg`` into ``out_dir`` and return the metrics dict (``pooled``, ``folds``, ...).
 
     ``resume``: folds with a ``DONE`` marker are skipped; an unfinished fold continues from its
     ``checkpoint_last.ckpt``; the config must equal the one saved in the folder. Without ``resume`` a folder that
     already holds fold results is refused. An existing ``splits.json`` is reused (and checked).
+
+    ``executor``: where the folds run (:mod:`cadx.runs.executors`: serial in this process by default, or Ray
+    tasks); the folder and its numbers are the same either way.
     """
     runner = RUN_KINDS.get(kind_of(cfg))
-    return runner(cfg, out_dir, resume)
+    if executor is None:
+        return runner(cfg, out_dir, resume)
+    return runner(cfg, out_dir, resume, executor=executor)

@@ -253,6 +253,24 @@ def fold_selection(cfg: ExperimentConfig, fold: Fold, best_epoch: int, epoch: di
     return out
 
 
+def decision_selection(decision: Decision) -> dict[str, Any]:
+    """``selection.decision`` of a fitted decision (:func:`cadx.runs.inference.fit_decision`): its resolved rule, the
+    split its threshold was fitted on (``fit_split``; ``train`` when the fold has no validation patients) and the
+    threshold as ``value``; a 0.5 fallback is said."""
+    rule = str(decision.get("rule"))
+    via = " (eval.decision auto)" if decision.get("requested") == "auto" else ""
+    if rule == "argmax":
+        return {"split": "none", "rule": f"argmax (nothing fitted){via}"}
+    split = str(decision.get("fit_split") or "train")
+    pos = f" (positive class {decision['positive']})" if decision.get("positive") is not None else ""
+    what = ("youden threshold" if rule == "youden" else
+            f"highest threshold reaching sensitivity {decision.get('target_sensitivity')}")
+    text = f"{what} on the {'validation' if split == 'validation' else 'training'} studies' scores{pos}{via}"
+    if decision.get("threshold_fallback"):
+        text += f"; fell back to {decision['threshold_fallback']}"
+    return {"split": split, "rule": text, "value": decision.get("threshold")}
+
+
 def run_selection(run_dir: str | Path) -> dict[str, Any]:
     """The run-level ``selection`` summary from its finished folds' ``metrics.json``: per entry (``epoch``,
     ``decision``, ``calibration``, ...) the split(s) that made the choice over the folds (``"validation"`` or
@@ -310,6 +328,8 @@ def finish_fold(cfg: ExperimentConfig, cohort: Cohort, store: ItemStore, fold: F
     metrics["decision_fit"] = decision
     metrics["best_epoch"] = best_epoch
     metrics["selection"] = {**sel, **(metrics.get("selection") or {})}
+    if classes and decision.get("rule") in ("argmax", "youden", "sensitivity"):
+        metrics["selection"]["decision"] = decision_selection(decision)  # the rule actually fitted (auto resolved)
     cal_fit = decision.get("calibration")
     if cal_fit:  # eval.calibration: the split its map was fitted on (validation only; none = not calibrated)
         metrics["selection"]["calibration"] = {
