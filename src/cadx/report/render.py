@@ -16,8 +16,9 @@ from markdown_it import MarkdownIt
 from cadx.errors import CadxDataError
 from cadx.report import figures as F
 from cadx.report import tables as T
+from cadx.report.checklist import checklist, run_warnings
 from cadx.report.compare import paired_table
-from cadx.report.external import external_tables
+from cadx.report.external import external_results, external_tables
 from cadx.report.runs import RunData, expand_run_dirs, load_run
 from cadx.utils import atomic_write_bytes, atomic_write_text, dumps_json
 
@@ -175,8 +176,30 @@ def _add_table(blocks: list[Block], t: T.Table | None) -> None:
         blocks.append(t)
 
 
+def _warnings(runs: Sequence[RunData]) -> list[Block]:
+    """The report's first lines: :func:`cadx.report.checklist.run_warnings` of each run (degenerate sensitivity /
+    specificity, zero-width CIs, skipped bootstrap resamples, external cohorts overlapping training)."""
+    lines = [f"WARNING ({r.name}): {w}" for r in runs
+             for w in run_warnings(r.metrics, external_results(r.path))]
+    return [Para(line) for line in lines]
+
+
+def _checklist(runs: Sequence[RunData], blocks: Sequence[Block]) -> list[Block]:
+    """The reporting checklist (:func:`cadx.report.checklist.checklist`) of each run, last in the report; the
+    multiplicity item counts the p-values of this report's paired table."""
+    paired = [b for b in blocks if isinstance(b, T.Table) and b.title.startswith("Paired bootstrap comparison")]
+    n = sum(2 * len(t.rows) for t in paired)
+    comparisons = (n, "Holm and Bonferroni adjusted over the paired table's p-values") if n else None
+    out: list[Block] = [Heading(2, "Reporting checklist")]
+    for r in runs:
+        items = checklist(r.path, comparisons)
+        out.append(T.Table(f"{r.name}: reporting checklist (TRIPOD+AI / CLAIM items read from the run folder)",
+                           ["Item", "Answer"], [[k, v] for k, v in items]))
+    return out
+
+
 def _overview(runs: Sequence[RunData], title: str) -> list[Block]:
-    blocks: list[Block] = [Heading(1, title), Para("Runs: " + ", ".join(r.name for r in runs))]
+    blocks: list[Block] = [Heading(1, title), *_warnings(runs), Para("Runs: " + ", ".join(r.name for r in runs))]
     for r in runs:
         m = r.metrics
         pooled = m.get("pooled") or {}
@@ -219,6 +242,7 @@ def _results(runs: Sequence[RunData]) -> list[Block]:
         _add_table(blocks, paired_table(runs, n_resamples=n_boot, seed=int(bs.get("seed") or 0)))
         _add_table(blocks, T.per_class_table(runs))
     _add_table(blocks, T.dice_table(runs))
+    _add_table(blocks, T.lesion_split_table(runs))
     _add_table(blocks, T.abe_table(runs))
     binary = [r for r in runs if len(r.classes) == 2]
     if binary:
@@ -405,6 +429,7 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
     blocks = _overview(runs, title) + _results(runs)
     for r in runs:
         blocks += _run_section(r, out)
+    blocks += _checklist(runs, blocks)
     holds = _holds(runs, blocks)
     if keep_richer:
         _check_no_loss(out, holds)

@@ -14,8 +14,8 @@ from typing import Any
 from cadx.report.runs import RunData
 
 __all__ = ["HEADLINE", "Table", "abe_table", "comparison_table", "confusion_table", "dice_table",
-           "extra_tables", "fingerprint_table", "fmt", "fmt_ci", "fold_table", "per_class_table",
-           "splits_table"]
+           "extra_tables", "fingerprint_table", "fmt", "fmt_ci", "fold_table", "lesion_split_table",
+           "per_class_table", "splits_table"]
 
 HEADLINE = (("accuracy", "Acc"), ("sensitivity", "Sen"), ("specificity", "Spe"), ("precision", "Pre"),
             ("f1", "F1"), ("auc", "AUC"))
@@ -149,6 +149,33 @@ def dice_table(runs: Sequence[RunData]) -> Table | None:
     return Table("Segmentation: Dice per volume", ["Run", "Fold", "Volumes", "Mean (95% CI)", "Median"], rows,
                  note="Dice per study volume; NaN (no mask) is left out. cadx.evaluation.dice scores "
                       "both-empty masks 1.0 and exactly-one-empty 0.0.")
+
+
+def lesion_split_table(runs: Sequence[RunData]) -> Table | None:
+    """Segmentation split by lesion presence (``pooled.lesion_split``, :mod:`cadx.evaluation.seg_summary`): per
+    run three lines — Dice over lesion-present cases, false-positive rate and mean predicted volume over
+    lesion-absent cases, the overall Dice mean. None when no run has the block."""
+    rows = []
+    for r in runs:
+        s = (r.metrics.get("pooled") or {}).get("lesion_split")
+        if not isinstance(s, dict):
+            continue
+        les, neg, alls = s.get("lesion") or {}, s.get("no_lesion") or {}, s.get("all") or {}
+        rows.append([r.name, "lesion present", fmt(les.get("n")), "Dice mean",
+                     fmt_ci(les.get("dice_mean"), les.get("ci_dice_mean")), f"median {fmt(les.get('dice_median'))}"])
+        rows.append([r.name, "lesion absent", fmt(neg.get("n")), "false-positive rate (any predicted voxel)",
+                     fmt_ci(neg.get("false_positive_rate"), neg.get("ci_false_positive_rate")),
+                     f"{fmt(neg.get('n_false_positive'))} of {fmt(neg.get('n'))}; mean predicted volume "
+                     f"{fmt_ci(neg.get('pred_voxels_mean'), neg.get('ci_pred_voxels_mean'))} voxels"])
+        rows.append([r.name, "all cases", fmt(alls.get("n")), "Dice mean",
+                     fmt_ci(alls.get("dice_mean"), alls.get("ci_dice_mean")),
+                     "mixes both groups (empty prediction on an empty mask = 1.0)"])
+    if not rows:
+        return None
+    return Table("Segmentation by lesion presence (95% CI, patient bootstrap)",
+                 ["Run", "Cases", "n", "Measure", "Value (95% CI)", "Detail"], rows,
+                 note="Lesion present: ground-truth lesion voxels > 0; absent: an empty ground-truth mask. Cases "
+                      "without a mask are left out. Volumes in voxels of the original grid.")
 
 
 def abe_table(runs: Sequence[RunData]) -> Table | None:
