@@ -1,24 +1,12 @@
-"""Models by name (``create_model``); each paper system in its own module, each declaring its options."""
+"""Models by name (``create_model``); each paper system in its own module, each declaring its options.
 
-from cadx.models import (  # noqa: F401  (each module registers its models)
-    anatomy_cnn,
-    attention,
-    cnn3d,
-    dmrn,
-    googlenet,
-    handcrafted,
-    inpaint,
-    lenet_alexnet,
-    mtmr,
-    multihead,
-    pspnet,
-    resnet,
-    scnet,
-    unet,
-    unet_encoder,
-    vgg,
-    yolo_dense,
-)
-from cadx.models.registry import MODELS, PretrainedOptions, create_model, register_model
+Importing this package loads no network: the registry imports the model modules
+(:data:`cadx.models.registry.MODEL_MODULES`) on its first lookup, so ``cadx models list`` (which reads the static
+:data:`cadx.models.catalog.CATALOG`) and ``cadx --help`` stay fast.
+"""
 
-__all__ = ["MODELS", "PretrainedOptions", "create_model", "register_model"]
+from cadx.models.catalog import CATALOG, catalog_rows
+from cadx.models.registry import MODEL_MODULES, MODELS, PretrainedOptions, create_model, register_model
+
+__all__ = ["CATALOG", "MODELS", "MODEL_MODULES", "PretrainedOptions", "catalog_rows", "create_model",
+           "register_model"]

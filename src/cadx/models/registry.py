@@ -1,6 +1,11 @@
 """Model registry: ``@register_model("name", options=XOptions)`` on a factory, ``create_model(name, ...)`` to build
 one (timm-style).
 
+The registry is lazy: importing :mod:`cadx.models` loads no network (no torch, no MONAI). The first lookup of an
+entry (``create_model``, ``MODELS.options``/``get``/``names``, ``in``, iteration) imports every module of
+:data:`MODEL_MODULES`, which register their models. Listing (``cadx models list``) reads the static
+:data:`cadx.models.catalog.CATALOG` instead; a test checks it equals the registry.
+
 Every model declares its keyword options as an :class:`~cadx.registry.Options` model; ``create_model`` validates
 the keyword arguments against it (strings coerced, unknown keys and wrong types raise ``CadxConfigError`` naming
 the option) and calls the factory with every option filled in, so the defaults live in the options class only.
@@ -8,15 +13,52 @@ the option) and calls the factory with every option filled in, so the defaults l
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import importlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from cadx.registry import Entry, Options, PathText, Registry
 
-from cadx.registry import Options, PathText, Registry
+if TYPE_CHECKING:
+    from torch import nn  # typing only: importing the registry must not load torch (lazy listing)
 
-ModelFactory = Callable[..., nn.Module]
-MODELS: Registry[ModelFactory] = Registry("model")
+ModelFactory = Callable[..., "nn.Module"]
+#: The modules of ``cadx.models`` that register the built-in models (imported on the first lookup).
+MODEL_MODULES = ("anatomy_cnn", "attention", "cnn3d", "dmrn", "googlenet", "handcrafted", "inpaint", "lenet_alexnet",
+                 "mtmr", "multihead", "pspnet", "resnet", "scnet", "unet", "unet_encoder", "vgg", "yolo_dense")
+
+
+class LazyRegistry(Registry[ModelFactory]):
+    """A :class:`~cadx.registry.Registry` that imports :data:`MODEL_MODULES` before its first lookup (registering
+    needs no import, so the modules' own ``@register_model`` calls do not recurse)."""
+
+    _loaded = False
+
+    def load(self) -> None:
+        """Import every built-in model module (once)."""
+        if not LazyRegistry._loaded:
+            LazyRegistry._loaded = True
+            for name in MODEL_MODULES:
+                importlib.import_module(f"cadx.models.{name}")
+
+    def entry(self, name: str) -> Entry[ModelFactory]:
+        self.load()
+        return super().entry(name)
+
+    def names(self) -> list[str]:
+        self.load()
+        return super().names()
+
+    def __contains__(self, name: object) -> bool:
+        self.load()
+        return super().__contains__(name)
+
+    def __iter__(self) -> Iterator[Entry[ModelFactory]]:
+        self.load()
+        return super().__iter__()
+
+
+MODELS: Registry[ModelFactory] = LazyRegistry("model")
 
 
 class PretrainedOptions(Options):
