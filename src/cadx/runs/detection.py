@@ -9,10 +9,12 @@ Per fold (patient-level splits from :mod:`cadx.runs.folder`):
    (:mod:`cadx.pipeline.det_items`), the config's ``objective`` (e.g. ``{det_focal: 1, det_box_mse: 1}``), Adam
    at ``optim.lr``. An epoch is one pass over the training positives. After every epoch the validation
    patients' slices (positive span × ``val_span_factor`` = ½, the paper's halved span, plus as many fixed
-   negatives) are predicted whole and scored by the **sensitivity at 2 FP per slice** (the paper's per-epoch
-   selection); the best epoch's weights are kept (``checkpoint_best.pt``), ties → the earlier epoch; early
-   stopping after ``train.early_stopping.patience`` epochs without improvement. Without validation patients the
-   last epoch is kept. ``history.csv``: epoch, train_loss, val_sens_2fp, seconds.
+   negatives) are predicted whole and scored by the **mean sensitivity at 1/8-2 FP per slice** (the paper
+   selects on 2 FP per slice alone, which saturates at 1.0 on small validation sets: see
+   ``_val_sensitivity``); the best epoch's weights are kept (``checkpoint_best.pt``), ties → the later epoch (a
+   saturated score keeps the longer-trained weights); early stopping after ``train.early_stopping.patience``
+   epochs without improvement. Without validation patients the last epoch is kept. ``history.csv``: epoch,
+   train_loss, val_mean_sens, seconds.
 2. **Inference** (:func:`predict_study`, THE detection prediction): every slice whole (zero-padded to the grid),
    the decoded outputs averaged over ``detection.splits`` equal parts of the volume (the paper's halves:
    :func:`combine_slices`), one box per cell scoring ≥ ``min_score``, foreground filtering, merge-NMS
@@ -194,9 +196,16 @@ def lesion_table(studies: Sequence[DetStudy], indices: Sequence[int] | np.ndarra
                                        "n_slices"])
 
 
+#: FP-per-slice rates whose mean sensitivity selects the epoch (the competition performance metric of LUNA16).
+VAL_FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0)
+
+
 def _val_sensitivity(model: torch.nn.Module, studies: Sequence[DetStudy], pos: np.ndarray, neg: np.ndarray,
                      det: DetectionConfig) -> float:
-    """Sensitivity at 2 FP per slice over validation slices, each predicted whole (no combination)."""
+    """Mean sensitivity at 1/8, 1/4, 1/2, 1 and 2 FP per slice over validation slices, each predicted whole (no
+    combination). Our choice: the paper selects on the sensitivity at 2 FP per slice, which reached 1.0 within 1-2
+    epochs on every fold's small validation set (BUSI: 15 slices; LGG: 5 patients), so it could not rank later
+    epochs; the mean over the lower rates keeps ranking them and still rewards the paper's 2-FP point."""
     preds, les, ids = [], [], []
     for k, ((si, z), is_pos) in enumerate([(r, True) for r in pos] + [(r, False) for r in neg]):
         st = studies[int(si)]
@@ -214,7 +223,7 @@ def _val_sensitivity(model: torch.nn.Module, studies: Sequence[DetStudy], pos: n
     p = pd.DataFrame(preds, columns=["study_id", "score", "y", "x"])
     lt = pd.DataFrame(les, columns=["study_id", "lesion", "y0", "x0", "y1", "x1"])
     c = froc_curve(match_predictions(p, lt, det.distance_px), lt, ids)
-    return sensitivity_at(c.fps, c.sensitivity, 2.0)
+    return float(np.mean([sensitivity_at(c.fps, c.sensitivity, r) for r in VAL_FP_RATES]))
 
 
 def train_detector(cfg: ExperimentConfig, studies: Sequence[DetStudy], train_idx: Sequence[int] | np.ndarray,
@@ -259,10 +268,10 @@ def train_detector(cfg: ExperimentConfig, studies: Sequence[DetStudy], train_idx
             opt.step()
             losses.append(float(loss.detach()))
         val = _val_sensitivity(model, studies, vpos, vneg, det) if len(vpos) else float("nan")
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_sens_2fp": val,
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_mean_sens": val,
                         "seconds": round(time.perf_counter() - t0, 2)})
         score = val if np.isfinite(val) else float(epoch)   # no validation: the last epoch
-        if score > best:
+        if score >= best:   # ties -> the later (longer-trained) epoch
             best, best_epoch, stale = score, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
