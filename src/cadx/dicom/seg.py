@@ -15,6 +15,7 @@ SEG with one segment. Single-frame source series only (a multi-frame source is r
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import highdicom as hd
@@ -26,10 +27,13 @@ from pydicom.uid import generate_uid
 from cadx.dicom.identifiers import missing_identifiers
 from cadx.errors import CadxDataError
 
-__all__ = ["MANUFACTURER", "check_sources", "source_order", "write_seg"]
+__all__ = ["MANUFACTURER", "TYPE2_KEYWORDS", "check_sources", "prepared_sources", "source_order", "write_seg"]
 
 #: Manufacturer written into SEG and SR objects.
 MANUFACTURER = "cadx"
+#: Patient/study attributes (DICOM type 2: present, may be empty) a derived object copies from its source.
+TYPE2_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                  "ReferringPhysicianName", "StudyID", "AccessionNumber")
 
 
 def _uid(seed: str | None, *parts: str) -> str:
@@ -78,6 +82,20 @@ def check_sources(datasets: Sequence[Dataset], where: str = "source") -> None:
                                 field=key)
 
 
+def prepared_sources(datasets: Sequence[Dataset]) -> list[Dataset]:
+    """Copies of ``datasets`` with every absent :data:`TYPE2_KEYWORDS` attribute added empty (type 2 = "known to
+    be unknown"), which highdicom needs to copy the patient and study modules; the caller's datasets are left
+    untouched."""
+    out = []
+    for ds in datasets:
+        c = copy.deepcopy(ds)
+        for key in TYPE2_KEYWORDS:
+            if key not in c:
+                setattr(c, key, "")
+        out.append(c)
+    return out
+
+
 def write_seg(source_datasets: Sequence[Dataset], mask: np.ndarray, *, algorithm_name: str,
               algorithm_version: str, label: str = "lesion", series_number: int = 901,
               uid_seed: str | None = None, where: str = "source") -> Dataset:
@@ -92,7 +110,7 @@ def write_seg(source_datasets: Sequence[Dataset], mask: np.ndarray, *, algorithm
     """
     check_sources(source_datasets, where)
     order = source_order(source_datasets)
-    sources = [source_datasets[i] for i in order]
+    sources = prepared_sources([source_datasets[i] for i in order])
     m = np.asarray(mask)
     want = (len(sources), int(sources[0].Rows), int(sources[0].Columns))
     if m.shape != want:
@@ -119,4 +137,5 @@ def write_seg(source_datasets: Sequence[Dataset], mask: np.ndarray, *, algorithm
         manufacturer_model_name=algorithm_name, software_versions=algorithm_version, device_serial_number="0",
         series_description=f"cadx {label} segmentation ({algorithm_name} {algorithm_version})"[:64],
         omit_empty_frames=bool(m.any()))
+    seg.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: names and labels outside Latin-1 survive
     return seg

@@ -28,7 +28,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from cadx.dicom.seg import MANUFACTURER, check_sources, source_order
+from cadx.dicom.seg import MANUFACTURER, check_sources, prepared_sources, source_order
 from cadx.errors import CadxDataError
 
 __all__ = ["PRIVATE_SCHEME", "finding_code", "write_sr"]
@@ -86,7 +86,7 @@ def write_sr(source_datasets: Sequence[Dataset], *, finding: str, probability: f
     if p is not None and not 0.0 <= p <= 1.0:
         raise CadxDataError(f"{p} is outside [0, 1]", path=where, field="probability")
     attrs = {str(k): _finite(v, f"attributes.{k}", where) for k, v in (attributes or {}).items()}
-    sources = [source_datasets[i] for i in source_order(source_datasets)]
+    sources = prepared_sources([source_datasets[i] for i in source_order(source_datasets)])
     if seg is not None and str(seg.StudyInstanceUID) != str(sources[0].StudyInstanceUID):
         raise CadxDataError("the SEG belongs to another study", path=where, field="seg.StudyInstanceUID")
 
@@ -126,8 +126,10 @@ def write_sr(source_datasets: Sequence[Dataset], *, finding: str, probability: f
                                      if str(sources[0].get("Modality", "")) == "CT" else codes.SCT.ImagingProcedure,
                                      imaging_measurements=[group])
     evidence = [*sources, *([seg] if seg is not None else [])]
-    return hd.sr.Comprehensive3DSR(
+    sr = hd.sr.Comprehensive3DSR(
         evidence=evidence, content=report[0], series_instance_uid=_uid(uid_seed, "sr-series"),
         series_number=series_number, sop_instance_uid=_uid(uid_seed, "sr-sop"), instance_number=1,
         manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
         series_description=f"cadx finding ({model_name} {model_version})"[:64])
+    sr.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: the wording (an em dash) and names outside Latin-1 survive
+    return sr
