@@ -211,3 +211,58 @@ def test_ray_task_error_reaches_the_driver_as_its_own_one_line_error(ray_ex: Ray
     assert sorted(got) == [0, 1, 2] and all(v[0] == k for k, v in got.items())
     assert all(v[1] != os.getpid() for v in got.values())  # tasks ran in Ray workers, not here
     assert all(v[2] == 1 for v in got.values())  # torch threads = cpus_per_task
+
+
+def _detection_manifest(root: Path) -> Path:
+    """6 one-patient 3D studies (8 × 64 × 64) with one bright box lesion each, as in test_detector."""
+    from cadx.data.image import ImageData
+    from cadx.data.readers import write_image
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        img = rng.normal(0.3, 0.05, (1, 8, 64, 64)).astype(np.float32)
+        img[:, :, :4] = 0
+        mask = np.zeros((1, 8, 64, 64), np.uint8)
+        y, x = 10 + 5 * i, 30 - 3 * i
+        img[0, 2:6, y:y + 14, x:x + 12] += 1.0
+        mask[0, 2:6, y:y + 14, x:x + 12] = 1
+        write_image(ImageData(img, (1.0, 1.0, 1.0)), root / f"img{i}.nii.gz")
+        write_image(ImageData(mask, (1.0, 1.0, 1.0)), root / f"mask{i}.nii.gz")
+        rows.append({"study_id": f"s{i}", "patient_id": f"p{i}", "path": f"img{i}.nii.gz", "label": "",
+                     "mask": f"mask{i}.nii.gz"})
+    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+    return root / "manifest.csv"
+
+
+@pytest.mark.slow
+def test_detection_study_variants_as_ray_tasks_equal_serial(ray_ex: RayExecutor, tmp_path: Path) -> None:
+    """``cadx study detection --executor ray``: each loss variant is a coordinator task running its folds as Ray
+    tasks; the study's numbers equal the serial study's."""
+    from cadx.studies.detection import run_detection_study
+
+    csv = _detection_manifest(tmp_path)
+    cfg = load_config(None, [f"data.root={csv}", "data.dataset=manifest", "data.allow_unlabelled=true",
+                             "task.classification=false", "model.name=yolo_dense",
+                             "model.kwargs={growth_rate: 4, block_config: [1, 1, 1, 1], num_init_features: 8, "
+                             "anchor: 16.0}", "objective={det_focal: {weight: 1.0, gamma: 1.0}, det_box_mse: 0.5}",
+                             "train.epochs=1", "train.batch_size=4", "train.progress=false", "cv.folds=2",
+                             "eval.bootstrap=20", "detection={size: 64, crop: 32}"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = run_detection_study(cfg, tmp_path / "serial", ["bce", "focal"])
+    finally:
+        torch.set_num_threads(threads)
+    finished: list[str] = []
+    ray = run_detection_study(cfg, tmp_path / "ray", ["bce", "focal"], executor=ray_ex,
+                              on_run=lambda name, m: finished.append(name))
+    assert sorted(finished) == ["bce", "focal"] and list(ray["runs"]) == ["bce", "focal"]
+    for v in ("bce", "focal"):
+        assert _same(ray["runs"][v]["lesion"], serial["runs"][v]["lesion"]), v
+        run = f"{cfg.name}_{v}"
+        a, b = (pd.read_csv(tmp_path / d / "runs" / run / "predictions_slices.csv") for d in ("serial", "ray"))
+        assert len(a) == len(b) > 0
+        np.testing.assert_allclose(_numbers(a).to_numpy(float), _numbers(b).to_numpy(float), atol=1e-6, rtol=0)
+        assert (tmp_path / "ray" / "runs" / run / LOCK_NAME).read_text() == ""  # the coordinator released it
+    assert "| bce |" in (tmp_path / "ray" / "report.md").read_text()  # tables written (seconds differ, by design)

@@ -182,7 +182,8 @@ class RayExecutor:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("{task.fields[last]}"), console=console, disable=not self.progress,
                       transient=False) as bar:
-            tid = bar.add_task(f"{description} (ray, {self.cpus_per_task} CPU each)", total=len(refs), last="")
+            each = f"{self.cpus_per_task} CPU each" if cpus is None else f"{cpus:g} CPU each"
+            tid = bar.add_task(f"{description} (ray, {each})", total=len(refs), last="")
             try:
                 while pending:
                     done, pending = ray.wait(pending, num_returns=1)
