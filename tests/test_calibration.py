@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.special import expit, softmax
-from sklearn.calibration import calibration_curve
+from sklearn.calibration import _sigmoid_calibration, calibration_curve
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, log_loss
@@ -122,9 +122,14 @@ def test_temperature_scaling_minimises_nll_and_fixes_overconfidence():
 def test_platt_and_isotonic_match_sklearn():
     y, p = _binary(400, seed=5)
     fit = fit_calibration("platt", y, p)
-    z = np.log(p[:, 1] / p[:, 0])[:, None]
-    lr = LogisticRegression(C=np.inf, max_iter=1000).fit(z, y)
-    np.testing.assert_allclose(apply_calibration(fit, p)[:, 1], lr.predict_proba(z)[:, 1], atol=1e-9)
+    z = np.log(p[:, 1] / p[:, 0])
+    # scikit-learn's own Platt fit (the one CalibratedClassifierCV uses): p = 1 / (1 + exp(a z + b))
+    a_sk, b_sk = _sigmoid_calibration(z, y)
+    assert (fit["a"], fit["b"]) == (pytest.approx(-a_sk, abs=1e-4), pytest.approx(-b_sk, abs=1e-4))
+    np.testing.assert_allclose(apply_calibration(fit, p)[:, 1], expit(-(a_sk * z + b_sk)), atol=1e-5)
+    # a separable validation set still gives a finite map (smoothed targets: 3 vs 2 rows -> 4/5 and 1/4)
+    sep = fit_calibration("platt", [0, 0, 1, 1, 1], np.array([0.1, 0.2, 0.7, 0.8, 0.9]))
+    assert np.isfinite(sep["a"]) and 0 < sep["a"] < 20
     iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(p[:, 1], y)
     fit_i = fit_calibration("isotonic", y, p)
     new = np.linspace(0, 1, 11)

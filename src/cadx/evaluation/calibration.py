@@ -22,7 +22,10 @@ curve and weigh nothing in the ECE. ECE = ``sum_b (n_b / N) |frac_pos_b - mean_p
 Post-hoc scaling (:func:`fit_calibration` → a JSON-able dict, :func:`apply_calibration`): ``temperature`` (one
 ``T > 0`` on the logits ``log p``; fitted by minimising the NLL with :func:`scipy.optimize.minimize_scalar` over
 ``log T``), ``platt`` (:class:`sklearn.linear_model.LogisticRegression`, unpenalised, on the positive-class logit
-``log(p_pos / p_neg)``; multi-class: multinomial on the ``K`` log-probabilities), ``isotonic``
+``log(p_pos / p_neg)`` with Platt's (1999) smoothed targets ``(N+ + 1) / (N+ + 2)`` and ``1 / (N- + 2)`` — given
+to the regression as two weighted copies of each row — so a separable validation set gives a finite slope, as
+in :class:`sklearn.calibration.CalibratedClassifierCV`; multi-class: multinomial on the ``K`` log-probabilities,
+hard targets), ``isotonic``
 (:class:`sklearn.isotonic.IsotonicRegression` on ``p_pos``; multi-class: one-vs-rest, rows renormalised). The
 probabilities given here are already probabilities (softmax outputs, study means), so the "logits" are
 ``log(clip(p, 1e-12))``; for a binary softmax output that equals the network's logit difference. Fit only on
@@ -235,10 +238,11 @@ def fit_calibration(method: str, y_true: ArrayLike, proba: ArrayLike, positive: 
     :func:`apply_calibration`: ``{"method", "fitted": bool, ...}``.
 
     ``temperature``: ``{"temperature": T}`` (bounded search ``T`` in ``[0.05, 20]``); ``platt`` binary:
-    ``{"positive", "a", "b"}`` with ``p_pos = sigmoid(a * log(p_pos / p_neg) + b)``, multi-class: ``{"coef" (K, K),
-    "intercept" (K,)}`` on ``log p``; ``isotonic``: ``{"x", "y"}`` per class (binary: of the positive class), lists
-    of thresholds interpolated linearly and clipped. ``none``, empty input, or rows lacking a class (Platt,
-    isotonic: any class; temperature: fewer than two classes) give ``fitted: False`` with a ``reason`` and act as
+    ``{"positive", "a", "b"}`` with ``p_pos = sigmoid(a * log(p_pos / p_neg) + b)`` (smoothed targets),
+    multi-class: ``{"coef" (K, K), "intercept" (K,)}`` on ``log p``; ``isotonic``: ``{"columns", "x", "y"}`` per
+    class (binary: the positive class only), lists of thresholds interpolated linearly and clipped. ``none``, empty
+    input, or rows lacking a class (Platt, isotonic: any class; temperature: fewer than two classes) give
+    ``fitted: False`` with a ``reason`` and act as
     the identity. An unknown method raises ValueError.
     """
     if method not in METHODS:
@@ -265,7 +269,12 @@ def fit_calibration(method: str, y_true: ArrayLike, proba: ArrayLike, positive: 
         if k == 2:
             neg = 1 - positive
             x = (z[:, positive] - z[:, neg])[:, None]
-            lr = LogisticRegression(C=np.inf, max_iter=1000).fit(x, (t == positive).astype(int))
+            hit = t == positive
+            n_pos, n_neg = int(hit.sum()), int((~hit).sum())
+            target = np.where(hit, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+            lr = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10_000).fit(
+                np.r_[x, x], np.r_[np.ones(t.size, int), np.zeros(t.size, int)],
+                sample_weight=np.r_[target, 1 - target])
             out.update(positive=int(positive), a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
         else:
             lr = LogisticRegression(C=np.inf, max_iter=1000).fit(z, t)
