@@ -301,6 +301,42 @@ def export_cmd(
     out.print(f"export: {folder / 'export.json'}")
 
 
+@app.command("export-dicom")
+def export_dicom_cmd(
+    run: Annotated[Path, typer.Argument(help="Run folder from `cadx cv` or `cadx train`.")],
+    study: Annotated[Path, typer.Option(help="Folder of one DICOM series (single-frame images).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Where seg.dcm, sr.dcm and export.json go.")],
+    series_uid: Annotated[str | None, typer.Option(help="The series to use when the folder holds several.")] = None,
+    fold: Annotated[int | None, typer.Option(help="Predict with fold K's model (default: final/, else the folds' "
+                                             "ensemble).")] = None,
+    allow_partial: Annotated[bool, typer.Option(help="Use the finished folds of a run with an unfinished fold.")]
+    = False,
+    stow: Annotated[str | None, typer.Option(help="DICOMweb root URL to STOW seg.dcm/sr.dcm to, e.g. "
+                                             "http://127.0.0.1:8042/dicom-web.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print export.json.")] = False,
+) -> None:
+    """Predict a DICOM series with the run and write the answer as DICOM: seg.dcm (segmentation runs: the mask as a
+    DICOM SEG referencing the series) and sr.dcm (TID 1500 SR: finding, probability, attributes, model, operating
+    point); --stow sends both to a PACS (docs/pacs.md)."""
+    from cadx.runs.dicom_export import export_dicom
+
+    summary = export_dicom(run, study, out_dir, fold=fold, allow_partial=allow_partial, series_uid=series_uid)
+    if stow:
+        from cadx.dicom.pacs import store
+
+        files = [summary[k]["path"] for k in ("seg", "sr") if summary.get(k)]
+        summary["stowed"] = store(stow, files)
+    if as_json:
+        _print_json(summary)
+        return
+    out.print(f"{summary['wording']}")
+    for k in ("seg", "sr"):
+        if summary.get(k):
+            out.print(f"{k}: {summary[k]['path']} (SOPInstanceUID {summary[k]['SOPInstanceUID']})")
+    if stow:
+        out.print(f"stored in {stow}: {len(summary['stowed'])} instance(s)")
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder.")],
@@ -325,7 +361,7 @@ def evaluate_cmd(
     from cadx.runs import evaluate_run
 
     pooled = evaluate_run(run, dataset, root, _options(option), name=name, fold=fold, allow_partial=allow_partial,
-                          check=not skip_check)
+                          check=not skip_check, log=None if as_json else out.print)  # overlap line comes first
     if as_json:
         _print_json(pooled)
         return

@@ -13,6 +13,17 @@ cross-validation scored its test folds.
   :func:`cadx.runs.segmentation.predict_fold` (full volume, original grid, the same post-processing and per-volume
   Dice).
 
+- **External is external**: the cohort's patients are compared with the training (train + val) patients of the
+  model(s) that score them (:func:`patient_overlap`): by image content (SHA-1 of every image array of a study
+  against the run's training studies, so renamed or id-less copies are caught) and by patient id when the cohort
+  is loaded exactly as the run's own (same adapter, root and options: the ids then name the same patients).
+  A cohort whose every patient overlaps is refused (one CadxDataError line); a partial overlap is the first line
+  logged and is recorded in ``metrics.json`` ``external`` (``n_patients_overlap``, ``overlap_fraction``) and
+  printed first in the run's report. ``--fold own`` scores each patient with the model that held it out, so the
+  run's own cohort has no overlap there (it re-scores the CV; the report says so). Patient ids that merely match
+  (another cohort of the same adapter) are reported as ``n_patients_in_training`` but are not counted as overlap
+  when the images differ.
+
 Output: ``run_dir/external/<name>/{predictions.csv, predictions_slices.csv, metrics.json}`` (segmentation also
 ``pred_masks.npz``); the run's report is rewritten with its external-validation section
 (:mod:`cadx.report.external`).
@@ -20,7 +31,9 @@ Output: ``run_dir/external/<name>/{predictions.csv, predictions_slices.csv, metr
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +45,16 @@ from cadx.data.check import require_clean
 from cadx.data.datasets import load_dataset
 from cadx.data.splits import Splits
 from cadx.data.study import Cohort
-from cadx.errors import CadxConfigError, CadxDataError
+from cadx.errors import CadxConfigError, CadxDataError, CadxError
 from cadx.pipeline.items import build_store
 from cadx.pipeline.seg_items import build_seg_data
-from cadx.runs.folder import done_folds, evaluate_rows, fold_dir, run_config, run_models, write_run_report
+from cadx.runs.folder import done_folds, evaluate_rows, fold_dir, load_cohort, run_config, run_models, write_run_report
 from cadx.runs.inference import load_predictor, predict_rows
 from cadx.runs.segmentation import evaluate_seg, load_models, predict_fold, save_masks
 from cadx.training.trainer import load_module
 from cadx.utils import atomic_write_json, atomic_write_text
 
-__all__ = ["evaluate_run", "external_name", "model_groups", "resolve_options"]
+__all__ = ["evaluate_run", "external_name", "model_groups", "patient_overlap", "resolve_options", "study_hashes"]
 
 Group = tuple[int, list[Path], np.ndarray]
 """``(fold label written into the rows, model folders, study indices of the cohort they score)``."""
@@ -120,6 +133,74 @@ def training_overlap(run_dir: Path, cohort: Cohort, groups: list[Group]) -> int:
     return len(seen_total)
 
 
+def study_hashes(cohort: Cohort, indices: list[int] | np.ndarray | None = None) -> dict[int, str]:
+    """``{study index: SHA-1}`` of each study's images (every image by name: its shape, dtype and array bytes);
+    ``indices`` default every study. Identical pixel data gives identical hashes whatever the ids or file names."""
+    out: dict[int, str] = {}
+    for i in (range(len(cohort)) if indices is None else indices):
+        h = hashlib.sha1()
+        for name in sorted(cohort[int(i)].images):
+            arr = np.ascontiguousarray(cohort[int(i)].images[name].load().array)
+            h.update(f"{name}|{arr.shape}|{arr.dtype}|".encode())
+            h.update(arr.tobytes())
+        out[int(i)] = h.hexdigest()
+    return out
+
+
+def _training_parts(run_dir: Path, groups: list[Group]) -> list[set[str]]:
+    """Per group: the patient ids its models were trained or validated on (``splits.json``: fold k's train + val;
+    ``final/``: every patient of the run); empty sets without ``splits.json``."""
+    path = run_dir / "splits.json"
+    if not path.is_file():
+        return [set() for _ in groups]
+    folds = {f.fold: f for f in Splits.load(path)}
+    everyone = {p for f in folds.values() for part in ("train", "val", "test") for p in f.part(part)}
+    out = []
+    for _, dirs, _ in groups:
+        seen: set[str] = set()
+        for d in dirs:
+            k = d.name.removeprefix("fold_")
+            seen |= everyone if not k.isdigit() else set(folds[int(k)].train) | set(folds[int(k)].val)
+        out.append(seen)
+    return out
+
+
+def patient_overlap(run_dir: Path, cfg: ExperimentConfig, cohort: Cohort, groups: list[Group],
+                    same_recipe: bool, run_cohort: Cohort | None = None) -> dict[str, Any]:
+    """How many of the cohort's scored patients the model(s) scoring them were trained or validated on:
+    ``{"n_patients_same_images", "n_patients_same_ids", "n_patients_overlap", "overlap_fraction", "overlap_ids"
+    (first 10), "overlap_rule", "content_checked"}``. Content: a patient overlaps when one of its studies has the
+    same :func:`study_hashes` as a study of a training patient (the run's cohort, ``run_cohort`` or
+    :func:`cadx.runs.folder.load_cohort` of the run's config; when it cannot be loaded, ``content_checked`` is
+    False and says why). Ids count as overlap only when ``same_recipe`` (the cohort is the run's own load)."""
+    parts = _training_parts(run_dir, groups)
+    pids = cohort.patient_ids
+    by_id: set[str] = set()
+    for seen, (_, _, studies) in zip(parts, groups, strict=True):
+        by_id |= {pids[i] for i in studies} & seen
+    by_content: set[str] = set()
+    checked: bool | str = True
+    if any(parts):
+        try:
+            rc = run_cohort if run_cohort is not None else load_cohort(cfg, run_dir)
+            train_idx = [i for i, p in enumerate(rc.patient_ids) if any(p in s for s in parts)]
+            train_hash = study_hashes(rc, train_idx)
+            rc_pids = rc.patient_ids
+            mine = study_hashes(cohort, sorted({int(i) for _, _, st in groups for i in st}))
+            for seen, (_, _, studies) in zip(parts, groups, strict=True):
+                hashes = {h for i, h in train_hash.items() if rc_pids[i] in seen}
+                by_content |= {pids[int(i)] for i in studies if mine[int(i)] in hashes}
+        except (CadxError, OSError) as e:  # the training data moved: say so instead of guessing
+            checked = f"not checked: the run's cohort could not be loaded ({' '.join(str(e).split())[:200]})"
+    overlap = by_content | (by_id if same_recipe else set())
+    n = len({pids[int(i)] for _, _, st in groups for i in st})
+    rule = ("same image content (SHA-1 of the image arrays) as a training study"
+            + (", or the same patient id (the cohort is loaded as the run's own)" if same_recipe else ""))
+    return {"n_patients_same_images": len(by_content), "n_patients_same_ids": len(by_id),
+            "n_patients_overlap": len(overlap), "overlap_fraction": len(overlap) / n if n else 0.0,
+            "overlap_ids": sorted(overlap)[:10], "overlap_rule": rule, "content_checked": checked}
+
+
 def _network_rows(cfg: ExperimentConfig, cohort: Cohort, groups: list[Group], spec: dict[str, Any]
                   ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]], list[str]]:
     """Slice and study rows of a network run; also the decisions used and the attributes evaluated."""
@@ -162,12 +243,14 @@ def _models_text(run_dir: Path, groups: list[Group], fold: int | str | None) -> 
 
 def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, options: dict[str, Any] | None = None,
                  name: str | None = None, fold: int | str | None = None, allow_partial: bool = False,
-                 check: bool = True) -> dict[str, Any]:
+                 check: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Score every study of ``load_dataset(dataset, root, **options)`` with the run's models (see the module
     docstring for the option rule and ``fold``), write ``run_dir/external/<name>/`` and the run's report, and
     return the ``pooled`` metrics. Labels must be among the run's classes (matched by name). A run with an
     unfinished fold is refused (``fold=None``) unless ``allow_partial`` (:func:`run_models`). The cohort must pass
-    :func:`cadx.data.check.check_cohort` first unless ``check=False`` (recorded as ``data_checked`` in the info)."""
+    :func:`cadx.data.check.check_cohort` first unless ``check=False`` (recorded as ``data_checked`` in the info).
+    Patients seen in training (:func:`patient_overlap`): all of them → CadxDataError (not an external validation);
+    some → ``log`` (e.g. the CLI's print) gets one line saying how many, before anything is scored."""
     run_dir = Path(run_dir)
     fold = parse_fold(fold)
     dirs = run_models(run_dir, allow_partial) if fold is None else (done_folds(run_dir) or run_models(run_dir))
@@ -193,6 +276,19 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, options: d
         "models": sorted({str(d.relative_to(run_dir)) for _, ds, _ in groups for d in ds}),
         "n_studies": len(cohort), "n_patients": len(set(cohort.patient_ids)),
         "n_patients_in_training": training_overlap(run_dir, cohort, groups) if same_adapter else None}
+    same_recipe = (dataset == cfg.data.dataset and cfg.data.root is not None
+                   and Path(root).resolve() == Path(cfg.data.root).resolve() and used == dict(cfg.data.options))
+    ov = patient_overlap(run_dir, cfg, cohort, groups, same_recipe)
+    info.update(ov)
+    n_pat = info["n_patients"]
+    if n_pat and ov["n_patients_overlap"] == n_pat:
+        raise CadxDataError(f"all {n_pat} patients of this cohort were training or validation patients of the "
+                            f"model(s) scoring them ({ov['overlap_rule']}): this is not an external validation "
+                            "(--fold own re-scores the run's held-out patients)", path=root, field="patients")
+    if ov["n_patients_overlap"] and log is not None:
+        log(f"Partial overlap: {ov['n_patients_overlap']} of {n_pat} patients ({100 * ov['overlap_fraction']:.0f} %) "
+            f"were seen in training by the model scoring them ({ov['overlap_rule']}); for them this evaluation is "
+            "not external.")
     if cfg.segmentation is not None:
         studies, slices, masks = _segmentation_rows(cfg, cohort, groups, classes)
         dest.mkdir(parents=True, exist_ok=True)
