@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"cadx.report"},
     {"cadx.runs"},
     {"cadx.studies"},
+    {"cadx.serve"},
     {"cadx.cli"},
 ]
 

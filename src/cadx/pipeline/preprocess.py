@@ -209,9 +209,12 @@ class StudyPreprocessor:
 
     def items(self, img: ImageData, mask: np.ndarray | None, boxes: list[tuple[int, ...]],
               diameter_mm: float | None = None, source: str = "<image>",
-              covariates: Mapping[str, float | None] | None = None) -> tuple[list, list, list[int]]:
+              covariates: Mapping[str, float | None] | None = None,
+              regions: list[tuple[int, list[int], list[int]]] | None = None) -> tuple[list, list, list[int]]:
         """Items of one image ``(C, *spatial)`` with an optional boolean mask ``(1, *spatial)`` and boxes;
-        ``covariates`` {name: value} feed ``input.covariate_channels``."""
+        ``covariates`` {name: value} feed ``input.covariate_channels``. ``regions``, when a list, receives one
+        ``(slice z (-1: none), starts, stops)`` per item: the crop (over the resized axes, may extend past the image)
+        each item was resized from, so a map at item size can be put back on the image (e.g. Grad-CAM)."""
         cfg = self.cfg
         planes = self._covariate_values(covariates or {}, source)
         arr = normalize_intensity(np.asarray(img.array), cfg)
@@ -252,6 +255,8 @@ class StudyPreprocessor:
                     m = mask if mask is not None else np.zeros((1, *arr.shape[1:]), bool)
                     out_mask.append(resize(crop_pad(m.astype(np.float32), starts, stops, 0.0), self.size, True))
                 pos.append(0)
+                if regions is not None:
+                    regions.append((-1, list(starts), list(stops)))
                 continue
             ax = range(nd - 2, nd)
             starts, stops = self._region(lo, hi, spacing, diameter_mm, whole, axes=ax)
@@ -281,6 +286,8 @@ class StudyPreprocessor:
                     ms = m if z is None else m[:, z]
                     out_mask.append(resize(crop_pad(ms.astype(np.float32), starts, stops, 0.0), self.size, True))
                 pos.append(-1 if z is None else int(z))
+                if regions is not None:
+                    regions.append((-1 if z is None else int(z), list(starts), list(stops)))
         if planes:
             const = np.stack([np.full(self.size, v, np.float32) for v in planes])   # one plane per covariate
             out_img = [np.concatenate([a, const], axis=0) for a in out_img]
