@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,8 @@ from cadx.evaluation.metrics import roc_auc, roc_curve_points
 from cadx.evaluation.summary import class_key
 from cadx.report.runs import RunData
 
-__all__ = ["confusion_png", "has_validation", "roc_binary_png", "roc_ovr_png", "training_figure", "training_png"]
+__all__ = ["confusion_png", "has_validation", "reliability_png", "roc_binary_png", "roc_ovr_png", "training_figure",
+           "training_png"]
 
 
 def _png(fig: Figure) -> bytes:
@@ -71,8 +73,15 @@ def _diag(ax: object) -> None:
     ax.set_ylim(0, 1.01)  # type: ignore[attr-defined]
 
 
+def _positive(run: RunData) -> int:
+    """Index of a binary run's positive class (``metrics.json`` ``positive``, ``eval.positive``; default 1)."""
+    name = run.metrics.get("positive") or (run.metrics.get("pooled") or {}).get("positive")
+    return run.classes.index(str(name)) if name is not None and str(name) in run.classes else 1
+
+
 def roc_binary_png(runs: Sequence[RunData]) -> bytes | None:
-    """All binary runs on one ROC plot (positive class = index 1); None when no run has predictions."""
+    """All binary runs on one ROC plot (each run's positive class, ``metrics.json`` ``positive``, default index 1);
+    None when no run has predictions."""
     fig = Figure(figsize=(4.6, 4.2))
     ax = fig.add_subplot()
     drawn = 0
@@ -81,13 +90,15 @@ def roc_binary_png(runs: Sequence[RunData]) -> bytes | None:
         if arr is None or arr[1].shape[1] != 2 or len(np.unique(arr[0])) < 2:
             continue
         y, p = arr
-        fpr, tpr, _ = roc_curve_points(y, p[:, 1], pos_label=1)
-        ax.plot(fpr, tpr, lw=1.4, label=f"{r.name} (AUC {roc_auc(y, p):.3f})")
+        k = _positive(r)
+        fpr, tpr, _ = roc_curve_points(y, p[:, k], pos_label=k)
+        ax.plot(fpr, tpr, lw=1.4, label=f"{r.name} (AUC {roc_auc(y, p, positive=k):.3f})")
         drawn += 1
     if not drawn:
         return None
     _diag(ax)
-    ax.set_title(f"ROC, positive class = {runs[0].classes[1] if runs[0].classes else 1}", fontsize=9)
+    names = sorted({r.classes[_positive(r)] for r in runs if len(r.classes) == 2})
+    ax.set_title(f"ROC, positive class = {', '.join(names) or 1}", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     return _png(fig)
 
@@ -167,3 +178,39 @@ def training_figure(histories: dict[str, pd.DataFrame], title: str) -> Figure | 
             ax.legend(fontsize=6, ncol=2)
     fig.suptitle(title, fontsize=9)
     return fig
+
+
+def reliability_png(curves: Mapping[str, Mapping[str, Any]], title: str) -> bytes | None:
+    """Reliability diagram: per entry (label → a ``calibration`` block of ``metrics.json``: ``curve`` with
+    ``prob_pred``, ``prob_true``, ``count``; ``ece``, ``brier``) the observed frequency against the mean predicted
+    probability of each non-empty bin (markers sized by the bin's studies) over the diagonal of perfect calibration,
+    and the studies per bin below. None when no entry has a curve."""
+    usable = {k: v for k, v in curves.items() if (v.get("curve") or {}).get("prob_pred")}
+    if not usable:
+        return None
+    fig = Figure(figsize=(4.8, 5.2))
+    ax = fig.add_axes((0.14, 0.36, 0.8, 0.56))
+    hist = fig.add_axes((0.14, 0.1, 0.8, 0.17), sharex=ax)
+    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--", label="perfectly calibrated")
+    n_tot = max(sum(v["curve"]["count"]) for v in usable.values())
+    width = 0.8 / int(next(iter(usable.values())).get("n_bins") or 10) / len(usable)
+    for i, (label, v) in enumerate(usable.items()):
+        c = v["curve"]
+        x, yv, n = (np.asarray(c[k], float) for k in ("prob_pred", "prob_true", "count"))
+        col = f"C{i % 10}"
+        ax.plot(x, yv, color=col, lw=1.2, label=f"{label} (ECE {v.get('ece', float('nan')):.3f}, "
+                                                f"Brier {v.get('brier', float('nan')):.3f})")
+        ax.scatter(x, yv, s=12 + 120 * n / max(n_tot, 1), color=col, alpha=0.7, zorder=3)
+        hist.bar(x + (i - (len(usable) - 1) / 2) * width, n, width=width, color=col, alpha=0.7)
+    first = next(iter(usable.values()))
+    kind = first.get("kind", "positive-class")
+    ax.set_ylabel("observed frequency of the positive class" if kind == "positive-class" else "accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.legend(fontsize=6.5, loc="upper left")
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(labelbottom=False)
+    hist.set_xlabel("mean predicted probability" + (" (positive class)" if kind == "positive-class"
+                                                     else " (top-label confidence)"))
+    hist.set_ylabel("studies", fontsize=8)
+    return _png(fig)

@@ -16,6 +16,7 @@ from markdown_it import MarkdownIt
 from cadx.errors import CadxDataError
 from cadx.report import figures as F
 from cadx.report import tables as T
+from cadx.report.calibration import calibration_section
 from cadx.report.checklist import checklist, run_warnings
 from cadx.report.compare import paired_table
 from cadx.report.external import external_results, external_tables
@@ -303,6 +304,10 @@ def _run_section(run: RunData, out: Path) -> list[Block]:
         classes = [c.removeprefix("pred ") for c in cm.columns[1:]]
         png = F.confusion_png(pooled["confusion_matrix"], classes, f"{run.name} (pooled)")
         blocks.append(Fig(f"{run.name}: confusion matrix (pooled)", png, f"{s}_confusion.png"))
+    cal = calibration_section(run)  # Brier, ECE with CIs, scaling per fold, reliability diagram
+    if cal is not None:
+        blocks += [Heading(3, "Calibration"), Para(cal.text), cal.table]
+        blocks += [Fig(cal.title, cal.png, f"{s}_reliability.png")] if cal.png else []
     blocks.append(Heading(3, "Training curves"))
     curves = F.training_png(run.histories, f"{run.name}: training curves per fold")
     if curves:
