@@ -75,6 +75,8 @@ def test_half_overlap_is_reported_first(tiny_run: Path, tmp_path: Path) -> None:
     md = (tiny_run / "report.md").read_text()
     assert ("WARNING (run): external evaluation _test_tiny-24: 12 of 24 patients (50 %) were seen in training"
             in md[:md.index("Runs: ")])
+    cohorts = md[md.index("external validation cohorts"):].splitlines()
+    assert next(line for line in cohorts if line.startswith("| _test_tiny-24 |")).endswith("| 12 | 12 of 24 (50 %) |")
 
 
 def test_other_pixels_same_ids_and_own_fold_are_not_overlap(tiny_run: Path, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +11,9 @@ import pytest
 from cadx.errors import CadxDataError
 from cadx.evaluation.bootstrap import bootstrap_mean_ci
 from cadx.evaluation.seg_summary import lesion_split
+from cadx.report.runs import RunData
+from cadx.report.tables import lesion_split_table
+from cadx.runs.segmentation import evaluate_seg
 
 
 def _table() -> pd.DataFrame:
@@ -67,3 +72,16 @@ def test_empty_groups_and_bad_input() -> None:
     bad.loc[0, "lesion_voxels"] = -1
     with pytest.raises(CadxDataError, match="lesion_voxels: negative"):
         lesion_split(bad)
+
+
+def test_segmentation_metrics_and_report_table() -> None:
+    """evaluate_seg (the segmentation run kind's metrics.json) carries the split; the report prints three lines."""
+    df = _table().assign(fold=[0, 0, 1, 1, 0, 1, 0, 1], y_true=np.nan)
+    m = evaluate_seg(df, [], 200, 0)
+    assert m["pooled"]["lesion_split"] == lesion_split(df, 200, 0)
+    assert m["pooled"]["dice_mean"] == pytest.approx(4.4 / 7)  # the overall mean is unchanged
+    t = lesion_split_table([RunData("seg", Path("."), m)])
+    assert t is not None and [r[1] for r in t.rows] == ["lesion present", "lesion absent", "all cases"]
+    les = m["pooled"]["lesion_split"]["lesion"]
+    assert t.rows[0][4] == f"0.600 [{les['ci_dice_mean'][0]:.3f}, {les['ci_dice_mean'][1]:.3f}]"
+    assert t.rows[1][5].startswith("1 of 3; mean predicted volume 3.333 [")

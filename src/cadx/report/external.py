@@ -46,6 +46,17 @@ def _options_text(ext: dict[str, Any]) -> str:
     return ", ".join(bits) or "none"
 
 
+def _overlap_text(e: dict[str, Any]) -> str:
+    """``"12 of 24 (50 %)"`` from ``n_patients_overlap``; ``n/a`` for evaluations made before it was recorded."""
+    n, tot = e.get("n_patients_overlap"), e.get("n_patients")
+    if n is None or not tot:
+        return T.NA
+    text = f"{n} of {tot} ({100 * n / tot:.0f} %)"
+    if e.get("fold") == "own":
+        text += "; own-fold re-scoring of the run's cohort"
+    return text
+
+
 def _row(label: str, block: dict[str, Any], n_patients: Any, keys: list[str]) -> list[str]:
     ci = block.get("ci") or {}
     return [label, T.fmt(block.get("n_studies")), T.fmt(n_patients),
@@ -64,14 +75,17 @@ def external_tables(run: RunData) -> list[T.Table]:
         cohort_rows.append([name, str(e.get("dataset", T.NA)), str(e.get("root", T.NA)), _options_text(e),
                             str(e.get("models_text") or ", ".join(e.get("models") or []) or T.NA),
                             T.fmt(e.get("n_studies")), T.fmt(e.get("n_patients")),
-                            T.fmt(e.get("n_patients_in_training")) if "n_patients_in_training" in e else T.NA])
+                            T.fmt(e.get("n_patients_in_training")) if "n_patients_in_training" in e else T.NA,
+                            _overlap_text(e)])
     cohorts = T.Table(f"{run.name}: external validation cohorts",
                       ["Evaluation", "Dataset", "Root", "Options", "Models", "Studies", "Patients",
-                       "Seen in training"], cohort_rows,
+                       "Seen in training", "Overlap with training"], cohort_rows,
                       note="Options: 'run' = the run's own data.options (same dataset adapter), 'given' = passed to "
                            "cadx evaluate. Seen in training: patients the scoring model was trained or validated on "
                            "(by patient id, same dataset adapter only; n/a for another dataset); for them the "
-                           "evaluation is not external.")
+                           "evaluation is not external. Overlap with training: patients whose images are identical "
+                           "to a training study's (SHA-1 of the image arrays), or whose ids match when the cohort "
+                           "is the run's own load (cadx evaluate refuses a full overlap).")
     blocks = [run.metrics.get("pooled") or {}] + [m.get("pooled") or {} for _, m in results]
     pairs = [(k, n) for k, n in (*T.HEADLINE, *_DICE) if any(k in b for b in blocks)]
     keys, names = [k for k, _ in pairs], [n for _, n in pairs]
