@@ -180,3 +180,45 @@ def test_svm_platt_cv_never_puts_a_patient_on_both_sides():
     for fit_rows, cal_rows in splits:
         assert not set(groups[fit_rows]) & set(groups[cal_rows])
     assert sorted(np.concatenate([c for _, c in splits]).tolist()) == list(range(120))
+
+
+def test_report_calibration_section_and_reliability_figure(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from cadx.evaluation.calibration import calibration_metrics
+    from cadx.report import write_report
+    from cadx.report.calibration import calibration_section
+    from cadx.report.runs import load_run
+
+    y, p = _binary(60, seed=9)
+    classes = ["benign", "malignant"]
+    df = pd.DataFrame({"study_id": [f"S{i}" for i in range(60)], "patient_id": [f"P{i // 2}" for i in range(60)],
+                       "fold": np.arange(60) % 2, "y_true": [classes[k] for k in y],
+                       "raw_p_benign": p[:, 0], "raw_p_malignant": p[:, 1]})
+    fit = fit_calibration("temperature", y, p)
+    q = apply_calibration(fit, p)
+    df["p_benign"], df["p_malignant"] = q[:, 0], q[:, 1]
+    df["y_pred"] = [classes[int(v >= 0.5)] for v in q[:, 1]]
+    cal = calibration_metrics(df, classes, "malignant", n_bootstrap=100, seed=0, method="temperature")
+    assert cal is not None and cal["brier"] == pytest.approx(brier_score_loss(y, q[:, 1]))
+    assert cal["before"]["brier"] == pytest.approx(brier_score_loss(y, p[:, 1])) and cal["before"]["ci"]["ece"]
+    run = tmp_path / "run"
+    for k, fitted in ((0, {**fit, "fit_split": "validation"}),
+                      (1, {"method": "temperature", "fitted": False, "reason": "no validation patients"})):
+        (run / f"fold_{k}").mkdir(parents=True)
+        (run / f"fold_{k}" / "metrics.json").write_text(json.dumps({"decision_fit": {"calibration": fitted}}))
+    (run / "metrics.json").write_text(json.dumps({"pooled": {"auc": 0.8}, "classes": classes, "calibration": cal,
+                                                  "bootstrap": {"n_resamples": 100}}))
+    df.to_csv(run / "predictions.csv", index=False)
+    sec = calibration_section(load_run(run))
+    assert sec is not None and sec.png is not None and sec.png[:4] == b"\x89PNG"
+    assert "positive class malignant" in sec.text and "10 equal-width bins" in sec.text
+    assert "fold(s) 0" in sec.text and "fold 1 not calibrated (no validation patients)" in sec.text
+    assert [r[0] for r in sec.table.rows] == ["before scaling", "after temperature scaling"]
+    assert sec.table.rows[1][1].startswith(f"{cal['brier']:.3f} [")
+    write_report([run], run)
+    md = (run / "report.md").read_text()
+    assert "### Calibration" in md and "run_reliability.png" in md
+    assert (run / "figures" / "run_reliability.png").is_file()
