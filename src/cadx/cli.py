@@ -751,6 +751,7 @@ def study_multitask_cmd(
     set_: SetList = None,
     threads: Threads = 0,
 ) -> None:
+    from cadx.evaluation.multiplicity import format_p
     from cadx.studies.multitask import VARIANTS, load_study_config, run_multitask_study
 
     cfg = load_study_config(config, list(set_ or []))
@@ -759,7 +760,8 @@ def study_multitask_cmd(
     auc = m["study"]["auc"]
     for v, r in auc["variants"].items():
         out.print(f"{v}: AUC {_fmt(r['auc'])} {r['ci']}")
-    out.print(f"paired bootstrap p (multi − single AUC) = {auc['p_value']}; report: {out_dir / 'report.md'}")
+    out.print(f"paired bootstrap p (multi − single AUC) = {format_p(auc['p_value'])}; report: "
+              f"{out_dir / 'report.md'}")
 
 
 @_study_command("radiogenomics")
@@ -771,14 +773,15 @@ def study_radiogenomics_cmd(
     set_: SetList = None,
     threads: Threads = 1,
 ) -> None:
+    from cadx.evaluation.multiplicity import format_p
     from cadx.studies.radiogenomics import load_radiogenomics_config, run_radiogenomics_study
 
     cfg = load_radiogenomics_config(config, list(set_ or []))
     _threads(threads)
     res = run_radiogenomics_study(cfg, out_dir)
     for r in res["hypotheses"]:
-        out.print(f"{r['source']:>9} {r['hypothesis']:<34} n={r['n']:<3} p={r['p']:.4f} "
-                  f"Bonferroni {r['p_bonferroni']:.4f} Holm {r['p_holm']:.4f}")
+        out.print(f"{r['source']:>9} {r['hypothesis']:<34} n={r['n']:<3} p={format_p(r['p'])} "
+                  f"Bonferroni {format_p(r['p_bonferroni'])} Holm {format_p(r['p_holm'])}")
     out.print(f"report: {out_dir / 'report.md'} ({res['seconds']:.0f} s)")
 
 
