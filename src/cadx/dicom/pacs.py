@@ -40,8 +40,12 @@ def _root(url: str) -> str:
 
 
 def client(url: str, timeout: float = TIMEOUT) -> DICOMwebClient:
-    """A ``DICOMwebClient`` for the DICOMweb root ``url`` (no authentication)."""
-    return DICOMwebClient(url=_root(url), timeout=timeout)
+    """A ``DICOMwebClient`` for the DICOMweb root ``url`` (no authentication), without retries: dicomweb-client's
+    default retries every failed request 5 times with exponential back-off, so a PACS that is down took 30 s to
+    report; here it fails at once."""
+    c = DICOMwebClient(url=_root(url), timeout=timeout)
+    c.set_http_retry_params(retry=False)
+    return c
 
 
 def _call(url: str, what: str, fn: Callable[[], T]) -> T:
