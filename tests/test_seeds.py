@@ -17,6 +17,7 @@ from cadx.cli import app
 from cadx.config import load_config
 from cadx.errors import CadxConfigError
 from cadx.runs.seeds import parse_seeds, seed_config, seed_summary
+from cadx.studies.imbalance.tables import paired_seed_ci
 from cadx.training.trainer import fold_seed, training_seed
 from helpers import tiny_config
 
@@ -93,3 +94,15 @@ def test_cv_seeds_same_splits_different_models_and_ensemble(tmp_path: Path) -> N
     assert {r["status"] for r in rec2["runs"].values()} == {"reused (finished before)"}
     assert (s0 / "fold_0" / "checkpoint_best.ckpt").stat().st_mtime == mtime
     assert rec2["metrics"]["auc"]["mean"] == pytest.approx(auc["mean"])
+
+
+def test_paired_seed_ci_strict_rule_by_hand() -> None:
+    # d = [0.02, 0.03, 0.04]: mean 0.03, SD 0.01, t(0.975, 2) = 4.302653 → half-width 0.0248414
+    r = paired_seed_ci(np.array([0.90, 0.92, 0.94]), np.array([0.88, 0.89, 0.90]))
+    assert r["diff"] == pytest.approx(0.03) and r["verdict"] == "win"
+    assert r["ci"] == pytest.approx([0.03 - 0.0248414, 0.03 + 0.0248414], abs=1e-6)
+    r = paired_seed_ci(np.array([0.90, 0.95, 0.85]), np.array([0.91, 0.90, 0.90]))   # d = [-.01, .05, -.05]
+    assert r["verdict"] == "tie" and r["ci"][0] < 0 < r["ci"][1]
+    assert paired_seed_ci(np.array([0.8]), np.array([0.9])) == {"n": 1, "diff": pytest.approx(-0.1), "ci": None,
+                                                                 "verdict": "tie"}
+    assert paired_seed_ci(np.array([0.1, 0.2, 0.3]), np.array([0.5, 0.7, 0.6]))["verdict"] == "loss"

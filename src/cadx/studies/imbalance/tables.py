@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from cadx.report.studies import Section, new_figure, save_figure, write_study_notes
 from cadx.studies.imbalance.variants import MethodSpec, StudySettings
@@ -177,6 +178,145 @@ def conclusions(df: pd.DataFrame, agg: pd.DataFrame, methods: dict[str, MethodSp
     return out
 
 
+#: The strict rule's confidence level (two-sided).
+STRICT_LEVEL = 0.95
+
+
+def paired_seed_ci(a: np.ndarray, b: np.ndarray, level: float = STRICT_LEVEL) -> dict[str, Any]:
+    """Mean of the seed-paired differences ``a − b`` (same seed, same split, same imbalanced training set) with
+    its Student-t CI over seeds (``n − 1`` df) and the strict verdict: ``"win"`` when the CI lies above 0,
+    ``"loss"`` below, ``"tie"`` otherwise (also with fewer than 2 seeds: no CI). ``a``/``b``: shape (n_seeds,).
+    Our choice (the thesis gives no rule): the runs keep no per-image predictions (``keep_runs: false``), so the
+    spread is over training seeds on the one fixed test set, not a bootstrap over test images."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    d = d[np.isfinite(d)]
+    n = int(d.size)
+    mean = float(d.mean()) if n else float("nan")
+    if n < 2:
+        return {"n": n, "diff": mean, "ci": None, "verdict": "tie"}
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / np.sqrt(n))
+    lo, hi = mean - half, mean + half
+    return {"n": n, "diff": mean, "ci": [lo, hi], "verdict": "win" if lo > 0 else "loss" if hi < 0 else "tie"}
+
+
+def _by_seed(df: pd.DataFrame, method: str, col: str) -> pd.Series:
+    return df[df.method == method].set_index("seed")[col]
+
+
+def strict_conclusions(df: pd.DataFrame, methods: dict[str, MethodSpec], level: float = STRICT_LEVEL
+                       ) -> dict[str, Any]:
+    """A.2's comparisons under the strict rule of :func:`paired_seed_ci` (A beats B only when the CI of the
+    seed-paired difference excludes 0; a tie otherwise), per imbalanced setting (ρ > 1), recomputed from
+    ``results.csv`` rows: (i) baseline AUC at each ρ > 1 vs ρ = 1; (ii) oversampling (ratio 1) vs every other
+    argmax-trained method (AUC); (iii) oversampling ratio 1 vs 0.5; (v) prior − argmax accuracy of the baseline,
+    oversampling and undersampling models. Each part has its per-setting cells and win/tie/loss counts."""
+    r = roles(methods)
+    base, over, under = r["baseline"], r["over"].get(1.0), r["under"].get(1.0)
+    d = df.copy()
+    d["mu"] = d["mu"].fillna(-1.0)
+    keys = d.loc[d.rho > 1, ["kind", "rho", "mu"]].drop_duplicates().sort_values(["kind", "rho", "mu"])
+    settings = [(str(k), float(rho), float(mu)) for k, rho, mu in keys.itertuples(index=False)]
+
+    def cell(t: pd.DataFrame, a: str, b: str, col: str, other: pd.DataFrame | None = None) -> dict[str, Any]:
+        sa, sb = _by_seed(t, a, col), _by_seed(t if other is None else other, b, col)
+        common = sa.index.intersection(sb.index)
+        return paired_seed_ci(sa.loc[common].to_numpy(), sb.loc[common].to_numpy(), level)
+
+    def count(cells: list[dict[str, Any]]) -> dict[str, int]:
+        return {v: sum(c["verdict"] == v for c in cells) for v in ("win", "tie", "loss")}
+
+    out: dict[str, Any] = {"rule": f"A beats B when the {100 * level:g} % Student-t CI of the mean seed-paired "
+                           "difference (same seed and split) excludes 0; a tie otherwise", "level": level,
+                           "settings": len(settings)}
+    balanced = d[d.kind == "balanced"]
+    trained = [m for m in r["trained"] if m in set(d.method)]
+    ii: dict[str, list[dict[str, Any]]] = {m: [] for m in trained if m != over}
+    i_cells: list[dict[str, Any]] = []
+    iii_cells: list[dict[str, Any]] = []
+    v_cells: dict[str, list[dict[str, Any]]] = {k: [] for k in ("baseline", "oversampling", "undersampling")}
+    for kind, rho, mu in settings:
+        t = d[(d.kind == kind) & (d.rho == rho) & (d.mu == mu)]
+        tag = {"kind": kind, "rho": rho, "mu": None if mu < 0 else mu}
+        if base is not None and not balanced.empty:
+            i_cells.append({**tag, **cell(t, base, base, "auc", balanced)})
+        if over is not None:
+            for m in ii:
+                ii[m].append({**tag, **cell(t, over, m, "auc")})
+            half = r["over"].get(0.5)
+            if half is not None:
+                iii_cells.append({**tag, **cell(t, over, half, "auc")})
+        for role, name in (("baseline", base), ("oversampling", over), ("undersampling", under)):
+            if name is not None:
+                sa = _by_seed(t, name, "accuracy_prior")
+                sb = _by_seed(t, name, "accuracy_argmax")
+                v_cells[role].append({**tag, **paired_seed_ci(sa.to_numpy(), sb.loc[sa.index].to_numpy(), level)})
+    if i_cells:
+        out["i_imbalance_hurts"] = {"comparison": f"{base} AUC at ρ minus at ρ=1", "counts": count(i_cells),
+                                    "cells": i_cells}
+    if over is not None and ii:
+        counts = {m: count(c) for m, c in ii.items()}
+        out["ii_oversampling_dominates"] = {
+            "comparison": f"{over} AUC minus each method's", "counts": counts, "cells": ii,
+            "never_beaten": all(c["loss"] == 0 for c in counts.values()),
+            "beats_all_strictly": sum(all(ii[m][j]["verdict"] == "win" for m in ii) for j in range(len(settings)))}
+    if iii_cells:
+        out["iii_full_vs_half_oversampling"] = {"comparison": "oversampling ratio 1 minus ratio 0.5 (AUC)",
+                                                "counts": count(iii_cells), "cells": iii_cells}
+    if any(v_cells.values()):
+        out["v_thresholding_accuracy"] = {"comparison": "accuracy with prior thresholding minus argmax, same model",
+                                          "counts": {k: count(c) for k, c in v_cells.items() if c},
+                                          "cells": {k: c for k, c in v_cells.items() if c}}
+    return out
+
+
+def strict_lines(sc: dict[str, Any]) -> list[str]:
+    """Markdown for :func:`strict_conclusions`: the rule, win/tie/loss counts per conclusion and the verdicts."""
+    if not sc:
+        return []
+    n = sc["settings"]
+    out = [f"Rule: {sc['rule']}. Counts over the {n} imbalanced settings (win / tie / loss).", ""]
+    if "i_imbalance_hurts" in sc:
+        c = sc["i_imbalance_hurts"]["counts"]
+        where = "in every setting" if c["loss"] == n else "in part"
+        out.append(f"- (i) imbalance hurts the baseline's AUC: lower than at ρ=1 in {c['loss']} of {n} settings "
+                   f"(tie {c['tie']}, higher {c['win']}) — supported {where}.")
+    if "ii_oversampling_dominates" in sc:
+        ii = sc["ii_oversampling_dominates"]
+        per = "; ".join(f"{m}: {c['win']}/{c['tie']}/{c['loss']}" for m, c in ii["counts"].items())
+        verdict = "never beaten" if ii["never_beaten"] else "beaten in some settings"
+        out.append(f"- (ii) oversampling vs each method (AUC): {per}. Oversampling is {verdict}; it beats every "
+                   f"other method at once in {ii['beats_all_strictly']} of {n} settings — 'dominates' holds only "
+                   "as 'not beaten', mostly by ties.")
+    if "iii_full_vs_half_oversampling" in sc:
+        c = sc["iii_full_vs_half_oversampling"]["counts"]
+        out.append(f"- (iii) full vs half oversampling (AUC): {c['win']}/{c['tie']}/{c['loss']}.")
+    if "v_thresholding_accuracy" in sc:
+        per = "; ".join(f"{k}: {c['win']}/{c['tie']}/{c['loss']}"
+                        for k, c in sc["v_thresholding_accuracy"]["counts"].items())
+        out.append(f"- (v) prior thresholding, accuracy gain (raises / no change / lowers): {per}.")
+    return out
+
+
+def strict_table(sc: dict[str, Any]) -> list[str]:
+    """Per-setting cells of (ii) as a Markdown table: oversampling's AUC difference ×100 [95 % CI] vs each method,
+    with the verdict (W/T/L)."""
+    ii = sc.get("ii_oversampling_dominates")
+    if not ii:
+        return []
+    ms = list(ii["cells"])
+    lines = ["| setting | " + " | ".join(f"over − {m}" for m in ms) + " |", "|---" * (len(ms) + 1) + "|"]
+    for j, c0 in enumerate(ii["cells"][ms[0]]):
+        mu = "" if c0["mu"] is None else f" μ={c0['mu']:g}"
+        cells = []
+        for m in ms:
+            c = ii["cells"][m][j]
+            ci = c["ci"]
+            cells.append(f"{100 * c['diff']:+.2f} [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}] {c['verdict'][0].upper()}"
+                         if ci else f"{100 * c['diff']:+.2f} T")
+        lines.append(f"| {c0['kind']} ρ={c0['rho']:g}{mu} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _curve(s: str) -> list[float]:
     return [float(x) for x in s.split(";") if x and x != "nan"]
 
@@ -198,7 +338,8 @@ def summary_sections(agg: pd.DataFrame, methods: list[str], tol: float, concl: d
             cells.append(f"**{val}**" if m in row.within_tol and val else val)
         mu = "" if row.mu < 0 else f" μ={row.mu:g}"
         lines.append(f"| {row.kind} ρ={row.rho:g}{mu} | " + " | ".join(cells) + f" | {row.best} |")
-    return [(None, lines), ("A.2 conclusions against this table", verdict_lines(concl)),
+    return [(None, lines), ("A.2 conclusions against this table (lenient: the mean-AUC tie tolerance above, no CIs)",
+                            verdict_lines(concl)),
             (None, ["Full evidence (`conclusions.json`):", "", "```json", dumps_json(concl), "```"])]
 
 
@@ -249,7 +390,13 @@ def write_study_outputs(df: pd.DataFrame, out: Path, st: StudySettings) -> dict[
     plot_metric(agg, "auc", trained, out / "imbalance_auc.png", "ROC AUC vs imbalance (mean ± std over seeds)")
     plot_metric(agg, "accuracy", list(methods), out / "imbalance_accuracy.png", "accuracy vs imbalance")
     concl = conclusions(df, agg, methods, st.tie_tolerance)
+    strict = strict_conclusions(df, methods)
     atomic_write_json(out / "conclusions.json", concl)
-    write_study_notes(out, "A.2 class-imbalance study", summary_sections(agg, trained, st.tie_tolerance, concl),
-                      filename="summary.md")
+    atomic_write_json(out / "strict_conclusions.json", strict)
+    sections = summary_sections(agg, trained, st.tie_tolerance, concl)
+    sections[1:1] = [("A.2 conclusions under the strict rule (CIs per cell)", strict_lines(strict)),
+                     (None, ["Oversampling's AUC minus each method's, ×100, mean over seeds [95 % t-CI]; "
+                             "W/T/L = win/tie/loss by the rule (`strict_conclusions.json` has every part):", "",
+                             *strict_table(strict)])]
+    write_study_notes(out, "A.2 class-imbalance study", sections, filename="summary.md")
     return concl
