@@ -104,7 +104,10 @@ class OrthancServer:
         return lines[-1] if lines else "empty log"
 
     def start(self) -> OrthancServer:
-        """Write the config, start Orthanc and wait until ``/system`` answers. Returns ``self``."""
+        """Write the config, start Orthanc and wait until ``/system`` answers. Returns ``self`` (at once when it
+        is already running, so ``server.start()`` then ``with server:`` starts one process)."""
+        if self.running:
+            return self
         ok, why = orthanc_available() if (self.binary, self.plugin) == (ORTHANC, DICOMWEB_PLUGIN) else (True, "")
         if not ok or not self.binary.exists():
             raise CadxDataError(why or "not found", path=self.binary, field="orthanc")
