@@ -56,7 +56,7 @@ def test_catalog_equals_the_registry() -> None:
             for e in MODELS if not e.name.startswith("_test")}
     static = {name: tuple(entry) for name, entry in CATALOG.items()}
     missing = sorted(set(live) - set(static))
-    assert missing == [], f"add to cadx/models/catalog.py: {missing}"
+    assert missing == [], f"add to cadx/models/catalog.py: {({n: live[n] for n in missing})}"
     for name, row in static.items():
         assert row == live.get(name), f"cadx/models/catalog.py {name!r} differs from the registry: {live.get(name)}"
     assert {m for m, _, _ in static.values()} <= set(MODEL_MODULES)

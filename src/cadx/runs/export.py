@@ -9,11 +9,12 @@ an SVM; beside them ``config.yaml`` (the run's resolved config: the preprocessin
 (:mod:`cadx.runs.inference`) with onnxruntime sessions (:mod:`cadx.runs.onnx_backend`) instead of the torch
 modules; it needs onnxruntime and cadx's preprocessing, not the checkpoints or Lightning.
 
-Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``, opset 17 by default. It exports the
-MONAI/cadx networks tried (ResNet-18 2D, the 3D CNN, DMRN, U-Net) with max abs differences ≤ 1e-6 on random
-input; the dynamo exporter needs ``torch.export`` of the MONAI blocks and was not chosen (see the benchmark
-README). Only the batch axis is dynamic: the item size is fixed by the run's ``input`` section (a U-Net's
-padding is traced for that size), and an item of another shape is refused by name.
+Exporter (a choice, measured with torch 2.13): the TorchScript-based ``torch.onnx.export(..., dynamo=False)``,
+opset 17 by default. It exports every network tried (ResNet-18 2D, the 3D CNN, DMRN, U-Net) with max abs
+differences ≤ 1e-6 on random input; the dynamo exporter (``dynamo=True``, opset 18) exported ResNet-18, DMRN and
+the U-Net to the same precision but failed on the 3D CNN (``ConversionError``) and took 4-5x longer. Only the
+batch axis is dynamic: the item size is fixed by the run's ``input`` section (a U-Net's padding is traced for that
+size), and an item of another shape is refused by name.
 """
 
 from __future__ import annotations
