@@ -70,10 +70,10 @@ if "_test_ct_seg" not in DATASETS:
 
 
 def ct_seg_config(epochs: int = 10) -> ExperimentConfig:
-    """A tiny U-Net segmentation run on the phantoms (16 px, 2 folds)."""
+    """A tiny U-Net segmentation run on the phantoms (16 px, HU window [-200, 400], 2 folds)."""
     return load_config(None, [
         "name=ct_seg", "data.dataset=_test_ct_seg", "data.root=.", "task.classification=false",
-        "task.segmentation=true", "input.size=16", "input.normalize=minmax", "model.name=unet",
+        "task.segmentation=true", "input.size=16", "input.window=[-200, 400]", "model.name=unet",
         "model.kwargs={base_filters: 4, levels: 2}", "objective={dice: {weight: 1, batch: true}}",
         f"train.epochs={epochs}", "train.batch_size=4", "train.progress=false", "cv.folds=2", "eval.bootstrap=20",
         "eval.decision=argmax", "optim.lr=0.01", "segmentation={oversample_lesion: 3}"])
@@ -352,17 +352,18 @@ def test_export_segmentation_run(seg_run: Path, phantom_series: Path, tmp_path: 
     out = export_dicom(seg_run, phantom_series, tmp_path / "out", uid_seed="e")
     mask = read_image(out["prediction"]["mask"]).array[0] > 0
     assert mask.shape == (5, 32, 32) and out["prediction"]["lesion_voxels"] == int(mask.sum())
+    assert mask.any() and not mask.all()  # the phantom's 300 HU lesion is found (so the SEG carries pixels)
     seg = hd.seg.segread(tmp_path / "out" / "seg.dcm")
     dss = [pydicom.dcmread(p) for p in sorted(phantom_series.iterdir())]
     order = source_order(dss)
     px = seg.get_pixels_by_source_instance([str(dss[i].SOPInstanceUID) for i in order], segment_numbers=[1],
                                            combine_segments=False)[..., 0] > 0
     assert np.array_equal(px, mask)
-    assert out["seg"]["frames"] == (int(mask.any(axis=(1, 2)).sum()) if mask.any() else 5)
+    assert out["seg"]["frames"] == int(mask.any(axis=(1, 2)).sum())
     assert seg.SegmentSequence[0].SegmentAlgorithmName == "unet"
     report = _report(tmp_path / "out" / "sr.dcm")
     g = report.get_volumetric_roi_measurement_groups()[0]
     vals = {m.name.meaning: m.value for m in g.get_measurements()}
     assert vals["lesion_voxels"] == int(mask.sum()) and vals["lesion_volume_mm3"] == pytest.approx(2.0 * mask.sum())
     assert "Probability" not in vals
-    assert g.finding_type is not None and g.finding_type.meaning == ("Lesion" if mask.any() else "no lesion")
+    assert g.finding_type is not None and g.finding_type.meaning == "Lesion"
