@@ -181,3 +181,17 @@ def test_cv_fits_threshold_and_calibration_on_validation_and_predict_agrees(tmp_
                                                  "reason": "the fold has no validation patients: not calibrated"}
     assert d2["selection"]["decision"]["split"] == "train" and d2["selection"]["calibration"]["split"] == "none"
     assert "before" not in json.loads((run2 / "metrics.json").read_text())["calibration"]
+
+
+def test_selection_record_names_the_fitted_rule_split_and_fallback():
+    from cadx.runs.folder import decision_selection
+
+    d = {"rule": "youden", "requested": "auto", "positive": "malignant", "threshold": 0.3, "fit_split": "train"}
+    assert decision_selection(d) == {"split": "train", "value": 0.3, "rule": "youden threshold on the training "
+                                     "studies' scores (positive class malignant) (eval.decision auto)"}
+    fb = decision_selection({"rule": "youden", "threshold": 0.5, "threshold_fallback": "0.5 (no fitting studies)"})
+    assert fb["split"] == "none" and "not fitted, threshold 0.5 (no fitting studies)" in fb["rule"]
+    s = decision_selection({"rule": "sensitivity", "target_sensitivity": 0.9, "threshold": 0.2,
+                            "fit_split": "validation"})
+    assert s["split"] == "validation" and s["rule"].startswith("highest threshold reaching sensitivity 0.9")
+    assert decision_selection({"rule": "argmax", "requested": "auto"})["split"] == "none"

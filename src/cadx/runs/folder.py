@@ -265,9 +265,10 @@ def decision_selection(decision: Decision) -> dict[str, Any]:
     pos = f" (positive class {decision['positive']})" if decision.get("positive") is not None else ""
     what = ("youden threshold" if rule == "youden" else
             f"highest threshold reaching sensitivity {decision.get('target_sensitivity')}")
+    if decision.get("threshold_fallback"):  # nothing usable to fit on: the documented 0.5
+        return {"split": str(decision.get("fit_split") or "none"), "value": decision.get("threshold"),
+                "rule": f"{what}{pos} not fitted, threshold {decision['threshold_fallback']}{via}"}
     text = f"{what} on the {'validation' if split == 'validation' else 'training'} studies' scores{pos}{via}"
-    if decision.get("threshold_fallback"):
-        text += f"; fell back to {decision['threshold_fallback']}"
     return {"split": split, "rule": text, "value": decision.get("threshold")}
 
 
