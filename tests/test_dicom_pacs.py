@@ -18,6 +18,7 @@ from cadx.data.readers_dicom import read_dicom_series
 from cadx.dicom import pacs
 from cadx.dicom.orthanc import OrthancServer, free_port, orthanc_available
 from cadx.errors import CadxDataError
+from conftest import shared_path
 from test_dicom_out import phantom_series, real_ct, seg_run  # noqa: F401  (module fixtures)
 
 AVAILABLE, WHY = orthanc_available()
@@ -53,6 +54,10 @@ def test_pacs_down_and_unknown_series_are_one_readable_line(orthanc: OrthancServ
     assert pacs.find(orthanc.dicomweb_url, "1.2.3") == []
     with pytest.raises(CadxDataError, match="not a readable DICOM file"):
         pacs.store(orthanc.dicomweb_url, [tmp_path / "missing.dcm"])
+    # the shared real CT as distributed (blank UIDs): Orthanc answers 200 but indexes nothing -> an error, not []
+    blank = sorted(p for p in shared_path("ct_examples", "example_ct_dicom").iterdir())[:2]
+    with pytest.raises(CadxDataError, match=r"/dicom-web: STOW: PACS accepted 0 of 2 instances \(blank UIDs"):
+        pacs.store(orthanc.dicomweb_url, blank)
 
 
 def test_real_ct_push_list_pull_is_lossless(orthanc: OrthancServer, real_ct: list[Path],  # noqa: F811

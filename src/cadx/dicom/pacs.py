@@ -185,8 +185,9 @@ def _as_datasets(datasets: Iterable[Dataset | str | Path]) -> list[Dataset]:
 
 def store(url: str, datasets: Sequence[Dataset | str | Path], *, timeout: float = TIMEOUT) -> list[str]:
     """STOW-RS ``/studies``: send ``datasets`` (pydicom Datasets or DICOM file paths) in one request and return the
-    SOPInstanceUIDs the PACS accepted (its ReferencedSOPSequence). An instance it rejects (FailedSOPSequence) or
-    a refused request → CadxDataError naming the URL; an empty ``datasets`` → ``[]`` without a request."""
+    SOPInstanceUIDs the PACS accepted (its ReferencedSOPSequence). An instance it rejects (FailedSOPSequence, or
+    fewer accepted than sent) or a refused request → CadxDataError naming the URL; an empty ``datasets`` → ``[]``
+    without a request."""
     dss = _as_datasets(datasets)
     if not dss:
         return []
@@ -196,4 +197,9 @@ def store(url: str, datasets: Sequence[Dataset | str | Path], *, timeout: float 
     if failed:
         raise CadxDataError(f"PACS rejected {len(failed)} of {len(dss)} instances (first {failed[0]})",
                             path=_root(url), field="STOW")
-    return [str(r.ReferencedSOPInstanceUID) for r in (resp.get("ReferencedSOPSequence") or [])]
+    accepted = [str(r.ReferencedSOPInstanceUID) for r in (resp.get("ReferencedSOPSequence") or [])]
+    if len(accepted) < len(dss):
+        # Orthanc answers 200 with empty sequences for a file it cannot index (e.g. blank UIDs): never a silent drop
+        raise CadxDataError(f"PACS accepted {len(accepted)} of {len(dss)} instances (blank UIDs? see "
+                            "cadx.dicom.identifiers)", path=_root(url), field="STOW")
+    return accepted
