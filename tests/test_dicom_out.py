@@ -344,6 +344,8 @@ def test_export_classification_run(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(CadxDataError, match="empty: path: no DICOM series"):
         export_dicom(run, tmp_path / "empty", tmp_path / "o2")
+    with pytest.raises(CadxDataError, match="example_ct_dicom: path: no DICOM series with a SeriesInstanceUID"):
+        export_dicom(run, shared_path(*CT_EXAMPLE), tmp_path / "o2")  # the real CT as distributed: blank UIDs
     with pytest.raises(CadxDataError, match=r"sr\.dcm: PixelData: no pixel data"):  # a folder holding an SR only
         export_dicom(run, tmp_path / "out", tmp_path / "o2")
 

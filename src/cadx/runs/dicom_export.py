@@ -51,7 +51,8 @@ def load_series(folder: str | Path, series_uid: str | None = None) -> tuple[list
     groups = list_dicom_series(folder)
     if not groups:
         # the reader groups files by SeriesInstanceUID; de-identified files with a blank one land in no group
-        raise CadxDataError("no DICOM series with a SeriesInstanceUID found", path=folder, field="path")
+        raise CadxDataError("no DICOM series with a SeriesInstanceUID found (de-identified files with blank UIDs: "
+                            "cadx.dicom.identifiers.write_completed_series)", path=folder, field="path")
     if series_uid is None:
         if len(groups) > 1:
             raise CadxDataError(f"{len(groups)} series in the folder; pick one ({', '.join(sorted(groups))})",
