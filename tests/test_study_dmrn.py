@@ -77,12 +77,20 @@ def test_every_variant_is_a_valid_config_and_builds() -> None:
     mn = load_config(MNIST3D)
     assert mn.cv.use_official and mn.input.kind == "volume3d" and mn.input.roi == "none"
     assert mn.model.name == "dmrn" and mn.input.augment.flip
-    # the measured choice: per-stage contrastive + auxiliary CE (0.872 test AUC vs 0.808 contrastive alone),
-    # pool stem (0.87 vs 0.69 with the ImageNet stem), SVM on the embedding, flip TTA
-    assert set(mn.objective) == {"contrastive", "ce"} and mn.model.kwargs["stem"] == "pool"
+    # DMRN's stem and auxiliary CE were picked on the test split (2026-11-22) and are not pinned here; on the
+    # validation split the configuration chosen is cnn3d_small (val AUC 0.823 vs 0.809 / 0.805 for the DMRN stems;
+    # benchmarks/results/dmrn/README.md, adrenalmnist3d28_val_selected/selection.csv)
     assert mn.eval.classifier == "svm" and mn.eval.tta == "flips"
     small = variant_config(mn, "cnn3d_small")  # keeps the whole 28^3 volume of the base
     assert small.model.name == "cnn3d_small" and small.input.size_tuple() == (28, 28, 28)
+    sel = pd.read_csv(ROOT / "benchmarks" / "results" / "dmrn" / "adrenalmnist3d28_val_selected" / "selection.csv")
+    assert sel.loc[sel.chosen, "run"].tolist() == ["adrenalmnist3d28_cnn3d_small"]
+    ranked = sel[sel.val_auc_measures_classifier != "no (no trained head)"].sort_values("val_auc")
+    assert ranked.iloc[-1]["run"] == "adrenalmnist3d28_cnn3d_small"   # the rule: highest val AUC at the kept epoch
+    hist = pd.read_csv(ROOT / "benchmarks" / "results" / "dmrn" / "adrenalmnist3d28_cnn3d_small" / "fold_0"
+                       / "history.csv")
+    kept = int(hist["val_loss"].to_numpy().argmin())
+    assert kept == 3 and hist["val_auc"].to_numpy()[kept] == pytest.approx(0.8229665, abs=1e-6)
     assert not small.input.augment.rot90
 
 
