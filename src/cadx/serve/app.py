@@ -175,7 +175,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             rows = done + [s for s in rows if s["probability"] is None]
         else:
             rows = sorted(rows, key=key, reverse=order == "desc")
-        pending = sum(1 for s in state.worklist() if s["probability"] is None and not s["error"])
+        pending = len({row.id for row, _ in state.pending()})     # studies with a prediction still to make
         return {"studies": rows, "pending": pending, "messages": list(state.messages)}
 
     @app.get("/api/studies/{sid}")

@@ -34,6 +34,7 @@ from cadx.data.image import LazyImage
 from cadx.data.readers import read_image
 from cadx.data.study import Study
 from cadx.errors import CadxConfigError, CadxDataError, CadxError
+from cadx.evaluation.summary import positive_index
 from cadx.explain.gradcam import grad_cam
 from cadx.models import create_model
 from cadx.pipeline.det_items import build_det_study
@@ -42,6 +43,7 @@ from cadx.runs.detection import merge_nms
 from cadx.runs.detection import predict_study as detect_study
 from cadx.runs.folder import done_folds, model_dirs, run_config
 from cadx.runs.inference import load_predictor
+from cadx.runs.kinds import kind_of
 from cadx.runs.predict import predict_study
 from cadx.serve.wording import CvFigures, cv_figures
 from cadx.utils import read_json
@@ -104,11 +106,10 @@ def _run_id(path: Path) -> str:
 
 
 def _kind(cfg: ExperimentConfig) -> str:
-    if getattr(cfg, "detection", None) is not None:
-        return "detection"
-    if cfg.segmentation is not None:
-        return "segmentation"
-    return "classifier"
+    """classifier | segmentation | detection from :func:`cadx.runs.kinds.kind_of` (network and handcrafted runs
+    are classifiers)."""
+    k = kind_of(cfg)
+    return k if k in ("segmentation", "detection") else "classifier"
 
 
 def load_runs(paths: list[Path]) -> tuple[list[ServedRun], list[str]]:
@@ -133,10 +134,12 @@ def load_runs(paths: list[Path]) -> tuple[list[ServedRun], list[str]]:
                                         or [])]
             if kind == "detection" or (kind == "segmentation" and not cfg.task.classification):
                 classes = []
+            positive = classes[positive_index(cfg.eval.positive, classes)] if len(classes) == 2 else None
         except CadxError as e:
             messages.append(f"run {p.name}: not served: {e}")
             continue
-        run = ServedRun(i, p, cfg.name or p.name, _run_id(p), kind, classes, cv_figures(metrics, classes), cfg)
+        run = ServedRun(i, p, cfg.name or p.name, _run_id(p), kind, classes, cv_figures(metrics, classes, positive),
+                        cfg)
         if run.predicts_class and first is not None and classes != first.classes:
             messages.append(f"run {p.name}: not served: its classes {classes} differ from run {first.name}'s "
                             f"{first.classes} (field classes)")
@@ -192,7 +195,10 @@ def _detect(run: ServedRun, study: StudyInput) -> list[dict[str, float]]:
     if det is None:  # pragma: no cover - kind says detection
         raise CadxConfigError(f"run {run.name}: no detection section")
     img = read_image(study.path)
-    st = Study(study.path, study.path, images={"image": LazyImage(lambda: img, study.path)})
+    # the detector's prediction ignores a study's lesions (they serve training and FROC): an empty mask says "none
+    # known" without reading the study's own annotation
+    empty = LazyImage.from_array(np.zeros((1, *np.asarray(img.array).shape[1:]), np.uint8), img.spacing)
+    st = Study(study.path, study.path, images={"image": LazyImage(lambda: img, study.path)}, masks={"mask": empty})
     rows = []
     for d in done_folds(run.path):
         ck = torch.load(d / "checkpoint_best.pt", map_location="cpu", weights_only=False)

@@ -150,11 +150,13 @@ class ServeState:
                 self.message(f"PACS {self.settings.pacs}: not listed: {e}")
         known = {r.id: r.index for r in self.store.studies()}
         nxt = max(known.values(), default=-1) + 1
+        rows = []
         for f in found:
             idx = known.get(f.id)
             if idx is None:
                 idx, nxt = nxt, nxt + 1
-            self.store.upsert_study(StudyRow(index=idx, **f.row_fields()))
+            rows.append(StudyRow(index=idx, **f.row_fields()))
+        self.store.upsert_studies(rows)
 
     def add_found(self, f: Found) -> StudyRow:
         """Register one study (an upload) and return its row."""
@@ -344,7 +346,7 @@ class ServeState:
         predicted = res.get("prediction")
         if probs and predicted is not None and run.classes:
             out["predicted"] = predicted
-            out["probability"] = risk_probability(probs, run.classes, predicted)
+            out["probability"] = risk_probability(probs, run.classes, predicted, run.cv.positive)
             out["wording"] = wording(predicted, probs, run.cv)
             out["probabilities"] = probs
         return out

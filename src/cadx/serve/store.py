@@ -163,7 +163,8 @@ class Store:
 
     # -- studies ------------------------------------------------------------------------------------------------
     def upsert_study(self, row: StudyRow) -> None:
-        """Insert a study, or refresh the descriptive fields of a known one (its status and error are kept)."""
+        """Insert a study, or refresh the descriptive fields of a known one (its status and error are kept; the
+        patient/date/path of a folder or PACS study, once read from its DICOM header or retrieved, are kept)."""
         with self.session() as s:
             old = s.get(StudyRow, row.id)
             if old is None:
@@ -171,9 +172,29 @@ class Store:
                 return
             for f in ("index", "source", "remote", "mask", "box", "label", "covariates"):
                 setattr(old, f, getattr(row, f))
-            for f in ("path", "patient", "date"):
-                if getattr(row, f):
-                    setattr(old, f, getattr(row, f))
+            for f in ("path", "patient", "date"):   # a manifest is authoritative; other sources fill blanks
+                new = getattr(row, f)
+                if new and (row.source == "manifest" or not getattr(old, f)):
+                    setattr(old, f, new)
+
+    def upsert_studies(self, rows: list[StudyRow]) -> None:
+        """:meth:`upsert_study` for many studies in one transaction (one commit: listing 1,000 studies must not
+        cost 1,000 fsyncs)."""
+        with self.session() as s:
+            known = {r.id: r for r in s.scalars(select(StudyRow))}
+            for row in rows:
+                old = known.get(row.id)
+                if old is None:
+                    s.add(row)
+                    known[row.id] = row
+                    continue
+                for f in ("index", "source", "remote", "mask", "box", "label", "covariates"):
+                    if getattr(old, f) != getattr(row, f):
+                        setattr(old, f, getattr(row, f))
+                for f in ("path", "patient", "date"):   # a manifest is authoritative; other sources fill blanks
+                    new = getattr(row, f)
+                    if new and (row.source == "manifest" or not getattr(old, f)):
+                        setattr(old, f, new)
 
     def studies(self) -> list[StudyRow]:
         with self.session() as s:

@@ -3,10 +3,10 @@ the run's cross-validation says about its operating point (a pure function of nu
 
 Choices where the issue leaves room (stated here and in docs/serve.md):
 
-* Binary runs: the *risk* shown and sorted on is the probability of the positive class = the second class of the
-  run (cadx's pooled ``sensitivity`` is that class's). A study predicted positive is worded with the run's CV
-  sensitivity and its patient-bootstrap 95 % CI; one predicted negative with the CV specificity (the negative
-  class's sensitivity) and its CI: the figure that says how often the run is right about studies like this one.
+* Binary runs: the *risk* shown and sorted on is the probability of the run's positive class (``eval.positive``;
+  default the second class — cadx's pooled ``sensitivity`` is that class's). A study predicted positive is worded
+  with the run's CV sensitivity and its patient-bootstrap 95 % CI; one predicted negative with the CV specificity
+  (the negative class's sensitivity) and its CI: the figure that says how often the run is right about such studies.
 * More than two classes: the probability is that of the predicted class and the figure is that class's CV
   sensitivity (recall) from ``per_class``, which has no CI in metrics.json (the text says "no CI").
 * A run without CV figures (no ``pooled`` metrics): the text says so instead of inventing one.
@@ -27,6 +27,7 @@ class CvFigures:
     (``(lo, hi)`` or None), per-class recall, the number of studies and the decision rule."""
 
     classes: tuple[str, ...]
+    positive: str | None = None
     sensitivity: float | None = None
     sensitivity_ci: tuple[float, float] | None = None
     specificity: float | None = None
@@ -46,26 +47,30 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and v == v else None
 
 
-def cv_figures(metrics: Mapping[str, Any], classes: Sequence[str]) -> CvFigures:
+def cv_figures(metrics: Mapping[str, Any], classes: Sequence[str], positive: str | None = None) -> CvFigures:
     """:class:`CvFigures` from a run's ``metrics.json`` (``pooled``: sensitivity, specificity, ``ci``,
-    ``per_class``, n_studies; ``decision.rule``). Missing parts stay None/empty."""
+    ``per_class``, n_studies; ``decision.rule``). ``positive``: the binary positive class (default the second).
+    Missing parts stay None/empty."""
     pooled = metrics.get("pooled") or {}
     ci = pooled.get("ci") or {}
     per = pooled.get("per_class") or {}
     recall = {str(c): float(v["sensitivity"]) for c, v in per.items()
               if isinstance(v, dict) and _num(v.get("sensitivity")) is not None}
     n = pooled.get("n_studies", metrics.get("n_studies"))
-    return CvFigures(tuple(str(c) for c in classes), _num(pooled.get("sensitivity")), _ci(ci.get("sensitivity")),
+    names = tuple(str(c) for c in classes)
+    pos = positive if positive is not None else (names[1] if len(names) == 2 else None)
+    return CvFigures(names, pos, _num(pooled.get("sensitivity")), _ci(ci.get("sensitivity")),
                      _num(pooled.get("specificity")), _ci(ci.get("specificity")), recall,
                      int(n) if isinstance(n, int | float) else None,
                      str((metrics.get("decision") or {}).get("rule") or ""))
 
 
-def risk_probability(probabilities: Mapping[str, float], classes: Sequence[str], predicted: str) -> float:
-    """The probability the worklist shows and sorts by: binary → P(second class); otherwise P(``predicted``).
-    Raises KeyError when that class has no probability."""
+def risk_probability(probabilities: Mapping[str, float], classes: Sequence[str], predicted: str,
+                     positive: str | None = None) -> float:
+    """The probability the worklist shows and sorts by: binary → P(``positive``, default the second class);
+    otherwise P(``predicted``). Raises KeyError when that class has no probability."""
     if len(classes) == 2:
-        return float(probabilities[classes[1]])
+        return float(probabilities[positive if positive is not None else classes[1]])
     return float(probabilities[predicted])
 
 
@@ -82,15 +87,16 @@ def wording(predicted: str, probabilities: Mapping[str, float], cv: CvFigures) -
     classes = list(cv.classes)
     if predicted not in classes:
         raise ValueError(f"predicted class {predicted!r} is not one of the run's classes {classes}")
-    p = risk_probability(probabilities, classes, predicted)
+    p = risk_probability(probabilities, classes, predicted, cv.positive)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"probability {p} outside [0, 1]")
     n = f", {cv.n_studies} studies" if cv.n_studies else ""
     where = f"at this run's operating point{n}"
     if len(classes) == 2:
-        positive = predicted == classes[1]
+        pos_class = cv.positive or classes[1]
+        positive = predicted == pos_class
         head = (f"{predicted} — model probability {p:.2f}" if positive
-                else f"{predicted} — model probability of {classes[1]} {p:.2f}")
+                else f"{predicted} — model probability of {pos_class} {p:.2f}")
         figure, ci, name = ((cv.sensitivity, cv.sensitivity_ci, "sensitivity") if positive
                             else (cv.specificity, cv.specificity_ci, "specificity"))
         if figure is None:
