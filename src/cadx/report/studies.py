@@ -87,11 +87,14 @@ def checklist_section(out_dir: str | Path, multiplicity: str | None = None) -> S
 def write_study_notes(out_dir: str | Path, title: str, sections: Sequence[Section],
                       filename: str = "notes.md", with_checklist: bool = True) -> Path:
     """Write :func:`study_notes_text` atomically to ``out_dir/filename`` (``notes.md``, or ``summary.md``), with
-    the reporting checklist (:func:`checklist_section`) as the last section unless ``with_checklist`` is False or the
-    sections already end with one."""
+    the reporting checklist (:func:`checklist_section`) as the last section when the study folder holds run folders,
+    unless ``with_checklist`` is False or the sections already end with one. A study without run folders (its own
+    splits, e.g. the point systems) gets none here: its sections state them."""
     secs = list(sections)
-    if with_checklist and not (secs and secs[-1][0] == "Reporting checklist"):
-        secs.append(checklist_section(out_dir))
+    root = Path(out_dir)
+    if (with_checklist and not (secs and secs[-1][0] == "Reporting checklist") and root.is_dir()
+            and _run_folders(root)):
+        secs.append(checklist_section(root))
     return atomic_write_text(Path(out_dir) / filename, study_notes_text(title, secs))
 
 
