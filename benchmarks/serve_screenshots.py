@@ -63,9 +63,14 @@ def main(argv: list[str] | None = None) -> None:
             page = browser.new_page(viewport={"width": 1280, "height": 760}, device_scale_factor=1)
             page.goto(base + "/")
             page.wait_for_function("n => document.querySelectorAll('tr.study-row').length >= n", arg=a.n)
-            page.click("th#sort-risk")
-            page.wait_for_function("""() => { const r = [...document.querySelectorAll('tr.study-row')]
-                .map(t => Number(t.dataset.risk)); return r.every((v, i) => i === 0 || r[i - 1] >= v); }""")
+            descending = """() => { const r = [...document.querySelectorAll('tr.study-row')]
+                .map(t => Number(t.dataset.risk)); return r.every((v, i) => i === 0 || r[i - 1] >= v); }"""
+            for _ in range(2):                         # th#sort-risk toggles; the triage order is highest first
+                if page.evaluate(descending):
+                    break
+                page.click("th#sort-risk")
+                page.wait_for_timeout(500)
+            page.wait_for_function(descending)
             page.screenshot(path=str(a.out / "worklist.png"))
 
             top = studies[0]
