@@ -85,3 +85,31 @@ def test_run_records_which_split_chose_the_epoch(tmp_path: Path) -> None:
     assert sel["decision"] == {"split": "none", "rule": "argmax (nothing fitted)"}
     table = _selection_table(load_run(tmp_path / "noval"))
     assert table is not None and table.rows[0][:2] == ["epoch", "none"] and "scored once" in table.note
+
+
+@pytest.mark.slow
+def test_detection_run_records_its_epoch_rule(tmp_path: Path) -> None:
+    from cadx.config import load_config
+    from test_detector import _tiny_manifest
+
+    csv = _tiny_manifest(tmp_path)
+    cfg_path = tmp_path / "det.yaml"
+    cfg_path.write_text(
+        f"name: det_tiny\ndata: {{dataset: manifest, root: {csv}, allow_unlabelled: true}}\n"
+        "task: {classification: false}\n"
+        "model: {name: yolo_dense, kwargs: {growth_rate: 4, block_config: [1, 1, 1, 1], num_init_features: 8,"
+        " anchor: 16.0}}\n"
+        "objective: {det_reduced_focal: 1.0}\noptim: {name: adam, lr: 0.001, weight_decay: 0.0}\n"
+        "train: {epochs: 2, batch_size: 4, progress: false}\ncv: {folds: 2, val_fraction: 0.34}\n"
+        "eval: {bootstrap: 20}\ndetection: {size: 64, crop: 32, distance_px: 4.0}\n", encoding="utf-8")
+    run_cv(load_config(cfg_path), tmp_path / "run")
+    for k in (0, 1):
+        fd = tmp_path / "run" / f"fold_{k}"
+        sel = json.loads((fd / "metrics.json").read_text())["selection"]
+        hist = pd.read_csv(fd / "history.csv")
+        sens = hist["val_mean_sens"].to_numpy()
+        best = int(len(sens) - 1 - sens[::-1].argmax())          # highest validation sensitivity, ties → later
+        assert sel["epoch"]["split"] == "validation" and sel["epoch"]["value"] == best
+        assert sel["test_used"] == TEST_USED
+    run_sel = json.loads((tmp_path / "run" / "metrics.json").read_text())["selection"]
+    assert run_sel["epoch"]["split"] == "validation" and set(run_sel["epoch"]["values"]) == {"0", "1"}

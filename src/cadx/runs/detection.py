@@ -67,7 +67,7 @@ from cadx.models.yolo_dense import decode
 from cadx.objectives import build_objective
 from cadx.pipeline.det_items import DetStudy, build_det_studies, make_batch, training_items
 from cadx.runs.executors import Executor
-from cadx.runs.folder import run_folds, run_seconds, start_run
+from cadx.runs.folder import fold_selection, run_folds, run_seconds, run_selection, start_run
 from cadx.runs.kinds import register_run_kind
 from cadx.runs.lock import locks_run_folder
 from cadx.training.trainer import fold_seed, training_seed
@@ -333,6 +333,10 @@ def run_detection_fold(cfg: ExperimentConfig, cohort: Cohort, studies: Sequence[
     atomic_write_text(fold_dir / "predictions.csv", studies_df.to_csv(index=False))
     metrics, _ = evaluate_detections(boxes, lesions, studies_df, det, 0, cfg.seed)
     metrics["best_epoch"] = best_epoch
+    epoch_rule = ({"split": "validation", "rule": "highest validation mean sensitivity of the slice crops (ties: "
+                   "the later epoch)", "value": best_epoch} if len(va) else
+                  {"split": "none", "rule": "last epoch (no validation set)", "value": best_epoch})
+    metrics["selection"] = fold_selection(cfg, fold, best_epoch, epoch_rule)
     atomic_write_json(fold_dir / "metrics.json", metrics)
     atomic_write_json(fold_dir / "DONE", {"fold": fold.fold, "best_epoch": best_epoch,
                                           "seconds": round(time.perf_counter() - t0, 2), "train_studies": len(tr),
@@ -372,5 +376,6 @@ def run_detection_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = 
                       "objective": cfg.objective, "folds": len(splits), "studies": len(studies),
                       "lesions": len(lesions), "working_size": det.size, "crop": det.crop,
                       "seconds": run_seconds(out_dir, t0), "figure": str(fig.relative_to(out_dir))}
+    metrics["selection"] = run_selection(out_dir)
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
