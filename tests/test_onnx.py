@@ -5,7 +5,8 @@ outputs to 1e-4 through :func:`cadx.runs.inference.infer`, on a batch size other
 is dynamic). A tiny 2D run and a tiny 3D run (2 folds, the ``_test_tiny`` CNN) are exported and every study,
 written to disk, is predicted by ``predict_study`` with both backends — the fold ensemble and fold 0's model: the
 probabilities agree to 1e-4, the class and the decision parameters exactly, and fold k's ONNX answer equals the
-study's row of the run's ``predictions.csv`` (to 1e-4) for the studies fold k held out.
+study's row of the run's ``predictions.csv`` (to 1e-4) for the studies fold k held out. A tiny U-Net run exported
+the same way writes the same mask through ``--backend onnx`` (slice probabilities to 1e-4).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typer.testing import CliRunner
 
 from cadx.cli import app
 from cadx.data.image import ImageData
-from cadx.data.readers import write_image
+from cadx.data.readers import read_image, write_image
 from cadx.data.splits import Splits
 from cadx.errors import CadxConfigError, CadxDataError
 from cadx.models import create_model
@@ -29,6 +30,7 @@ from cadx.runs import predict_study, run_cv
 from cadx.runs.export import export_model, export_run, positive_class
 from cadx.runs.inference import infer, load_predictor
 from cadx.runs.onnx_backend import OnnxModule, export_folder, export_model_dirs, load_onnx_module
+from cadx.runs.segmentation import load_models, predict_items
 from helpers import tiny_cohort, tiny_config
 
 N = 8
@@ -192,3 +194,27 @@ def test_positive_class_follows_eval_positive() -> None:
     assert positive_class(tiny_config(), ["a", "b", "c"]) is None
     with pytest.raises(CadxConfigError, match="not a class"):
         positive_class(tiny_config("eval.positive=cancer"), classes)
+
+
+def test_segmentation_run_onnx_masks_equal_torch(tmp_path: Path) -> None:
+    """A tiny U-Net run (2 folds): slice probabilities of the exported models equal torch's to 1e-4 and
+    ``predict_study(..., backend="onnx")`` writes the same mask as the torch run."""
+    from test_engine_segmentation import seg_cohort, seg_config  # the tiny segmentation cohort of that test
+
+    run = tmp_path / "run"
+    run_cv(seg_config(), run)
+    folder = export_run(run)
+    info = json.loads((folder / "export.json").read_text())
+    assert [m["outputs"] for m in info["models"]] == [["features", "seg_logits"]] * 2
+    study = seg_cohort(4)[1]
+    write_image(study.image().load(), tmp_path / "new.nii.gz")
+    ref = predict_study(run, tmp_path / "new.nii.gz", out_dir=tmp_path / "torch")
+    got = predict_study(run, tmp_path / "new.nii.gz", out_dir=tmp_path / "onnx", backend="onnx")
+    assert got["models"] == ref["models"] == 2 and got["lesion_voxels"] == ref["lesion_voxels"] > 0
+    np.testing.assert_array_equal(read_image(got["mask"]).array, read_image(ref["mask"]).array)
+    images = torch.rand((5, *info["input_shape"]), generator=torch.Generator().manual_seed(0))
+    dirs = [run / m["name"] for m in info["models"]]
+    seg_t, _ = predict_items(load_models(dirs, images.shape[1])[0], images)
+    seg_o, _ = predict_items(load_models([folder / m["name"] for m in info["models"]], images.shape[1], "onnx")[0],
+                             images)
+    assert float(np.abs(seg_t - seg_o).max()) <= 1e-4

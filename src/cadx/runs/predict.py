@@ -79,7 +79,8 @@ def predict_study(run_dir: str | Path, path: str | Path, mask: str | Path | None
 
     ``backend="onnx"``: the same path with the run's ONNX export (``cadx export``; ``run_dir`` is the export folder
     or a run holding one in ``onnx/``) run by onnxruntime; the models are the export's (``fold`` picks one of them),
-    the config its ``config.yaml``. Segmentation runs are not served by the ONNX backend (CadxConfigError).
+    the config its ``config.yaml``; a segmentation run's masks come from the same
+    :func:`~cadx.runs.seg_predict.predict_segmentation` with the ONNX models.
 
     Returns ``{"study", "probabilities": {class: p} (vote: vote fractions), "prediction", "decision" (rule and
     parameters used), "attributes" (when the model predicts them), "models": n, "items": n}``. A segmentation run
@@ -92,7 +93,7 @@ def predict_study(run_dir: str | Path, path: str | Path, mask: str | Path | None
         dirs = export_model_dirs(exported, fold)
         cfg = load_config(exported / "config.yaml")
         if cfg.segmentation is not None:
-            raise CadxConfigError(f"{run_dir}: segmentation runs are predicted with --backend torch only")
+            return predict_segmentation(exported, path, out_dir, fold=fold, dirs=dirs, backend="onnx")
     elif backend == "torch":
         dirs = model_dirs(run_dir, fold, allow_partial)
         cfg = run_config(run_dir, dirs)

@@ -22,6 +22,7 @@ from cadx.errors import CadxConfigError
 from cadx.pipeline.preprocess import normalize_intensity
 from cadx.pipeline.seg_items import image_items, seg_settings
 from cadx.runs.folder import model_dirs, run_config, run_models
+from cadx.runs.onnx_backend import export_folder, export_model_dirs
 from cadx.runs.segmentation import load_models, predict_volume, vote_rows
 
 __all__ = ["is_segmentation_run", "predict_segmentation"]
@@ -43,8 +44,12 @@ def _stem(path: Path) -> str:
 
 
 def predict_segmentation(run_dir: str | Path, path: str | Path, out_dir: str | Path | None = None,
-                         fold: int | None = None, dirs: list[Path] | None = None) -> dict[str, Any]:
+                         fold: int | None = None, dirs: list[Path] | None = None, backend: str = "torch"
+                         ) -> dict[str, Any]:
     """Segment one study (volume or 2D image file, DICOM folder) with a segmentation run.
+
+    ``backend="onnx"``: ``run_dir`` is the run's ONNX export (``cadx export``; or a run holding one in ``onnx/``) and
+    its ``model.onnx`` files are run by onnxruntime; the rest is the same.
 
     ``fold``: predict with that fold's model only (default: ``final/`` when trained, else the mean of the fold
     models; ``dirs`` = those folders when already chosen, e.g. by ``cadx predict --allow-partial``). The mask
@@ -54,7 +59,10 @@ def predict_segmentation(run_dir: str | Path, path: str | Path, out_dir: str | P
     fractions), ``"prediction"`` and ``"vote_fallback"``.
     """
     run_dir, path = Path(run_dir), Path(path)
-    if dirs is None or fold is not None:  # a fold's model needs only that fold finished
+    if backend == "onnx":
+        run_dir = export_folder(run_dir)
+        dirs = export_model_dirs(run_dir, fold) if dirs is None or fold is not None else dirs
+    elif dirs is None or fold is not None:  # a fold's model needs only that fold finished
         dirs = model_dirs(run_dir, fold)
     cfg = run_config(run_dir, dirs)
     if cfg.segmentation is None:
@@ -63,7 +71,7 @@ def predict_segmentation(run_dir: str | Path, path: str | Path, out_dir: str | P
     arr = normalize_intensity(np.asarray(img.array), cfg.input)
     items, _, _, _ = image_items(arr, None, cfg.input, seg_settings(cfg))
     images = torch.from_numpy(np.stack(items).astype(np.float32))
-    models, spec = load_models(dirs, int(images.shape[1]))
+    models, spec = load_models(dirs, int(images.shape[1]), backend)
     vp = predict_volume(cfg, models, images, tuple(arr.shape[1:]))
     mask = vp.mask
     out = Path(out_dir) if out_dir is not None else run_dir / "predictions"

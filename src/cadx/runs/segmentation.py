@@ -55,6 +55,7 @@ from cadx.runs.folder import fold_selection, run_folds, run_seconds, run_selecti
 from cadx.runs.inference import device
 from cadx.runs.kinds import register_run_kind
 from cadx.runs.lock import locks_run_folder
+from cadx.runs.onnx_backend import MODEL_FILE, load_onnx_module
 from cadx.training.trainer import fit, fold_seed, load_module, training_seed
 from cadx.utils import atomic_write_json, atomic_write_text
 
@@ -62,14 +63,16 @@ __all__ = ["VolumePrediction", "evaluate_seg", "final_masks", "load_models", "no
            "predict_fold", "predict_items", "predict_volume", "run_segmentation_cv", "save_masks", "vote_rows"]
 
 
-def load_models(model_dirs: Sequence[Path], in_channels: int) -> tuple[list[torch.nn.Module], dict[str, Any]]:
+def load_models(model_dirs: Sequence[Path], in_channels: int, backend: str = "torch"
+                ) -> tuple[list[torch.nn.Module], dict[str, Any]]:
     """The ``checkpoint_best.ckpt`` models of ``model_dirs`` and the last one's spec; CadxDataError naming the
-    checkpoint when a model does not take ``in_channels`` input channels."""
+    checkpoint when a model does not take ``in_channels`` input channels. ``backend="onnx"``: the ``model.onnx``
+    of an export's model folders, run by onnxruntime (:class:`cadx.runs.onnx_backend.OnnxModule`)."""
     models: list[torch.nn.Module] = []
     spec: dict[str, Any] = {}
     for d in model_dirs:
-        ckpt = Path(d) / "checkpoint_best.ckpt"
-        model, spec = load_module(ckpt)
+        ckpt = Path(d) / (MODEL_FILE if backend == "onnx" else "checkpoint_best.ckpt")
+        model, spec = load_onnx_module(ckpt) if backend == "onnx" else load_module(ckpt)
         if int(spec["in_channels"]) != in_channels:
             raise CadxDataError(f"the model takes {spec['in_channels']} channel(s), the input has {in_channels}",
                                 path=ckpt, field="in_channels")
