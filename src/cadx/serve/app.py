@@ -162,7 +162,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @app.get("/api/studies")
     def studies(sort: str = "risk", order: Literal["asc", "desc"] = "desc", q: str = "",
                 status: Literal["", "new", "read", "disagreed"] = "") -> dict[str, Any]:
-        rows = state.worklist()
+        rows, pending = state.worklist()
         if q:
             needle = q.lower()
             rows = [s for s in rows if any(needle in str(s.get(k) or "").lower()
@@ -175,7 +175,6 @@ def create_app(settings: ServeSettings) -> FastAPI:
             rows = done + [s for s in rows if s["probability"] is None]
         else:
             rows = sorted(rows, key=key, reverse=order == "desc")
-        pending = len({row.id for row, _ in state.pending()})     # studies with a prediction still to make
         return {"studies": rows, "pending": pending, "messages": list(state.messages)}
 
     @app.get("/api/studies/{sid}")

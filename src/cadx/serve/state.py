@@ -228,7 +228,7 @@ class ServeState:
     def pending(self) -> list[tuple[StudyRow, ServedRun]]:
         """(study, run) pairs without a prediction under the run's current fingerprint, studies in list order."""
         out = []
-        cached = {r.run_id: self.store.predictions(r.run_id, self.fingerprint(r)) for r in self.runs}
+        cached = {r.run_id: set(self.store.prediction_ids(r.run_id, self.fingerprint(r))) for r in self.runs}
         for row in self.store.studies():
             if row.error:
                 continue
@@ -242,7 +242,7 @@ class ServeState:
         total = len(rows) * len(self.runs)
         done = sum(1 for r in rows if r.error) * len(self.runs)   # a study that failed its check is done
         for run in self.runs:
-            cached = self.store.predictions(run.run_id, self.fingerprint(run))
+            cached = set(self.store.prediction_ids(run.run_id, self.fingerprint(run)))
             done += sum(1 for r in rows if not r.error and r.id in cached)
         return Progress(done, total, self.busy.is_set())
 
@@ -320,11 +320,15 @@ class ServeState:
         return out
 
     # -- rows -----------------------------------------------------------------------------------------------------
-    def worklist(self) -> list[dict[str, Any]]:
-        """Every study's worklist row (one query per run, not per study)."""
+    def worklist(self) -> tuple[list[dict[str, Any]], int]:
+        """Every study's worklist row and the number of studies with a prediction still to make (one query for
+        the studies and one per run, not one per study)."""
+        rows = self.store.studies()
+        cached = {r.run_id: set(self.store.prediction_ids(r.run_id, self.fingerprint(r))) for r in self.runs}
+        pending = sum(1 for row in rows if not row.error and any(row.id not in c for c in cached.values()))
         run = self.primary or self.runs[0]
         preds = self.store.predictions(run.run_id, self.fingerprint(run))
-        return [self.summary(row, preds.get(row.id)) for row in self.store.studies()]
+        return [self.summary(row, preds.get(row.id)) for row in rows], pending
 
     def summary(self, row: StudyRow, pred: PredictionRow | None) -> dict[str, Any]:
         """The worklist row of a study given the worklist model's cached prediction (contract fields;

@@ -230,6 +230,12 @@ class Store:
                                                          PredictionRow.fingerprint == fingerprint))
             return {r.study_id: r for r in rows}
 
+    def prediction_ids(self, run_id: str, fingerprint: str) -> list[str]:
+        """Ids of the studies with a current prediction of the run (without loading the results)."""
+        with self.session() as s:
+            return list(s.scalars(select(PredictionRow.study_id).where(PredictionRow.run_id == run_id,
+                                                                       PredictionRow.fingerprint == fingerprint)))
+
     def put_prediction(self, study_id: str, run_id: str, fingerprint: str, result: dict[str, Any] | None,
                        error: str = "", seconds: float = 0.0) -> None:
         with self.session() as s:
