@@ -189,10 +189,13 @@ def test_logs_name_no_patient_and_no_path(served: Served, tmp_path: Path, caplog
         c.post(f"/api/studies/{sid}/feedback", json={"reader": "dr_x", "verdict": "agree"})
         c.get(f"/api/studies/{sid}/overlays/gradcam/1.png")
         c.get("/api/studies?q=P04")
+        r = c.post("/api/upload", files={"file": ("DOE_JANE.txt", b"not dicom", "text/plain")})
+        assert r.status_code == 400 and "DOE_JANE.txt" in r.json()["detail"]      # the page names the file
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("cadx.serve")]
     assert any("predicted with run 0" in s for s in lines) and any("not predicted" in s for s in lines)
     assert any(sid in s for s in lines)                                   # studies are logged by their hash
     patients = [f"P{i:02d}" for i in range(N)] + ["PBROKEN", "PBADMASK"]
-    leaks = [s for s in lines for word in (*patients, str(served.root), "S0", "BROKEN.nii", "BADMASK", "q=")
+    assert "upload refused: not a DICOM file" in lines
+    leaks = [s for s in lines for word in (*patients, str(served.root), "S0", "BROKEN.nii", "BADMASK", "q=", "DOE")
              if word in s]
     assert leaks == []

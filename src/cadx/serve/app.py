@@ -234,7 +234,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 return box_png(shape, state.boxes(row), k)   # type: ignore[arg-type]
             try:
                 arr = state.overlay_array(row, kind)
-            except CadxError as e:
+            except (CadxError, RuntimeError, ValueError, OSError) as e:   # the page keeps working without it
                 log.warning("study #%d %s: %s overlay failed: %s", row.index, row.id, kind, type(e).__name__)
                 arr = None
             if arr is None:
@@ -293,7 +293,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         try:
             found, _ = dicom_upload(data, file.filename or "upload", state.data_dir / "uploads")
         except CadxError as e:
-            state.message(f"upload refused: {e}")
+            state.message(f"upload refused: {e}", "upload refused: not a DICOM file")
             raise HTTPException(400, str(e)) from None
         row = state.add_found(found)
         log.info("study #%d %s: uploaded", row.index, row.id)

@@ -60,6 +60,12 @@ def redact(text: str, row: StudyRow) -> str:
     return text
 
 
+def _kind(e: Exception) -> str:
+    """An error's type and field, never its text (which may name a file or a patient)."""
+    field = getattr(e, "field", None)
+    return f"{type(e).__name__}" + (f" (field {field})" if field else "")
+
+
 def _tag(row: StudyRow) -> str:
     return f"study #{row.index} {row.id}"
 
@@ -95,11 +101,12 @@ class ServeState:
         self.refresh_studies(pacs=False)
 
     # -- messages and roots -------------------------------------------------------------------------------------
-    def message(self, text: str) -> None:
-        """A message for the page (and the log): a run refused, the PACS down, an upload refused."""
+    def message(self, text: str, log_text: str | None = None) -> None:
+        """A message for the page (and the log, as ``log_text`` when the page text may name a patient or a
+        file): a run refused, the PACS down, an upload refused, a manifest that cannot be read."""
         if text not in self.messages:
             self.messages.append(text)
-        log.warning("%s", text)
+        log.warning("%s", text if log_text is None else log_text)
 
     def roots(self) -> list[Path]:
         """The folders studies may be read from: the studies folder (or the manifest's folder and the folders
@@ -141,7 +148,7 @@ class ServeState:
                     self._manifest_roots = sorted({Path(f.path).resolve().parent for f in found}
                                                   | {Path(f.mask).resolve().parent for f in found if f.mask})
             except CadxError as e:
-                self.message(f"studies {s.name}: {e}")
+                self.message(f"studies {s.name}: {e}", f"studies {s.name}: not listed: {_kind(e)}")
         if self.settings.pacs and pacs:
             try:
                 found += pacs_studies(self.settings.pacs)
