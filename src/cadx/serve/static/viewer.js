@@ -40,6 +40,11 @@
       el.classList.toggle("hidden", !on);
       if (on) el.src = overlaySrc(kind);
     }
+    renderBoxes();
+    opacity();
+  }
+
+  function renderBoxes() {
     const boxes = $("#boxes");
     boxes.classList.toggle("hidden", !$("#toggle-boxes").checked);
     const img = $("#slice");
@@ -52,7 +57,6 @@
       d.title = "score " + b.score.toFixed(2);
       return d;
     }));
-    opacity();
   }
 
   function opacity() {
@@ -106,7 +110,9 @@
     }));
   }
 
-  $("#slice").addEventListener("load", () => { if (!v.fitted) { v.fitted = true; layout(); } });
+  $("#slice").addEventListener("load", () => {
+    if (!v.fitted) { v.fitted = true; layout(); renderBoxes(); }
+  });
   window.addEventListener("resize", layout);
   $("#slice-slider").addEventListener("input", (e) => go(Number(e.target.value)));
   $("#window").addEventListener("change", (e) => { v.window = e.target.value; show(); });
