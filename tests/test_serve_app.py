@@ -255,6 +255,18 @@ def test_viewer_endpoints_slices_overlays_and_report(predicted: tuple[TestClient
     assert g.mode == "RGBA" and g.size == (20, 20)
     run = state.runs[0]
     assert state.store.overlay(sid, run.run_id, "gradcam", run.fingerprint()) is not None
+    # the map lies on the lesion's ROI: finite only on the lesion's slices, covering the mask's box there
+    row = state.store.study(sid)
+    assert row is not None
+    heat = state.overlay_array(row, "gradcam")
+    assert heat is not None
+    mask = read_image(served.studies["P01"]["mask"]).array[0] > 0
+    zs = np.flatnonzero(mask.any(axis=(1, 2)))
+    assert heat.shape == mask.shape
+    assert set(np.flatnonzero(np.isfinite(heat).any(axis=(1, 2)))) <= set(zs)
+    for z in np.flatnonzero(np.isfinite(heat).any(axis=(1, 2))):
+        assert np.isfinite(heat[z][mask[z]]).all() and not np.isfinite(heat[z]).all()   # ROI, not whole slice
+        assert 0.0 <= np.nanmin(heat[z]) and np.nanmax(heat[z]) <= 1.0
     m = Image.open(io.BytesIO(c.get(f"/api/studies/{sid}/overlays/mask/2.png").content))
     assert m.mode == "RGBA" and np.asarray(m)[..., 3].max() == 0         # no segmentation run: transparent
     assert c.get(f"/api/studies/{sid}/boxes").json() == []
