@@ -16,8 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from typer.testing import CliRunner
 
 import test_serve_app as base
+from cadx.cli import app as cli
 from cadx.errors import CadxConfigError, CadxDataError
 from cadx.serve import ServeSettings
 from cadx.serve import sources as serve_sources
@@ -72,6 +74,14 @@ def test_non_loopback_bind_without_token_refuses_to_start(served: Served, tmp_pa
     assert state.settings.token == "from-env"
     _, state = make_app(served, tmp_path, host="127.0.0.1")
     assert state.settings.host == "127.0.0.1"
+
+
+def test_cli_refuses_a_non_loopback_bind_without_token(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CADX_SERVE_TOKEN", raising=False)
+    res = CliRunner().invoke(cli, ["serve", str(served.run), "--studies", str(served.manifest), "--host", "0.0.0.0"])
+    assert isinstance(res.exception, CadxConfigError)
+    assert str(res.exception) == ("cadx serve: refusing to bind 0.0.0.0 (not loopback) without a token: pass --token "
+                                  "or set CADX_SERVE_TOKEN (field host)")
 
 
 def test_default_settings_bind_loopback_and_sqlite_beside_the_run(served: Served) -> None:
