@@ -151,3 +151,12 @@ def test_load_dataset_records_source_and_licence(tmp_path: Path) -> None:
     c = load_dataset("manifest", tmp_path / "m.csv")
     assert (c.info["data_source"], c.info["licence"]) == DATA_SOURCES["manifest"]
     assert DATA_SOURCES["lidc"][1] == "CC BY 3.0" and DATA_SOURCES["medmnist"][1] == "CC BY 4.0"
+
+
+def test_test_use_names_the_split_kind() -> None:
+    from cadx.report.checklist import _test_use
+
+    assert _test_use({}, {"kind": "holdout"}).startswith("a held-out test split (holdout)")
+    assert _test_use({}, {"kind": "kfold"}).startswith("cross-validation")
+    assert _test_use({}, {"kind": "official"}).startswith("the official test split")
+    assert _test_use({}, None) == "not recorded (no splits.json)"

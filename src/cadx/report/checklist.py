@@ -145,6 +145,7 @@ def _test_use(metrics: Mapping[str, Any], splits: Mapping[str, Any] | None) -> s
     sel = metrics.get("selection") or {}
     kind = str((splits or {}).get("kind", ""))
     how = ("the official test split, scored once by each fold's final model" if kind == "official"
+           else "a held-out test split (holdout), scored once by the model chosen on validation" if kind == "holdout"
            else "cross-validation: each patient's studies scored once, out of fold, then pooled" if kind
            else "not recorded (no splits.json)")
     if isinstance(sel, dict) and sel.get("test_used"):
