@@ -101,7 +101,12 @@ def test_reduced_demo_end_to_end_prints_a_working_predict_command(tmp_path: Path
     p = predict_study(run_dir, study, mask=mask)
     assert p["models"] == 2 and set(p["probabilities"]) == set(counts)
     assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert p["prediction"] == max(p["probabilities"], key=p["probabilities"].get)
+    # binary: the default operating point (eval.decision auto) = the fold models' mean Youden threshold on the
+    # probability of the positive class
+    d = p["decision"]
+    assert d["rule"] == "youden" and d["positive"] in counts
+    other = next(c for c in counts if c != d["positive"])
+    assert p["prediction"] == (d["positive"] if p["probabilities"][d["positive"]] >= d["threshold"] else other)
     assert result["example"]["label"] in counts
     # the demo folder itself holds runs, not a model: predict says which run folders to use
     with pytest.raises(CadxDataError, match=r"run folders demo_dmrn, demo_resnet18: use one of them"):

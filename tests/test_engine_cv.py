@@ -138,7 +138,9 @@ def test_pairs_svm_youden_and_final_predict_evaluate(tmp_path: Path) -> None:
     np.save(tmp_path / "study.npy", vol[0])
     out = predict_study(run, tmp_path / "study.npy", box=list(box))
     thr = json.loads((final / "metrics.json").read_text())["decision_fit"]["threshold"]
-    assert out["models"] == 1 and out["items"] == 4 and out["decision"] == {"rule": "youden", "threshold": thr}
+    assert out["models"] == 1 and out["items"] == 4
+    # final/ has no validation studies: its threshold was fitted on all (training) studies, and says so
+    assert out["decision"] == {"rule": "youden", "threshold": thr, "positive": "malignant", "fit_split": "train"}
     p = out["probabilities"]["malignant"]
     np.testing.assert_allclose(p * 4, round(p * 4), atol=1e-9)          # a vote fraction of the 4 slices
     assert out["probabilities"]["benign"] == pytest.approx(1 - p, abs=1e-9)
