@@ -194,6 +194,54 @@ def test_ray_resume_skips_done_folds_and_reproduces(both_runs: tuple[Path, Path,
 
 @pytest.mark.slow
 @pytest.mark.ci
+def test_cli_cv_executor_ray_writes_the_serial_numbers(both_runs: tuple[Path, Path, dict[str, Any], dict[str, Any]],
+                                                       tiny: ExperimentConfig, ray_ex: RayExecutor,
+                                                       tmp_path: Path) -> None:
+    """``cadx cv CONFIG --executor ray --cpus-per-task 1`` (joins the Ray instance already running here, which
+    it then leaves running); bad option values are one line each."""
+    from typer.testing import CliRunner
+
+    from cadx.cli import app
+
+    s_dir = both_runs[0]
+    cfg_path = tmp_path / "tiny.yaml"
+    tiny.save(cfg_path)
+    runner = CliRunner()
+    res = runner.invoke(app, ["cv", str(cfg_path), "--out", str(tmp_path / "run"), "--executor", "ray",
+                              "--cpus-per-task", "1"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    a, b = pd.read_csv(s_dir / "predictions.csv"), pd.read_csv(tmp_path / "run" / "predictions.csv")
+    np.testing.assert_allclose(_numbers(a).to_numpy(float), _numbers(b).to_numpy(float), atol=1e-6, rtol=0)
+    import ray  # optional dependency: ray (the test's shared instance must still be up)
+
+    assert ray.is_initialized()
+    # (cli.main turns these CadxConfigErrors into one stderr line and exit code 2; app alone lets them through)
+    bad = runner.invoke(app, ["cv", str(cfg_path), "--executor", "ray", "--address", "nowhere"])
+    assert isinstance(bad.exception, CadxConfigError)
+    assert str(bad.exception) == "--address: 'nowhere' is not 'auto', HOST:PORT or ray://HOST:PORT"
+    bad = runner.invoke(app, ["cv", str(cfg_path), "--executor", "ray", "--seeds", "0,1"])
+    assert isinstance(bad.exception, CadxConfigError) and "--seeds: runs with --executor serial only" in str(
+        bad.exception)
+
+
+@pytest.mark.slow
+def test_handcrafted_run_kind_on_ray_equals_serial(tiny: ExperimentConfig, ray_ex: RayExecutor,
+                                                   tmp_path: Path) -> None:
+    """The ``handcrafted`` kind's fold function closes over the features of every item (a nested function):
+    it travels to the Ray tasks as it is and gives the serial run's SVM probabilities."""
+    from cadx.config import derive
+
+    cfg = derive(tiny, source="hc_svm on the tiny cohort", name="hc_tiny", model={"name": "hc_svm", "kwargs": {}})
+    serial = run_cv(cfg, tmp_path / "serial")
+    ray = run_cv(cfg, tmp_path / "ray", executor=ray_ex)
+    a, b = pd.read_csv(tmp_path / "serial" / "predictions.csv"), pd.read_csv(tmp_path / "ray" / "predictions.csv")
+    assert len(a) == 12 and list(a["study_id"]) == list(b["study_id"])
+    np.testing.assert_allclose(_numbers(a).to_numpy(float), _numbers(b).to_numpy(float), atol=1e-6, rtol=0)
+    assert _same(serial["pooled"], ray["pooled"]) and ray["run"]["model"] == "hc_svm"
+
+
+@pytest.mark.slow
+@pytest.mark.ci
 def test_ray_task_error_reaches_the_driver_as_its_own_one_line_error(ray_ex: RayExecutor) -> None:
     def boom(k: int) -> int:
         if k == 1:
