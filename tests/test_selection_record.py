@@ -41,6 +41,8 @@ def test_fold_selection_decision_split() -> None:
     s = fold_selection(tiny_config("cv.use_official=true", "eval.classifier=svm"), with_val, 3)
     assert s["test_used"] == TEST_USED == "scored once, after selection" and s["test_split"] == "official"
     assert s["classifier"]["split"] == "train"
+    assert fold_selection(tiny_config("cv.kind=holdout"), with_val, 1)["test_split"] == "holdout"
+    assert fold_selection(tiny_config(), with_val, 1)["test_split"] == "cv fold"
     assert s["epoch"] == {"split": "none", "rule": "not recorded by this run kind", "value": 3}
 
 

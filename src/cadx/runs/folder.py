@@ -225,8 +225,8 @@ def fold_selection(cfg: ExperimentConfig, fold: Fold, best_epoch: int, epoch: di
     ``decision``: ``eval.decision`` and the split it was fitted on (``decision_fitted``: the runner fitted it on the
     fold's validation items, else its training items; False = :func:`finish_fold`'s default fit on the training
     labels); ``classifier`` when an SVM is fitted (training patients, grouped Platt CV); ``test_used`` and
-    ``test_split`` (``official`` or ``cv fold``). Other entries (``calibration``, ...) are added by the code that
-    fits them, under their own keys."""
+    ``test_split`` (``official``, ``holdout`` or ``cv fold``). Other entries (``calibration``, ...) are added by
+    the code that fits them, under their own keys."""
     has_val = bool(fold.val)
     rule = cfg.eval.decision
     if not cfg.task.classification:
@@ -245,7 +245,7 @@ def fold_selection(cfg: ExperimentConfig, fold: Fold, best_epoch: int, epoch: di
                                                   "value": int(best_epoch)},
         "decision": dec,
         "test_used": TEST_USED,
-        "test_split": "official" if cfg.cv.use_official else "cv fold",
+        "test_split": "official" if cfg.cv.use_official else "holdout" if cfg.cv.kind == "holdout" else "cv fold",
     }
     if cfg.eval.classifier == "svm" and cfg.task.classification:
         out["classifier"] = {"split": "train", "rule": f"linear SVM (C={cfg.eval.svm_c}) on the training items' "
