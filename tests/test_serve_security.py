@@ -164,8 +164,8 @@ def test_a_run_with_other_classes_is_refused_and_the_rest_served(served: Served,
 
 def test_a_pacs_that_is_down_is_a_message_and_the_folder_is_served(served: Served, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """The PACS client's documented failure (one CadxDataError line starting with the URL) is stubbed here, since
-    a refused connection takes the real client ~30 s of retries (test_pacs_down_real below, slow)."""
+    """The PACS client's documented failure (one CadxDataError line starting with the URL) is stubbed here (a
+    refused connection took the real client ~30 s of retries earlier today); test_pacs_down_real uses a real one."""
     url = "http://127.0.0.1:9/dicom-web"
 
     def down(u: str, **kw: object) -> list[dict[str, object]]:
@@ -183,11 +183,12 @@ def test_a_pacs_that_is_down_is_a_message_and_the_folder_is_served(served: Serve
         assert run_pending(state) == N + 2                               # and the folder is predicted
 
 
-@pytest.mark.slow
 def test_pacs_down_real(served: Served, tmp_path: Path) -> None:
     _, state = make_app(served, tmp_path, pacs="http://127.0.0.1:9/dicom-web")
     state.refresh_studies()
-    assert any("PACS not reachable" in m for m in state.messages)
+    assert state.messages == ["PACS http://127.0.0.1:9/dicom-web: not listed: http://127.0.0.1:9/dicom-web: QIDO "
+                              "studies: PACS not reachable (ConnectionError)"]
+    assert len(state.store.studies()) == N + 2
 
 
 def test_logs_name_no_patient_and_no_path(served: Served, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
