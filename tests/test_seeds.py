@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from cadx.cli import app
 from cadx.config import load_config
 from cadx.errors import CadxConfigError
-from cadx.runs.seeds import parse_seeds, seed_config, seed_summary
+from cadx.runs.seeds import parse_seeds, seed_config, seed_summary, with_calibration
 from cadx.studies.imbalance.tables import paired_seed_ci
 from cadx.training.trainer import fold_seed, training_seed
 from helpers import tiny_config
@@ -49,6 +49,11 @@ def test_seed_summary_mean_sd_and_ensemble() -> None:
     assert s["auc"]["ensemble"] == 0.85 and s["auc"]["ensemble_ci"] == [0.7, 0.95]
     assert s["accuracy"]["n"] == 2 and s["accuracy"]["mean"] == pytest.approx(0.725)      # NaN left out
     assert seed_summary({0: per[0]}, None)["auc"]["sd"] is None
+    m = with_calibration({"pooled": {"auc": 0.8, "ci": {"auc": [0.7, 0.9]}},
+                          "calibration": {"brier": 0.12, "ece": 0.05, "ci": {"brier": [0.1, 0.14]}}})
+    assert m["pooled"]["brier"] == 0.12 and m["pooled"]["ece"] == 0.05
+    assert m["pooled"]["ci"] == {"auc": [0.7, 0.9], "brier": [0.1, 0.14]}
+    assert with_calibration({"pooled": {"auc": 0.8}}) == {"pooled": {"auc": 0.8}}
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@ patient subsets, bootstrap resamples — stays the config's, so every seed sees 
 checked). ``DIR/ensemble/`` is the seed ensemble: :func:`cadx.runs.ensemble.ensemble_runs` (equal-weight mean of
 the seeds' study probabilities, the same metric functions and patient-bootstrap CIs as a run). ``DIR/seeds.json``
 and ``DIR/report.md`` give, per pooled metric, each seed's value, mean ± SD over seeds (sample SD, ``ddof=1``;
-``None`` with one seed) and the ensemble's value with its CI. Resumable: a finished seed folder (same config,
+``None`` with one seed) and the ensemble's value with its CI; Brier and ECE too when the runs measured calibration
+(``metrics.json`` ``calibration``). Resumable: a finished seed folder (same config,
 every fold ``DONE``) is reused as it is; an interrupted one continues (``resume``).
 """
 
@@ -27,7 +28,7 @@ from cadx.runs.ensemble import ensemble_runs
 from cadx.runs.folder import finished_run
 from cadx.utils import atomic_write_json, atomic_write_text, read_json
 
-__all__ = ["parse_seeds", "run_seeds", "seed_config", "seed_summary"]
+__all__ = ["parse_seeds", "run_seeds", "seed_config", "seed_summary", "with_calibration"]
 
 #: Pooled scalar metrics summarised over seeds, in this order (others with a float value follow, sorted).
 _FIRST = ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "brier", "ece", "dice_mean",
@@ -62,6 +63,23 @@ def _scalars(pooled: dict[str, Any]) -> dict[str, float]:
             if isinstance(v, int | float) and not isinstance(v, bool) and not k.startswith("n_")}
     order = [k for k in _FIRST if k in vals] + sorted(k for k in vals if k not in _FIRST)
     return {k: vals[k] for k in order}
+
+
+def with_calibration(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with its ``calibration`` block's Brier score and ECE (and their CIs) copied into ``pooled``
+    (and ``pooled.ci``), so :func:`seed_summary` treats them like every other metric; unchanged without one."""
+    cal = metrics.get("calibration")
+    if not isinstance(cal, dict):
+        return metrics
+    pooled = dict(metrics.get("pooled") or {})
+    ci = dict(pooled.get("ci") or {})
+    for k in ("brier", "ece"):
+        if isinstance(cal.get(k), int | float):
+            pooled[k] = float(cal[k])
+            if (cal.get("ci") or {}).get(k):
+                ci[k] = list(cal["ci"][k])
+    pooled["ci"] = ci
+    return {**metrics, "pooled": pooled}
 
 
 def seed_summary(per_seed: dict[int, dict[str, Any]], ensemble: dict[str, Any] | None) -> dict[str, Any]:
@@ -105,8 +123,8 @@ def _report(cfg: ExperimentConfig, seeds: Sequence[int], summary: dict[str, Any]
         "equal-weight mean of the seeds' study probabilities (`ensemble/`, nothing fitted), scored by the same "
         f"metric functions with {record['bootstrap']} patient-bootstrap resamples.",
         "", *markdown_table(head, rows)]
-    folders = [f"- `seed_{s}/`: {record['runs'][str(s)]['status']}, "
-               f"{record['runs'][str(s)]['seconds']} s" for s in seeds]
+    folders = [f"- `seed_{s}/`: {record['runs'][str(s)]['status']}; the run's own time "
+               f"{record['runs'][str(s)]['run_seconds']} s (metrics.json run.seconds)" for s in seeds]
     return study_notes_text(f"Seeds: {cfg.name}", [(None, text), ("Run folders", [*folders, "- `ensemble/`"])])
 
 
@@ -131,7 +149,7 @@ def run_seeds(cfg: ExperimentConfig, seeds: Sequence[int], out_dir: str | Path, 
         else:
             run_cv(scfg, d, resume=True)
             status = "run"
-        per_seed[s] = read_json(d / "metrics.json")
+        per_seed[s] = with_calibration(read_json(d / "metrics.json"))
         runs[str(s)] = {"dir": d.name, "status": status, "seconds": round(time.perf_counter() - t0, 1),
                         "run_seconds": per_seed[s].get("run", {}).get("seconds")}
         dirs.append(d)
@@ -140,7 +158,7 @@ def run_seeds(cfg: ExperimentConfig, seeds: Sequence[int], out_dir: str | Path, 
     if differing:
         raise CadxDataError(f"seed_{differing[0]}/splits.json differs from seed_{seeds[0]}'s (a seed repeat needs "
                             "the same splits; remove the folder or use another --out)", path=out, field="splits")
-    ensemble = ensemble_runs(dirs, out / "ensemble", report=report)
+    ensemble = with_calibration(ensemble_runs(dirs, out / "ensemble", report=report))
     summary = seed_summary(per_seed, ensemble)
     record = {"config": cfg.name, "split_seed": cfg.seed, "training_seeds": seeds, "bootstrap": cfg.eval.bootstrap,
               "sd": "sample SD over seeds (ddof=1)", "runs": runs, "metrics": summary,
