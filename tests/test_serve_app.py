@@ -239,6 +239,7 @@ def test_viewer_endpoints_slices_overlays_and_report(predicted: tuple[TestClient
     assert d["n_slices"] == 6 and d["model"] == "tiny" and len(d["model_version"]) == 12
     assert d["overlays"] == ["gradcam"] and d["windows"] == ["lung", "soft_tissue", "brain", "bone", "auto"]
     assert d["report_url"] == "/runs/0/report.html"
+    assert [(r["name"], r["kind"], r["predicted"]) for r in d["runs"]] == [("tiny", "classifier", d["predicted"])]
     assert c.get("/runs/0/report.html").text == "<html>tiny report</html>"
     assert c.get("/runs/1/report.html").status_code == 404
     # the lung window of slice 2, computed by hand: (v - (-600 - 750)) / 1500 → 8 bits

@@ -55,6 +55,9 @@ def test_mask_and_box_overlays(tmp_path: Path) -> None:
         d = c.get(f"/api/studies/{sid}").json()
         assert d["n_slices"] == 8 and d["overlays"] == ["mask", "boxes"]
         assert d["model"] == "segtiny"
+        seg_answer, det_answer = d["runs"]
+        assert (seg_answer["name"], seg_answer["kind"], det_answer["kind"]) == ("segtiny", "segmentation", "detection")
+        assert seg_answer["lesion_voxels"] >= 0 and det_answer["n_boxes"] >= 1 and det_answer["error"] == ""
         # the mask overlay is the segmentation run's own prediction of the study, slice by slice
         want = np.asarray(read_image(predict_segmentation(tmp_path / "seg", tmp_path / "img2.nii.gz",
                                                           tmp_path / "ref")["mask"]).array)[0] > 0

@@ -193,7 +193,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 "predicted": s["predicted"], "wording": s["wording"], "attributes": s["attributes"],
                 "probabilities": s.get("probabilities"), "report_url": _report_url(run.index),
                 "overlays": state.available_overlays(row), "windows": windows, "default_window": window,
-                "status": row.status, "error": error,
+                "status": row.status, "error": error, "runs": state.run_answers(row),
                 "feedback": [_fb(f, row) for f in state.store.feedback(row.id)]}
 
     def _volume(row: StudyRow) -> Any:

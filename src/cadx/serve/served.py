@@ -6,9 +6,9 @@ from :func:`cadx.runs.seg_predict.predict_segmentation`; :func:`cadx.runs.detect
 Choices (stated in docs/serve.md):
 
 * The worklist's model is the first classifier run given (else the first segmentation run with classification);
-  later classifier runs are predicted and cached too (their answers are in the study's JSON under ``runs``) but
-  the row shows the first one. A run whose classes differ from the first classified run's is not served: its
-  message is shown on the page and logged, the others are served.
+  later classifier runs are predicted and cached too (every run's answer is in ``GET /api/studies/{id}`` under
+  ``runs``) but the row shows the first one. A run whose classes differ from the first classified run's is not
+  served: its message is shown on the page and logged, the others are served.
 * Detection runs have no ``final/`` model: every finished fold's detector predicts the study and the boxes of all
   folds are merged by the run's own merge-NMS (``detection.nms_iou``/``nms_ratio``). A 3D box is drawn on its
   centre slice.

@@ -362,6 +362,19 @@ class ServeState:
             out["probabilities"] = probs
         return out
 
+    def run_answers(self, row: StudyRow) -> list[dict[str, Any]]:
+        """Every served run's cached answer for the study: ``{"index", "name", "kind", "predicted",
+        "probabilities", "attributes", "n_boxes", "lesion_voxels", "error"}`` (None/empty while not predicted)."""
+        out = []
+        for run in self.runs:
+            pred = self.store.prediction(row.id, run.run_id, self.fingerprint(run))
+            res = json.loads(pred.result) if pred is not None else {}
+            out.append({"index": run.index, "name": run.name, "kind": run.kind, "predicted": res.get("prediction"),
+                        "probabilities": res.get("probabilities"), "attributes": res.get("attributes") or {},
+                        "n_boxes": len(res["boxes"]) if "boxes" in res else None,
+                        "lesion_voxels": res.get("lesion_voxels"), "error": pred.error if pred is not None else ""})
+        return out
+
     def study_summary(self, row: StudyRow) -> dict[str, Any]:
         run = self.primary or self.runs[0]
         return self.summary(row, self.store.prediction(row.id, run.run_id, self.fingerprint(run)))
