@@ -272,3 +272,27 @@ def test_viewer_endpoints_slices_overlays_and_report(predicted: tuple[TestClient
     assert m.mode == "RGBA" and np.asarray(m)[..., 3].max() == 0         # no segmentation run: transparent
     assert c.get(f"/api/studies/{sid}/boxes").json() == []
     assert c.get(f"/api/studies/{sid}/overlays/other/2.png").status_code == 404
+
+
+def test_worker_loads_the_models_once_per_fingerprint(served: Served, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import cadx.serve.served as served_mod
+
+    calls: list[str] = []
+    real = served_mod.load_predictor
+
+    def counting(d: Any, *a: Any, **k: Any) -> Any:
+        calls.append(str(d))
+        return real(d, *a, **k)
+
+    monkeypatch.setattr(served_mod, "load_predictor", counting)
+    _, state = make_app(served, tmp_path)
+    assert run_pending(state) == N + 2
+    r = state.runs[0]
+    assert len(calls) == 2                              # two fold models, loaded once for all N + 2 studies
+    first = r.predictors()
+    assert r.predictors() is first and len(calls) == 2  # cached while the fingerprint holds
+    st = next(iter(served.studies.values()))
+    direct = predict_study(served.run, str(st["path"]), mask=str(st["mask"]))
+    cached = predict_study(served.run, str(st["path"]), mask=str(st["mask"]), predictors=first)
+    assert cached["probabilities"] == pytest.approx(direct["probabilities"], abs=1e-9)

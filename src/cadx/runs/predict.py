@@ -61,7 +61,8 @@ def train_final(cfg: ExperimentConfig, out_dir: str | Path) -> Path:
 def predict_study(run_dir: str | Path, path: str | Path, mask: str | Path | None = None,
                   box: tuple[int, ...] | list[int] | None = None, out_dir: str | Path | None = None,
                   covariates: dict[str, float] | None = None, fold: int | None = None,
-                  allow_partial: bool = False, backend: str = "torch") -> dict[str, Any]:
+                  allow_partial: bool = False, backend: str = "torch",
+                  predictors: list[Predictor] | None = None) -> dict[str, Any]:
     """Predict one study (DICOM folder, volume or image file) with a trained run, exactly as its CV scored studies.
 
     The file becomes a one-study cohort that goes through the run's preprocessing (:func:`build_store`) and the
@@ -81,6 +82,10 @@ def predict_study(run_dir: str | Path, path: str | Path, mask: str | Path | None
     or a run holding one in ``onnx/``) run by onnxruntime; the models are the export's (``fold`` picks one of them),
     the config its ``config.yaml``; a segmentation run's masks come from the same
     :func:`~cadx.runs.seg_predict.predict_segmentation` with the ONNX models.
+
+    ``predictors``: the models of ``dirs`` already loaded (:func:`cadx.runs.inference.load_predictor`, same order
+    as :func:`cadx.runs.folder.model_dirs`), for a caller that predicts many studies with one run (``cadx serve``);
+    ignored for segmentation runs. Default: loaded from the run folder on every call.
 
     Returns ``{"study", "probabilities": {class: p} (vote: vote fractions), "prediction", "decision" (rule and
     parameters used), "attributes" (when the model predicts them), "models": n, "items": n}``. A segmentation run
@@ -110,7 +115,10 @@ def predict_study(run_dir: str | Path, path: str | Path, mask: str | Path | None
     if mask is not None:
         mimg = read_image(mask)
         masks["mask"] = LazyImage(lambda: mimg, str(mask))
-    predictors = [load_predictor(d, backend) for d in dirs]
+    if predictors is None:
+        predictors = [load_predictor(d, backend) for d in dirs]
+    elif len(predictors) != len(dirs):
+        raise CadxConfigError(f"predictors: {len(predictors)} given for the run's {len(dirs)} model folder(s)")
     spec = predictors[0].spec
     classes = [str(c) for c in spec.get("classes", [])]
     attrs = [str(a) for a in spec.get("attributes", [])]

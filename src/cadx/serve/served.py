@@ -42,7 +42,7 @@ from cadx.pipeline.preprocess import StudyPreprocessor, resize, study_number
 from cadx.runs.detection import merge_nms
 from cadx.runs.detection import predict_study as detect_study
 from cadx.runs.folder import done_folds, model_dirs, run_config
-from cadx.runs.inference import load_predictor
+from cadx.runs.inference import Predictor, load_predictor
 from cadx.runs.kinds import kind_of
 from cadx.runs.predict import predict_study
 from cadx.serve.wording import CvFigures, cv_figures
@@ -78,6 +78,15 @@ class ServedRun:
     classes: list[str]
     cv: CvFigures
     cfg: ExperimentConfig
+    #: the loaded models of a classifier run and the fingerprint they were loaded at (reloaded when it changes)
+    _loaded: tuple[str, list[Predictor]] | None = field(default=None, repr=False, compare=False)
+
+    def predictors(self) -> list[Predictor]:
+        """The run's models in :func:`~cadx.runs.folder.model_dirs` order, loaded once per fingerprint."""
+        fp = self.fingerprint()
+        if self._loaded is None or self._loaded[0] != fp:
+            self._loaded = (fp, [load_predictor(d) for d in model_dirs(self.path, None, False)])
+        return self._loaded[1]
 
     @property
     def predicts_class(self) -> bool:
@@ -181,7 +190,8 @@ def predict_with_run(run: ServedRun, study: StudyInput, work_dir: Path) -> tuple
         return {"boxes": _detect(run, study)}, {}
     box = list(study.box) if study.box else None
     out = predict_study(run.path, study.path, mask=study.mask, box=box, out_dir=work_dir,
-                        covariates=study.covariates or None)
+                        covariates=study.covariates or None,
+                        predictors=run.predictors() if run.kind == "classifier" else None)
     overlays: dict[str, np.ndarray] = {}
     if run.kind == "segmentation" and out.get("mask"):
         m = np.asarray(read_image(out["mask"]).array)
