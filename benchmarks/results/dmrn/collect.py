@@ -98,10 +98,11 @@ def restate_adrenal(here: Path, out: Path) -> dict[str, object]:
     for label, name in ADRENAL_CANDIDATES.items():
         d = here / name / "fold_0"
         best = int(json.loads((d / "DONE").read_text())["best_epoch"])
-        h = pd.read_csv(d / "history.csv").set_index("epoch")
+        h = pd.read_csv(d / "history.csv")
+        at = h[h["epoch"] == best].iloc[0]
         measurable = "contrastive only" not in label
         rows.append({"configuration": label, "run": name, "kept_epoch": best,
-                     "val_loss": float(h.loc[best, "val_loss"]), "val_auc": float(h.loc[best, "val_auc"]),
+                     "val_loss": float(at["val_loss"]), "val_auc": float(at["val_auc"]),
                      "val_auc_measures_classifier": "yes" if "SVM" not in label else
                      ("proxy (aux CE head)" if measurable else "no (no trained head)")})
     sel = pd.DataFrame(rows)
@@ -125,10 +126,10 @@ def restate_adrenal(here: Path, out: Path) -> dict[str, object]:
     ens["pooled"] = {**ens["pooled"], "brier": ecal["brier"], "ece": ecal["ece"],
                      "ci": {**ens["pooled"].get("ci", {}), "brier": ecal["ci"]["brier"], "ece": ecal["ci"]["ece"]}}
     summary = seed_summary(per, ens)
-    record = {"selection_rule": "highest validation AUC at the kept (lowest validation loss) epoch",
-              "chosen": chosen, "seeds": {str(k): v for k, v in ADRENAL_SEEDS.items()}, "metrics": summary,
-              "calibration_ensemble": {k: ecal[k] for k in ("brier", "ece", "ci", "n_bins", "strategy", "kind",
-                                                               "curve")}}
+    record: dict[str, object] = {
+        "selection_rule": "highest validation AUC at the kept (lowest validation loss) epoch",
+        "chosen": chosen, "seeds": {str(k): v for k, v in ADRENAL_SEEDS.items()}, "metrics": summary,
+        "calibration_ensemble": {k: ecal[k] for k in ("brier", "ece", "ci", "n_bins", "strategy", "kind", "curve")}}
     (out / "seeds.json").write_text(json.dumps(record, indent=2) + "\n")
     fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["# AdrenalMNIST3D: configuration chosen on validation, 3 seeds on test", "",
