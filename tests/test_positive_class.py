@@ -195,3 +195,13 @@ def test_selection_record_names_the_fitted_rule_split_and_fallback():
                             "fit_split": "validation"})
     assert s["split"] == "validation" and s["rule"].startswith("highest threshold reaching sensitivity 0.9")
     assert decision_selection({"rule": "argmax", "requested": "auto"})["split"] == "none"
+
+
+def test_comparison_table_names_each_runs_positive_class(tmp_path: Path) -> None:
+    from cadx.report.runs import RunData
+    from cadx.report.tables import comparison_table
+
+    runs = [RunData("bm", tmp_path, {"pooled": {"n_studies": 4, "auc": 0.7, "positive": "malignant"}}),
+            RunData("other", tmp_path, {"pooled": {"n_studies": 4, "auc": 0.6}})]
+    assert "positive class (bm: malignant)" in (comparison_table(runs).note or "")
+    assert "index 1 unless eval.positive" in (comparison_table(runs[1:]).note or "")

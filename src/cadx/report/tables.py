@@ -94,11 +94,16 @@ def fold_table(run: RunData) -> Table | None:
 def comparison_table(runs: Sequence[RunData]) -> Table:
     """Runs side by side in the papers' format: rows = runs, columns = Acc, Sen, Spe, Pre, F1, AUC."""
     rows = []
+    positives = []
     for r in runs:
         pooled = r.metrics.get("pooled") or {}
         rows.append([r.name, fmt(pooled.get("n_studies")), *_metric_cells(pooled, [k for k, _ in HEADLINE])])
+        pos = pooled.get("positive", r.metrics.get("positive"))
+        if pos is not None:
+            positives.append(f"{r.name}: {pos}")
+    which = ("; ".join(positives) if positives else "index 1 unless eval.positive names another")
     return Table("Pooled test metrics, all runs (95% CI)", ["Run", "Studies", *(n for _, n in HEADLINE)], rows,
-                 note="Binary: Sen/Spe/Pre/F1 of the positive class (index 1); multi-class: macro means.")
+                 note=f"Binary: Sen/Spe/Pre/F1 of the positive class ({which}); multi-class: macro means.")
 
 
 def per_class_table(runs: Sequence[RunData]) -> Table | None:
