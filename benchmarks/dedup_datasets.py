@@ -21,6 +21,7 @@ import numpy as np
 
 from cadx.data.datasets.mednist import read_grey
 from cadx.data.dedup import (
+    DEFAULT_MAX_GROUP,
     DEFAULT_MIN_NCC,
     DEFAULT_THRESHOLD,
     embed,
@@ -66,14 +67,20 @@ def analyse(name: str, files: list[Path], labels: list[str], rng: np.random.Gene
     grid = {}
     for t in grid_t:
         for m in grid_ncc:
-            gg = group_near_duplicates(hashes=hashes, embeddings=emb, threshold=t, min_ncc=m)
+            gg = group_near_duplicates(hashes=hashes, embeddings=emb, threshold=t, min_ncc=m, max_group=None)
             sizes = np.bincount(gg.groups)
             grid[f"T{t}_ncc{m}"] = {"groups": gg.n_groups, "largest": int(sizes.max())}
+    # the default rule without its size bound (transitive chaining only), for comparison with "default"
+    gu = group_near_duplicates(hashes=hashes, embeddings=emb, max_group=None)
+    unbounded = {"groups": gu.n_groups, "largest": int(np.bincount(gu.groups).max()),
+                 "components_above_bound": int((np.bincount(gu.groups) > DEFAULT_MAX_GROUP).sum())}
     sizes = np.bincount(g.groups)
     order = np.argsort(-sizes, kind="stable")[:10]
     res: dict[str, Any] = {
         "images": n, "classes": {c: int((lab == c).sum()) for c in sorted(set(labels))},
-        "default": {"threshold": DEFAULT_THRESHOLD, "min_ncc": DEFAULT_MIN_NCC, "groups": g.n_groups,
+        "default_unbounded": unbounded,
+        "default": {"threshold": DEFAULT_THRESHOLD, "min_ncc": DEFAULT_MIN_NCC, "max_group": DEFAULT_MAX_GROUP,
+                    "groups": g.n_groups, "largest": int(sizes.max()),
                     "candidate_pairs": g.candidates, "confirmed_pairs": len(g.pairs),
                     "images_in_multi_groups": int((sizes[g.groups] > 1).sum()),
                     "group_size_histogram": {int(k): int(v) for k, v in

@@ -132,3 +132,29 @@ def test_file_features_and_groups_are_cached(tmp_path, monkeypatch) -> None:
     assert len(list((tmp_path / "cache" / "dedup").glob("*.npz"))) == 2
     Image.fromarray(b.astype(np.uint8)).save(paths[2])  # file changed → recomputed
     assert group_files(paths, read).tolist() == [0, 1, 1]
+
+
+def test_leader_groups_break_a_chain_hand_case() -> None:
+    from cadx.data.dedup import leader_groups
+
+    # path 10-11-12-13-14: 11 joins leader 10; 12 is not a neighbour of 10, so it leads; 13 joins 12; 14 leads
+    members = np.array([10, 11, 12, 13, 14])
+    pairs = np.array([[10, 11], [11, 12], [12, 13], [13, 14]])
+    assert leader_groups(members, pairs).tolist() == [0, 0, 1, 1, 2]
+    # a star around 10 stays one group
+    star = np.array([[10, 11], [10, 12], [10, 13], [10, 14]])
+    assert leader_groups(members, star).tolist() == [0, 0, 0, 0, 0]
+
+
+def test_max_group_bounds_transitive_chaining() -> None:
+    from cadx.data.dedup import group_near_duplicates
+
+    # hashes 5 bits apart in a chain (0, 5, 10, 15, 20 low bits set): neighbours are within 5 bits, the rest are not
+    hashes = np.array([(1 << k) - 1 for k in (0, 5, 10, 15, 20)], dtype=np.uint64)
+    chained = group_near_duplicates(hashes=hashes, threshold=5, min_ncc=None, max_group=None)
+    assert chained.groups.tolist() == [0, 0, 0, 0, 0]
+    bounded = group_near_duplicates(hashes=hashes, threshold=5, min_ncc=None, max_group=3)
+    assert bounded.groups.tolist() == [0, 0, 1, 1, 2]
+    assert len(bounded.pairs) == 4                     # the confirmed pairs are reported unchanged
+    small = group_near_duplicates(hashes=hashes, threshold=5, min_ncc=None, max_group=5)
+    assert small.groups.tolist() == [0, 0, 0, 0, 0]    # a component within the bound is kept whole

@@ -37,6 +37,12 @@ DEFAULT_THRESHOLD = 20
 #: certainly unrelated, never exceed 0.94 (BUSI max 0.938, MedNIST max 0.897 among pairs within 20 bits),
 #: while ``malignant (3)`` links to the other frames of its lesion at 0.970–0.973: 0.95 sits in the gap.
 DEFAULT_MIN_NCC = 0.95
+#: Largest group joined transitively. Union-find chains near-duplicates of near-duplicates: on MedNIST at the defaults
+#: one component held 576 Hand images (one class's test images in one "patient"), which makes a group bootstrap
+#: degenerate. A component above this size is regrouped without chaining (:func:`leader_groups`): every member joins
+#: the first earlier member it is itself a near-duplicate of that leads a group. BUSI's largest real group (the
+#: seven frames of one lesion) stays whole.
+DEFAULT_MAX_GROUP = 20
 
 
 def _box_resize(a: np.ndarray, size: int) -> np.ndarray:
@@ -166,11 +172,38 @@ class Grouping:
         return int(self.groups.max()) + 1 if self.groups.size else 0
 
 
+def leader_groups(members: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Regroup one component without chaining: ``members`` ``(M,)`` image indices (ascending), ``pairs`` ``(P, 2)``
+    the confirmed near-duplicate pairs. In index order, an image joins the first leader it is paired with directly,
+    else it leads a new group. Returns ``(M,)`` local group numbers ``0..K-1`` (by first appearance). Every member is
+    a direct near-duplicate of its group's leader, so a group's diameter is at most two pair steps."""
+    pos = {int(m): k for k, m in enumerate(members)}
+    nbrs: list[set[int]] = [set() for _ in members]
+    for a, b in pairs:
+        ka, kb = pos.get(int(a)), pos.get(int(b))
+        if ka is not None and kb is not None:
+            nbrs[ka].add(kb)
+            nbrs[kb].add(ka)
+    out = np.full(len(members), -1, np.int64)
+    leaders: list[int] = []
+    for k in range(len(members)):
+        lead = next((g for g, ld in enumerate(leaders) if ld in nbrs[k]), None)
+        if lead is None:
+            leaders.append(k)
+            lead = len(leaders) - 1
+        out[k] = lead
+    return out
+
+
 def group_near_duplicates(images: Sequence[np.ndarray] | np.ndarray | None = None, *,
                           hashes: np.ndarray | None = None, embeddings: np.ndarray | None = None,
                           threshold: int = DEFAULT_THRESHOLD, min_ncc: float | None = DEFAULT_MIN_NCC,
-                          blocks: Sequence[object] | None = None) -> Grouping:
+                          blocks: Sequence[object] | None = None,
+                          max_group: int | None = DEFAULT_MAX_GROUP) -> Grouping:
     """Group near-duplicate images by union-find over close pairs.
+
+    ``max_group``: a connected component larger than this is regrouped by :func:`leader_groups` (no chaining);
+    ``None`` keeps every component whole.
 
     Give ``images`` (2D arrays, any size; hashes and embeddings are computed) or precomputed ``hashes``
     ``(N,)`` uint64 (and ``embeddings`` ``(N,D)`` from :func:`embed` when ``min_ncc`` is not None).
@@ -204,6 +237,18 @@ def group_near_duplicates(images: Sequence[np.ndarray] | np.ndarray | None = Non
         ncc = ncc[same] if ncc is not None else None
     graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
     _, comp = connected_components(graph, directed=False)
+    if max_group is not None and len(i):
+        if max_group < 1:
+            raise ValueError(f"max_group must be >= 1, got {max_group}")
+        sizes = np.bincount(comp)
+        pairs = np.stack([i, j], axis=1)
+        nxt = int(comp.max()) + 1
+        for c in np.flatnonzero(sizes > max_group):
+            members = np.flatnonzero(comp == c)
+            inside = np.isin(pairs[:, 0], members) & np.isin(pairs[:, 1], members)
+            local = leader_groups(members, pairs[inside])
+            comp[members] = np.where(local == 0, c, nxt + local - 1)
+            nxt += int(local.max())
     _, first = np.unique(comp, return_index=True)
     order = np.argsort(np.argsort(first))  # component → rank of its first member
     groups = order[comp].astype(np.int64)
@@ -264,14 +309,15 @@ def file_features(paths: Sequence[Path], read: Callable[[Path], np.ndarray], *, 
 
 def group_files(paths: Sequence[Path], read: Callable[[Path], np.ndarray], *,
                 threshold: int = DEFAULT_THRESHOLD, min_ncc: float | None = DEFAULT_MIN_NCC,
-                use_cache: bool = True) -> np.ndarray:
+                use_cache: bool = True, max_group: int | None = DEFAULT_MAX_GROUP) -> np.ndarray:
     """Near-duplicate group per file, ``(N,)`` int (see :func:`group_near_duplicates`), cached on disk."""
-    name = _files_key(paths, f"groups|{threshold}|{min_ncc}")
+    name = _files_key(paths, f"groups|{threshold}|{min_ncc}|{max_group}")
     hit = _cache_load(name, ("groups",)) if use_cache else None
     if hit is not None and len(hit["groups"]) == len(paths):
         return hit["groups"].astype(np.int64)
     hashes, emb = file_features(paths, read, use_cache=use_cache)
-    groups = group_near_duplicates(hashes=hashes, embeddings=emb, threshold=threshold, min_ncc=min_ncc).groups
+    groups = group_near_duplicates(hashes=hashes, embeddings=emb, threshold=threshold, min_ncc=min_ncc,
+                                   max_group=max_group).groups
     if use_cache:
         _cache_save(name, groups=groups)
     return groups

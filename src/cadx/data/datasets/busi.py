@@ -22,7 +22,7 @@ from PIL import Image
 
 from cadx.data.datasets.base import register_dataset
 from cadx.data.datasets.mednist import DedupOptions, mixed_label_groups, read_grey
-from cadx.data.dedup import group_files
+from cadx.data.dedup import DEFAULT_MAX_GROUP, group_files
 from cadx.data.image import ImageData, LazyImage
 from cadx.data.readers import read_image
 from cadx.data.study import Cohort, Study
@@ -125,6 +125,7 @@ def load(root: Path, *, group: str, dedup_threshold: int, dedup_min_ncc: float |
     if group == "dedup":
         groups = group_files([p for _, p, _ in entries], read_grey, threshold=thr, min_ncc=ncc, use_cache=cache)
         info.update(dedup_groups=int(groups.max()) + 1, dedup_threshold=thr, dedup_min_ncc=ncc,
+                    dedup_max_group=DEFAULT_MAX_GROUP, dedup_largest_group=int(np.bincount(groups).max()),
                     mixed_label_groups=mixed_label_groups(groups, labels))
     else:
         groups = np.arange(len(entries))
