@@ -6,7 +6,7 @@ data path (``train_loader``: epoch batch sampler + batch gather) and ``trainer_s
 precision 32 on CPU / 16-mixed on CUDA, progress bar). Runs alternate (plain, cadx, plain, cadx, ...) so that load
 from other processes hits both alike; the best run of each is compared (``ratio`` = cadx / plain, target ≥ 0.95).
 
-    .venv/bin/python benchmarks/train_throughput.py [--steps 12] [--warmup 3] [--repeats 2]
+    .venv/bin/python benchmarks/train_throughput.py [--steps 12] [--warmup 3] [--repeats 2] [--precision bf16-mixed]
 
 Writes ``benchmarks/results/train_throughput.json``.
 """
@@ -68,9 +68,11 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def run_cadx(store: ItemStore, steps: int, warmup: int, batch: int, seed: int, workdir: Path) -> dict[str, float]:
+def run_cadx(store: ItemStore, steps: int, warmup: int, batch: int, seed: int, workdir: Path,
+             precision: str = "auto") -> dict[str, float]:
     cfg = load_config(None, ["model.name=resnet18", f"train.batch_size={batch}", "train.epochs=1",
-                             "optim.name=adamw", "optim.lr=0.001", "train.progress=true"])
+                             "optim.name=adamw", "optim.lr=0.001", "train.progress=true",
+                             f"train.precision={precision}"])
     spec = model_spec(cfg, store)
     items = np.arange(len(store))
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--out", type=Path, default=RESULT)
+    ap.add_argument("--precision", default="auto", help="cadx's train.precision (the plain loop is always fp32)")
     a = ap.parse_args(argv)
     store = make_store(a.batch * (a.steps + a.warmup), a.size)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "cadx_bench_throughput"
@@ -127,11 +130,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_before = os.getloadavg()
     for r in range(a.repeats):
         plain.append(run_plain(store, a.steps, a.warmup, a.batch, seed=r)["images_per_s"])
-        cadx.append(run_cadx(store, a.steps, a.warmup, a.batch, seed=r, workdir=work)["images_per_s"])
+        cadx.append(run_cadx(store, a.steps, a.warmup, a.batch, seed=r, workdir=work,
+                             precision=a.precision)["images_per_s"])
         print(f"repeat {r}: plain {plain[-1]:.1f} img/s, cadx {cadx[-1]:.1f} img/s")
     result = {
         "model": "resnet18 (registry, width 64, imagenet stem)", "image_size": a.size, "batch_size": a.batch,
-        "timed_steps": a.steps, "warmup_steps": a.warmup, "repeats": a.repeats,
+        "timed_steps": a.steps, "warmup_steps": a.warmup, "repeats": a.repeats, "cadx_precision": a.precision,
         "plain_images_per_s": max(plain), "cadx_images_per_s": max(cadx), "ratio": max(cadx) / max(plain),
         "ratio_median": statistics.median(cadx) / statistics.median(plain),
         "plain_runs": plain, "cadx_runs": cadx,
