@@ -28,6 +28,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.special import gammaln
 from scipy.stats import random_table
 
+from cadx.evaluation.multiplicity import bonferroni, holm  # re-exported: the A.3 tables' corrections
+
 __all__ = ["FisherResult", "bonferroni", "fisher_exact_rxc", "holm"]
 
 REL_ERR = 1 + 1e-7  # R's fisher.test tolerance for "as or less probable"
@@ -182,25 +184,3 @@ def fisher_exact_rxc(table: ArrayLike, method: Literal["auto", "exact", "monte-c
     hits = int(np.sum(_log_stat(sims) >= stat_obs - math.log(REL_ERR)))
     return FisherResult((1 + hits) / (n_samples + 1), "monte-carlo", n_samples, shape)
 
-
-def bonferroni(pvalues: ArrayLike) -> NDArray[np.float64]:
-    """Bonferroni-adjusted p-values ``min(1, m * p)`` (R ``p.adjust(method="bonferroni")``); NaN stays NaN and
-    does not count in ``m``."""
-    p = np.asarray(pvalues, dtype=np.float64)
-    m = int(np.isfinite(p).sum())
-    return np.where(np.isfinite(p), np.minimum(1.0, p * m), np.nan)
-
-
-def holm(pvalues: ArrayLike) -> NDArray[np.float64]:
-    """Holm step-down adjusted p-values (R ``p.adjust(method="holm")``): sorted ascending, ``(m - i) p_(i)``
-    made non-decreasing, capped at 1. NaN stays NaN and does not count in ``m``."""
-    p = np.asarray(pvalues, dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
-    if m == 0:
-        return out
-    order = ok[np.argsort(p[ok], kind="stable")]
-    adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
-    out[order] = np.minimum(1.0, adj)
-    return out

@@ -80,6 +80,7 @@ from cadx.data.datasets import load_dataset
 from cadx.data.splits import Fold, make_splits
 from cadx.data.study import Cohort
 from cadx.errors import CadxConfigError, CadxDataError
+from cadx.evaluation import multiplicity
 from cadx.evaluation.bootstrap import bootstrap_ci, paired_bootstrap_pvalue
 from cadx.evaluation.metrics import roc_auc
 from cadx.models.unet import UNet
@@ -219,18 +220,9 @@ def check_pretrain_isolation(pretrain_patients: Sequence[str], test_patients: Se
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm step-down adjusted p-values (same order as the input; NaN stays NaN and is not counted):
-    sorted ascending, ``p_(i) · (m − i)`` (i from 0), running maximum, capped at 1."""
-    p = np.asarray(pvalues, dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
-    order = ok[np.argsort(p[ok], kind="stable")]
-    running = 0.0
-    for i, j in enumerate(order):
-        running = max(running, min(1.0, p[j] * (m - i)))
-        out[j] = running
-    return out.tolist()
+    """Holm step-down adjusted p-values in the input order (NaN stays NaN and is not counted):
+    :func:`cadx.evaluation.multiplicity.holm` as a list."""
+    return [float(v) for v in multiplicity.holm(pvalues)]
 
 
 def _encoder_keys(model: nn.Module) -> list[str]:
