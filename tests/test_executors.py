@@ -262,25 +262,10 @@ def test_ray_task_error_reaches_the_driver_as_its_own_one_line_error(ray_ex: Ray
 
 
 def _detection_manifest(root: Path) -> Path:
-    """6 one-patient 3D studies (8 × 64 × 64) with one bright box lesion each, as in test_detector."""
-    from cadx.data.image import ImageData
-    from cadx.data.readers import write_image
+    """6 one-patient 3D studies (8 × 64 × 64) with one bright box lesion each: test_detector's cohort."""
+    from test_detector import _tiny_manifest
 
-    rows = []
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        img = rng.normal(0.3, 0.05, (1, 8, 64, 64)).astype(np.float32)
-        img[:, :, :4] = 0
-        mask = np.zeros((1, 8, 64, 64), np.uint8)
-        y, x = 10 + 5 * i, 30 - 3 * i
-        img[0, 2:6, y:y + 14, x:x + 12] += 1.0
-        mask[0, 2:6, y:y + 14, x:x + 12] = 1
-        write_image(ImageData(img, (1.0, 1.0, 1.0)), root / f"img{i}.nii.gz")
-        write_image(ImageData(mask, (1.0, 1.0, 1.0)), root / f"mask{i}.nii.gz")
-        rows.append({"study_id": f"s{i}", "patient_id": f"p{i}", "path": f"img{i}.nii.gz", "label": "",
-                     "mask": f"mask{i}.nii.gz"})
-    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
-    return root / "manifest.csv"
+    return _tiny_manifest(root)
 
 
 @pytest.mark.slow
