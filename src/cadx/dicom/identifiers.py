@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 
 from cadx.errors import CadxDataError
 
-__all__ = ["REQUIRED_UIDS", "complete_identifiers", "missing_identifiers", "write_completed_series"]
+__all__ = ["REQUIRED_UIDS", "complete_identifiers", "missing_identifiers", "save_by_sop_uid", "write_completed_series"]
 
 #: The identifiers a referenced source image must carry.
 REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -70,10 +70,16 @@ def write_completed_series(files: Sequence[str | Path], dest: str | Path, *, see
         except (OSError, pydicom.errors.InvalidDicomError) as e:
             raise CadxDataError(f"not a readable DICOM file ({type(e).__name__})", path=f, field="file") from e
     complete_identifiers(dss, seed=seed, patient_id=patient_id)
+    return save_by_sop_uid(dss, dest)
+
+
+def save_by_sop_uid(datasets: Sequence[Dataset], dest: str | Path) -> list[Path]:
+    """Write each dataset as ``dest/<SOPInstanceUID>.dcm`` (a DICOM file with its meta header), in the given order;
+    returns the paths. ``dest`` is created."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     out = []
-    for ds in dss:
+    for ds in datasets:
         p = dest / f"{ds.SOPInstanceUID}.dcm"
         ds.save_as(p, enforce_file_format=True)
         out.append(p)

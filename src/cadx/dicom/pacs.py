@@ -18,6 +18,7 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 
+from cadx.dicom.identifiers import save_by_sop_uid
 from cadx.errors import CadxDataError
 
 __all__ = ["client", "find", "list_series", "list_studies", "retrieve_series", "store"]
@@ -158,15 +159,8 @@ def retrieve_series(url: str, study_uid: str, series_uid: str, dest: str | Path,
                                                           media_types=(("application/dicom", "*"),)))
     if not datasets:
         raise CadxDataError("no instances", path=_root(url), field=what)
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
     datasets = sorted(datasets, key=lambda d: (int(d.get("InstanceNumber", 0) or 0), str(d.SOPInstanceUID)))
-    paths = []
-    for ds in datasets:
-        p = dest / f"{ds.SOPInstanceUID}.dcm"
-        ds.save_as(p, enforce_file_format=True)
-        paths.append(p)
-    return paths
+    return save_by_sop_uid(datasets, dest)
 
 
 def _as_datasets(datasets: Iterable[Dataset | str | Path]) -> list[Dataset]:
