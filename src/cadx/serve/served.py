@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,14 +80,30 @@ class ServedRun:
     cv: CvFigures
     cfg: ExperimentConfig
     #: the loaded models of a classifier run and the fingerprint they were loaded at (reloaded when it changes)
-    _loaded: tuple[str, list[Predictor]] | None = field(default=None, repr=False, compare=False)
+    _loaded: tuple[str, list[Any]] | None = field(default=None, repr=False, compare=False)
+
+    def _models(self, load: Callable[[], list[Any]]) -> list[Any]:
+        fp = self.fingerprint()
+        if self._loaded is None or self._loaded[0] != fp:
+            self._loaded = (fp, load())
+        return self._loaded[1]
 
     def predictors(self) -> list[Predictor]:
         """The run's models in :func:`~cadx.runs.folder.model_dirs` order, loaded once per fingerprint."""
-        fp = self.fingerprint()
-        if self._loaded is None or self._loaded[0] != fp:
-            self._loaded = (fp, [load_predictor(d) for d in model_dirs(self.path, None, False)])
-        return self._loaded[1]
+        return self._models(lambda: [load_predictor(d) for d in model_dirs(self.path, None, False)])
+
+    def detectors(self) -> list[torch.nn.Module]:
+        """A detection run's fold models (``fold_<k>/checkpoint_best.pt`` of the finished folds, eval mode), loaded
+        once per fingerprint."""
+        def load() -> list[Any]:
+            out = []
+            for d in done_folds(self.path):
+                ck = torch.load(d / "checkpoint_best.pt", map_location="cpu", weights_only=False)
+                model = create_model(ck["model"], 0, int(ck["in_channels"]), 2, **dict(ck["kwargs"]))
+                model.load_state_dict(ck["state_dict"])
+                out.append(model.eval())
+            return out
+        return self._models(load)
 
     @property
     def predicts_class(self) -> bool:
@@ -210,11 +227,7 @@ def _detect(run: ServedRun, study: StudyInput) -> list[dict[str, float]]:
     empty = LazyImage.from_array(np.zeros((1, *np.asarray(img.array).shape[1:]), np.uint8), img.spacing)
     st = Study(study.path, study.path, images={"image": LazyImage(lambda: img, study.path)}, masks={"mask": empty})
     rows = []
-    for d in done_folds(run.path):
-        ck = torch.load(d / "checkpoint_best.pt", map_location="cpu", weights_only=False)
-        model = create_model(ck["model"], 0, int(ck["in_channels"]), 2, **dict(ck["kwargs"]))
-        model.load_state_dict(ck["state_dict"])
-        model.eval()
+    for model in run.detectors():
         dst = build_det_study(st, det, cfg.input, int(getattr(model, "cell_size", 1)))
         with torch.no_grad():
             df = detect_study(model, dst, det)
