@@ -4,6 +4,7 @@ external evaluation and single-study prediction. Tiny in-memory cohort, 8 px, 2 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,12 @@ def test_run_folder_contents_and_determinism(tmp_path: Path) -> None:
                   "DONE"):
             assert (fd / f).is_file(), f"fold_{k}/{f}"
         hist = pd.read_csv(fd / "history.csv")
-        assert list(hist.columns) == ["epoch", "train_loss", "val_loss", "val_accuracy", "val_auc", "lr", "seconds"]
+        assert list(hist.columns) == ["epoch", "train_loss", "val_loss", "val_accuracy", "val_auc", "lr", "seconds",
+                                      "cpu_seconds"]
         assert hist["epoch"].tolist() == [0, 1] and hist["val_loss"].notna().all()
+        # process CPU time of an epoch: positive, and at most (cores × its wall time) + clock granularity
+        assert (hist["cpu_seconds"] > 0).all()
+        assert (hist["cpu_seconds"] <= (os.cpu_count() or 1) * hist["seconds"] + 0.05).all()
     pred = _pred(run)
     assert len(pred) == 12 and sorted(pred["study_id"]) == [f"S{i:02d}" for i in range(12)]
     assert {"study_id", "patient_id", "fold", "y_true", "y_pred", "p_benign", "p_malignant"} <= set(pred.columns)

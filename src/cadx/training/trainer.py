@@ -30,7 +30,7 @@ from cadx.training.module import CadxModule
 from cadx.training.two_phase import FreezeExceptHead, phase_configs, trainable_prefixes
 from cadx.utils import atomic_write_text
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "val_auc", "lr", "seconds"]
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "val_auc", "lr", "seconds", "cpu_seconds"]
 _QUIET = (".*does not have many workers.*", ".*GPU available but not used.*", ".*TPU available.*",
           ".*is not a TensorBoard.*", ".*Checkpoint directory.*exists and is not empty.*",
           ".*LeafSpec.*", ".*that has `.*` state.*", ".*deterministic.*", ".*was configured so validation will run.*",
@@ -83,16 +83,22 @@ def build_objective(cfg: ExperimentConfig, store: ItemStore, train_items: np.nda
 
 
 class History(Callback):
-    """Collects one row per epoch (``HISTORY_COLUMNS``) and rewrites ``history.csv``; its rows live in checkpoints."""
+    """Collects one row per epoch (``HISTORY_COLUMNS``) and rewrites ``history.csv``; its rows live in checkpoints.
+
+    ``seconds`` is the epoch's wall time (training + validation), ``cpu_seconds`` the CPU time this process spent
+    in it (``time.process_time``: all its threads; data-loader worker processes are not counted), the x axis of
+    the time-to-accuracy curves (``benchmarks/time_to_accuracy.py``)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.rows: list[dict[str, Any]] = []
         self._t0 = 0.0
+        self._c0 = 0.0
         self._lr = float("nan")
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
+        self._c0 = time.process_time()
         opts = trainer.optimizers
         self._lr = float(opts[0].param_groups[0]["lr"]) if opts else float("nan")
 
@@ -105,7 +111,8 @@ class History(Callback):
 
         row = {"epoch": int(trainer.current_epoch), "train_loss": get("train_loss"), "val_loss": get("val_loss"),
                "val_accuracy": get("val_accuracy"), "val_auc": get("val_auc"), "lr": self._lr,
-               "seconds": round(time.perf_counter() - self._t0, 3)}
+               "seconds": round(time.perf_counter() - self._t0, 3),
+               "cpu_seconds": round(time.process_time() - self._c0, 3)}
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
         self.write()
 
