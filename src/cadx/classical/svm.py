@@ -31,6 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from cadx.classical.features import HC_SIZE, handcrafted_features
+from cadx.classical.svm_file import read_svm
 from cadx.errors import CadxDataError
 from cadx.utils import atomic_write_bytes
 
@@ -166,13 +167,7 @@ class _ProbaSVM(ClassifierMixin, BaseEstimator):
         ``EmbeddingSVM(num_classes, c, seed)`` (``cadx.engine.classifiers`` / ``cadx.classical.embedding_svm``),
         converted to this class with the same fitted pipeline (same probabilities). Other content → CadxDataError.
         """
-        try:
-            with open(path, "rb") as fh:
-                obj = _SVMUnpickler(fh).load()
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as err:
-            raise CadxDataError(f"cannot read a cadx SVM file ({err})", path=path) from None
-        if isinstance(obj, _LegacyEmbeddingSVM):
-            obj = obj.convert()
+        obj = read_svm(path, expected=None)
         if not isinstance(obj, cls):
             raise CadxDataError(f"not a cadx {cls.__name__} file (holds a {type(obj).__name__})", path=path)
         return obj
@@ -259,13 +254,3 @@ class _LegacyEmbeddingSVM:
         new._cols_ = np.asarray(self.classes_, dtype=np.int64)
         new.n_features_in_ = int(self.pipeline_.n_features_in_)
         return new
-
-
-_LEGACY = {("cadx.engine.classifiers", "EmbeddingSVM"), ("cadx.classical.embedding_svm", "EmbeddingSVM")}
-
-
-class _SVMUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _LEGACY:
-            return _LegacyEmbeddingSVM
-        return super().find_class(module, name)

@@ -42,10 +42,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
-from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 
 from cadx.errors import CadxDataError
 from cadx.evaluation.bootstrap import bootstrap_ci
@@ -261,11 +258,15 @@ def fit_calibration(method: str, y_true: ArrayLike, proba: ArrayLike, positive: 
     z = _logits(p)
     out: dict[str, Any] = {"method": method, "fitted": True, "n": int(t.size)}
     if method == "temperature":
+        from scipy.optimize import minimize_scalar  # heavy (SciPy optimize): only fitting needs it, not cadx predict
+
         res = minimize_scalar(lambda lt: _nll(z, t, float(np.exp(lt))), bounds=(np.log(0.05), np.log(20.0)),
                               method="bounded", options={"xatol": 1e-6})
         out["temperature"] = float(np.exp(res.x))
         return out
     if method == "platt":
+        from sklearn.linear_model import LogisticRegression  # scikit-learn: only fitting needs it, not cadx predict
+
         if k == 2:
             neg = 1 - positive
             x = (z[:, positive] - z[:, neg])[:, None]
@@ -280,6 +281,8 @@ def fit_calibration(method: str, y_true: ArrayLike, proba: ArrayLike, positive: 
             lr = LogisticRegression(C=np.inf, max_iter=1000).fit(z, t)
             out.update(coef=lr.coef_.tolist(), intercept=lr.intercept_.tolist())
         return out
+    from sklearn.isotonic import IsotonicRegression  # scikit-learn: only fitting needs it, not cadx predict
+
     cols = [positive] if k == 2 else list(range(k))
     xs, ys = [], []
     for c in cols:

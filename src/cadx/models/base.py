@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.networks.layers.factories import Conv, Norm, Pool
 from torch import Tensor, nn
 
 from cadx.errors import CadxConfigError, CadxDataError
@@ -39,18 +38,33 @@ def check_spatial_dims(spatial_dims: int, model: str, supported: tuple[int, ...]
 
 
 def conv_nd(spatial_dims: int) -> type[nn.Module]:
-    """``nn.Conv2d`` or ``nn.Conv3d`` (MONAI layer factory)."""
-    return Conv[Conv.CONV, spatial_dims]
+    """``nn.Conv1d``/``nn.Conv2d``/``nn.Conv3d`` (what MONAI's ``Conv[Conv.CONV, d]`` factory returns; looked up
+    here so that the models which need no MONAI block do not import MONAI)."""
+    return _torch_layer("Conv", spatial_dims)
 
 
 def norm_nd(spatial_dims: int) -> type[nn.Module]:
-    """``nn.BatchNorm2d`` or ``nn.BatchNorm3d``."""
-    return Norm[Norm.BATCH, spatial_dims]
+    """``nn.BatchNorm2d`` or ``nn.BatchNorm3d`` (MONAI's ``Norm[Norm.BATCH, d]``)."""
+    return _torch_layer("BatchNorm", spatial_dims)
+
+
+#: Pooling kinds by MONAI factory name → torch class prefix.
+_POOLS = {"max": "MaxPool", "avg": "AvgPool", "adaptivemax": "AdaptiveMaxPool", "adaptiveavg": "AdaptiveAvgPool"}
 
 
 def pool_nd(kind: str, spatial_dims: int) -> type[nn.Module]:
-    """Pooling class by MONAI name: ``"max"``, ``"avg"``, ``"adaptivemax"``, ``"adaptiveavg"``."""
-    return Pool[kind, spatial_dims]
+    """Pooling class by MONAI name: ``"max"``, ``"avg"``, ``"adaptivemax"``, ``"adaptiveavg"`` (case-insensitive,
+    as MONAI's ``Pool[kind, d]``); another name raises ValueError."""
+    if kind.lower() not in _POOLS:
+        raise ValueError(f"unknown pooling {kind!r} (known: {', '.join(_POOLS)})")
+    return _torch_layer(_POOLS[kind.lower()], spatial_dims)
+
+
+def _torch_layer(prefix: str, spatial_dims: int) -> type[nn.Module]:
+    if spatial_dims not in (1, 2, 3):
+        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
+    layer: type[nn.Module] = getattr(nn, f"{prefix}{spatial_dims}d")
+    return layer
 
 
 class CadxModel(nn.Module):

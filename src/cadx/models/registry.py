@@ -17,6 +17,7 @@ import importlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from cadx.models.catalog import CATALOG
 from cadx.registry import Entry, Options, PathText, Registry
 
 if TYPE_CHECKING:
@@ -42,7 +43,13 @@ class LazyRegistry(Registry[ModelFactory]):
                 importlib.import_module(f"cadx.models.{name}")
 
     def entry(self, name: str) -> Entry[ModelFactory]:
-        self.load()
+        """The entry of ``name``, importing first only the module :data:`~cadx.models.catalog.CATALOG` names for it
+        (so loading one run's model does not import every network, and MONAI only when that network uses it);
+        a name the catalogue lacks (or that its module did not register) imports them all."""
+        if name not in self._entries and name in CATALOG:
+            importlib.import_module(f"cadx.models.{CATALOG[name].module}")
+        if name not in self._entries:
+            self.load()
         return super().entry(name)
 
     def names(self) -> list[str]:

@@ -4,10 +4,16 @@ Each study yields one or more *items* (arrays ``(C, *size)``): every slice of ea
 for ``roi2d``/``image2d``/``volume3d``. Intensity normalisation is per image (a fixed window or the image's own
 percentiles/statistics), so nothing is fitted on the cohort and a new study is processed exactly like a training one.
 
-The array operations are MONAI array transforms: ``ScaleIntensityRange`` (window, percentile and min-max scaling to
-[0, 1]), ``NormalizeIntensity`` (z-score), ``SpatialCrop`` + ``BorderPad`` (ROI crop, padded outside the image) and
-``Resize`` (nearest for masks, trilinear for volumes). 2D images are resized with torch's antialiased bilinear
-filter: MONAI's ``Resize(anti_aliasing=True)`` is a Gaussian prefilter instead, which would change every 2D item.
+The array operations are the arithmetic of MONAI's array transforms, written here with numpy / torch so that this
+module (the preprocessing of ``cadx predict`` as of training) does not import MONAI, whose package import loads
+every MONAI subpackage and with them SciPy, scikit-learn, pandas and matplotlib (≈ 3.5 s of a predict's start):
+``ScaleIntensityRange`` (window, percentile and min-max scaling to [0, 1]: the same float32 torch operations),
+``NormalizeIntensity`` (z-score), ``SpatialCrop`` + constant ``BorderPad`` (ROI crop, padded outside the image) and
+``Resize`` (``torch.nn.functional.interpolate``: nearest for masks, trilinear for volumes, as MONAI calls it).
+``tests/test_predict_imports.py`` checks each against the MONAI transform it replaces, value for value. 2D images
+are resized with torch's antialiased bilinear filter: MONAI's ``Resize(anti_aliasing=True)`` is a Gaussian
+prefilter instead, which would change every 2D item. The training augmentation (:mod:`cadx.pipeline.augment`)
+keeps MONAI.
 """
 
 from __future__ import annotations
@@ -19,9 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.data import get_track_meta, set_track_meta
-from monai.transforms import BorderPad, NormalizeIntensity, Resize, ScaleIntensityRange, SpatialCrop
-from monai.utils import convert_to_numpy
 
 from cadx.config import InputConfig
 from cadx.data.image import ImageData
@@ -48,7 +51,10 @@ _STATS_VOXELS = 1_000_000
 @contextmanager
 def plain_tensors() -> Iterator[None]:
     """MONAI transforms inside return plain tensors, not MetaTensors: items carry no affine history, and the
-    bookkeeping would make each small crop/scale/resize 5–20x slower. The previous setting is restored."""
+    bookkeeping would make each small crop/scale/resize 5–20x slower. The previous setting is restored. (Used by
+    the augmenter; this module's own operations are plain torch/numpy.)"""
+    from monai.data import get_track_meta, set_track_meta  # MONAI: only the training augmenter needs it
+
     previous = get_track_meta()
     set_track_meta(False)
     try:
@@ -69,10 +75,29 @@ def window_bounds(window: str | Sequence[float]) -> tuple[float, float]:
     return float(center) - float(width) / 2, float(center) + float(width) / 2
 
 
+#: numpy dtypes torch has no tensor type for, and what MONAI's ``convert_to_tensor`` casts them to first.
+_TORCH_UNSUPPORTED = {np.dtype(np.uint16): np.int32, np.dtype(np.uint32): np.int64, np.dtype(np.uint64): np.int64}
+
+
+def _as_tensor(a: np.ndarray) -> torch.Tensor:
+    """``a`` as a CPU tensor the way MONAI's ``convert_to_tensor`` makes it (C-contiguous; uint16/32/64 widened to
+    a signed type); shares memory with ``a`` when it can (callers never write into it)."""
+    arr = np.ascontiguousarray(a)
+    if arr.dtype in _TORCH_UNSUPPORTED:
+        arr = arr.astype(_TORCH_UNSUPPORTED[arr.dtype])
+    return torch.as_tensor(arr)
+
+
 def scale_to_unit(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """``clip((a − lo) / (hi − lo), 0, 1)`` as float32 (MONAI ``ScaleIntensityRange``); needs ``hi > lo``."""
-    with plain_tensors():
-        return convert_to_numpy(ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)(a))
+    """``clip((a − lo) / (hi − lo), 0, 1)`` as float32, computed as MONAI's ``ScaleIntensityRange(lo, hi, 0, 1,
+    clip=True)`` computes it (torch, in ``a``'s float type, then cast to float32). ``hi == lo``: ``a − lo``
+    (MONAI's divide-by-zero branch; cadx's callers never pass it)."""
+    t = _as_tensor(a)
+    if hi - lo == 0.0:
+        return (t - lo + 0.0).numpy()
+    t = (t - lo) / (hi - lo)
+    t = t * (1.0 - 0.0) + 0.0
+    return torch.clamp(t, 0.0, 1.0).to(torch.float32).numpy()
 
 
 def normalize_intensity(arr: np.ndarray, cfg: InputConfig) -> np.ndarray:
@@ -98,10 +123,8 @@ def normalize_intensity(arr: np.ndarray, cfg: InputConfig) -> np.ndarray:
         sd = float(sample.std())
         if sd <= 0:
             return np.zeros_like(a)
-        with plain_tensors():
-            # MONAI takes scalar statistics too (its annotation lists only sequences/arrays)
-            z = NormalizeIntensity(subtrahend=float(sample.mean()), divisor=sd)  # type: ignore[arg-type]
-            return convert_to_numpy(z(a))
+        # MONAI NormalizeIntensity(subtrahend=mean, divisor=sd): (a - mean) / sd in float32 torch arithmetic
+        return ((_as_tensor(a).to(torch.float32) - float(sample.mean())) / sd).numpy()
     if cfg.normalize == "minmax":
         lo, hi = float(sample.min()), float(sample.max())
     else:
@@ -113,37 +136,37 @@ def normalize_intensity(arr: np.ndarray, cfg: InputConfig) -> np.ndarray:
 
 def crop_pad(arr: np.ndarray, starts: Sequence[int], stops: Sequence[int], fill: float) -> np.ndarray:
     """Region ``[starts, stops)`` of the spatial axes of ``arr`` ``(C, *spatial)`` → ``(C, *(stops − starts))``,
-    parts outside the image filled with ``fill`` (MONAI ``SpatialCrop`` then constant ``BorderPad``); a region
-    wholly outside the image gives all ``fill``. A new array of ``arr``'s dtype (never a view of ``arr``)."""
+    parts outside the image filled with ``fill`` (what MONAI ``SpatialCrop`` then constant ``BorderPad`` give, by
+    slicing into a ``fill``-ed array); a region wholly outside the image gives all ``fill``. A new array of
+    ``arr``'s dtype (never a view of ``arr``)."""
     st, sp = [int(v) for v in starts], [int(v) for v in stops]
     out_shape = (arr.shape[0], *(b - a for a, b in zip(st, sp, strict=True)))
     lo = [min(max(a, 0), n) for a, n in zip(st, arr.shape[1:], strict=True)]
     hi = [min(max(b, 0), n) for b, n in zip(sp, arr.shape[1:], strict=True)]
     if any(h <= low for low, h in zip(lo, hi, strict=True)):
         return np.full(out_shape, fill, dtype=arr.dtype)
-    border = [p for a, b, l0, h0 in zip(st, sp, lo, hi, strict=True) for p in (l0 - a, b - h0)]
-    with plain_tensors():
-        out = SpatialCrop(roi_start=lo, roi_end=hi)(torch.as_tensor(np.ascontiguousarray(arr)))  # may share arr
-        if any(border):
-            return convert_to_numpy(BorderPad(spatial_border=border, mode="constant", value=fill)(out))
-        return convert_to_numpy(out).copy()
+    out = np.full(out_shape, fill, dtype=arr.dtype)
+    dst = tuple(slice(l0 - a, h0 - a) for a, l0, h0 in zip(st, lo, hi, strict=True))
+    out[(slice(None), *dst)] = arr[(slice(None), *(slice(l0, h0) for l0, h0 in zip(lo, hi, strict=True)))]
+    return out
 
 
 def resize(arr: np.ndarray, size: Sequence[int], mask: bool = False) -> np.ndarray:
-    """Resize ``(C, *spatial)`` to ``(C, *size)`` float32: nearest for masks, trilinear for volumes (MONAI
-    ``Resize``, ``align_corners=False``), bilinear with torch's antialiasing for 2D images. Same size: a float32
-    view/copy of the input."""
+    """Resize ``(C, *spatial)`` to ``(C, *size)`` float32: nearest for masks, trilinear for volumes (as MONAI
+    ``Resize`` does: ``F.interpolate``, ``align_corners=False``), bilinear with torch's antialiasing for 2D images.
+    Same size: a float32 view/copy of the input. ``len(size)`` must equal the number of spatial axes."""
     if tuple(arr.shape[1:]) == tuple(size):
         return arr.astype(np.float32, copy=False)
     a = np.ascontiguousarray(arr, dtype=np.float32)
-    if mask or len(size) != 2:
-        mode = "nearest" if mask else "trilinear"
-        with plain_tensors():
-            resized = Resize(tuple(size), mode=mode, align_corners=None if mask else False)(torch.from_numpy(a))
-            return convert_to_numpy(resized)
-    r = F.interpolate(torch.from_numpy(a)[None], size=tuple(size), mode="bilinear", align_corners=False,
-                      antialias=True)
-    return r[0].numpy()
+    if len(size) != a.ndim - 1:
+        raise ValueError(f"resize: {len(size)} target sizes for an array with {a.ndim - 1} spatial axes")
+    t = torch.from_numpy(a)[None]
+    if mask:   # MONAI Resize(mode="nearest"): F.interpolate, align_corners None
+        return F.interpolate(t, size=tuple(size), mode="nearest")[0].numpy()
+    if len(size) != 2:   # MONAI Resize(mode="trilinear", align_corners=False) → linear in 1D, trilinear in 3D
+        mode = {1: "linear", 3: "trilinear"}.get(len(size), "bilinear")
+        return F.interpolate(t, size=tuple(size), mode=mode, align_corners=False)[0].numpy()
+    return F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)[0].numpy()
 
 
 def _square(lo: float, hi: float, side: float) -> tuple[int, int]:

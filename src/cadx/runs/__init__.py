@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {"run_cv": "cadx.runs.cv", "run_demo": "cadx.runs.demo", "evaluate_run": "cadx.runs.evaluate",
-            "predict_study": "cadx.runs.predict", "train_final": "cadx.runs.predict"}
+            "predict_study": "cadx.runs.predict", "train_final": "cadx.runs.final"}
 
 __all__ = sorted(_EXPORTS)
 

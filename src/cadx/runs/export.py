@@ -1,7 +1,7 @@
 """``cadx export RUN --format onnx``: a run's models as ONNX files with everything the prediction path needs.
 
 :func:`export_run` writes one folder per model — the fold ensemble (each finished fold's ``checkpoint_best.ckpt``),
-or ``final/`` when the run has a final model (:func:`cadx.runs.predict.train_final`), or the one model named by
+or ``final/`` when the run has a final model (:func:`cadx.runs.final.train_final`), or the one model named by
 ``fold`` — each with ``model.onnx`` (the cadx model spec in its metadata), the model's ``metrics.json`` (its
 ``decision_fit`` and, when the run calibrates, ``calibration_fit``) and ``svm.pkl`` when the run classifies with
 an SVM; beside them ``config.yaml`` (the run's resolved config: the preprocessing) and ``export.json`` (see
@@ -31,9 +31,9 @@ import torch
 
 from cadx.config import ExperimentConfig
 from cadx.errors import CadxConfigError, CadxDataError
-from cadx.runs.folder import fold_dir, model_dirs, run_config
+from cadx.runs.finished import fold_dir, model_dirs, run_config
 from cadx.runs.onnx_backend import EXPORT_FILE, MODEL_FILE, OUTPUTS, OnnxModule
-from cadx.training.trainer import load_module
+from cadx.training.checkpoint import load_module
 from cadx.utils import atomic_write_json, dumps_json, read_json
 
 __all__ = ["FORMATS", "export_model", "export_run", "max_abs_diff", "positive_class"]

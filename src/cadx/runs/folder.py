@@ -4,7 +4,6 @@ and reading a finished run back (:func:`done_folds`, :func:`run_models`, :func:`
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,15 +16,23 @@ from cadx.data.check import require_clean
 from cadx.data.datasets import load_dataset
 from cadx.data.splits import Fold, Splits, holdout_split, make_splits, subsample_patients
 from cadx.data.study import Cohort
-from cadx.errors import CadxConfigError, CadxDataError
+from cadx.errors import CadxConfigError
 from cadx.evaluation.calibration import calibration_metrics
 from cadx.evaluation.summary import evaluate_predictions
 from cadx.pipeline.items import ItemStore
 from cadx.report import write_report
+from cadx.runs import finished as _finished
 from cadx.runs.executors import Executor, SerialExecutor
 from cadx.runs.inference import Decision, fit_decision, study_predictions
 from cadx.runs.lock import run_lock
 from cadx.utils import atomic_write_json, atomic_write_text, read_json
+
+# reading a finished run back lives in cadx.runs.finished (light, for cadx predict); re-exported here for callers
+done_folds = _finished.done_folds
+run_models = _finished.run_models
+fold_dir = _finished.fold_dir
+model_dirs = _finished.model_dirs
+run_config = _finished.run_config
 
 
 def load_cohort(cfg: ExperimentConfig, out_dir: Path | None = None) -> Cohort:
@@ -188,12 +195,6 @@ def run_seconds(out_dir: Path, t0: float) -> float:
     return round(total + max(0.0, elapsed - ran_now), 2)
 
 
-def done_folds(run_dir: Path) -> list[Path]:
-    """Fold folders of a run with a ``DONE`` marker, in fold order."""
-    folds = [p for p in Path(run_dir).glob("fold_*") if (p / "DONE").is_file()]
-    return sorted(folds, key=lambda p: int(read_json(p / "DONE").get("fold", 0)))
-
-
 def evaluate_rows(df: pd.DataFrame, classes: list[str], cfg: ExperimentConfig, n_bootstrap: int,
                   ranges: Any) -> dict[str, Any]:
     """Metrics of study rows (labelled rows only; their ``y_pred`` decisions when present), with ``n_bootstrap``
@@ -341,58 +342,6 @@ def finish_fold(cfg: ExperimentConfig, cohort: Cohort, store: ItemStore, fold: F
     atomic_write_json(fold_dir / "DONE", {"fold": fold.fold, "best_epoch": best_epoch,
                                           "seconds": round(time.perf_counter() - t0, 2), **items})
     return studies
-
-
-def run_models(run_dir: str | Path, allow_partial: bool = False) -> list[Path]:
-    """Model folders to predict with: ``final/`` when trained, else every finished ``fold_<k>/``. A folder that
-    only holds run folders (the demo's) raises an error naming them. A run with a fold of its ``splits.json``
-    unfinished (no ``DONE``) raises unless ``allow_partial``, which uses the finished folds and says how many on
-    stderr."""
-    run_dir = Path(run_dir)
-    if (run_dir / "final" / "DONE").is_file():
-        return [run_dir / "final"]
-    folds = done_folds(run_dir)
-    if not folds:
-        inner = [d for d in sorted(run_dir.iterdir()) if d.is_dir() and ((d / "final" / "DONE").is_file()
-                 or done_folds(d))] if run_dir.is_dir() else []
-        if inner:  # a folder of runs (e.g. the demo's): say which run folders inside it to use
-            names = ", ".join(d.name for d in inner)
-            raise CadxDataError(f"holds no model itself but the run folders {names}: use one of them, e.g. "
-                                f"{inner[0]}", path=run_dir)
-        raise CadxDataError("no trained model (no final/DONE and no fold_<k>/DONE)", path=run_dir)
-    listed = run_dir / "splits.json"
-    nums = [fd.get("fold", i) for i, fd in enumerate(read_json(listed).get("folds", []))] if listed.is_file() else []
-    n_folds = max(len(nums), len(folds))
-    done = {p.name for p in folds}
-    missing = [f"fold_{k}" for k in nums if f"fold_{k}" not in done]
-    if missing:
-        used = f"{len(folds)} of {n_folds} folds ({', '.join(p.name for p in folds)})"
-        if not allow_partial:
-            raise CadxDataError(f"incomplete run: only {used} finished, {', '.join(missing)} not; finish it "
-                                "(cadx cv --resume) or pass --allow-partial", path=run_dir, field="folds")
-        print(f"note: {run_dir}: partial run, using {used}; unfinished: {', '.join(missing)}", file=sys.stderr)
-    return folds
-
-
-def fold_dir(run_dir: str | Path, fold: int) -> Path:
-    """The finished ``fold_<fold>/`` of a run; CadxDataError (field ``fold``) when it is missing or unfinished."""
-    for d in done_folds(Path(run_dir)):
-        if d.name == f"fold_{int(fold)}":
-            return d
-    raise CadxDataError(f"no finished fold {fold} (fold_{fold}/DONE)", path=run_dir, field="fold")
-
-
-def model_dirs(run_dir: str | Path, fold: int | None = None, allow_partial: bool = False) -> list[Path]:
-    """The model folders to predict with: ``[fold_<fold>/]`` when ``fold`` is given (it must be finished), else
-    :func:`run_models` (``final/`` when trained, else every finished fold; a run with an unfinished fold is
-    refused unless ``allow_partial``)."""
-    return run_models(run_dir, allow_partial) if fold is None else [fold_dir(run_dir, fold)]
-
-
-def run_config(run_dir: Path, model_dirs: list[Path]) -> ExperimentConfig:
-    """The config the models in ``model_dirs`` were trained with (``final/config.yaml`` or the run's)."""
-    p = model_dirs[0] / "config.yaml"
-    return load_config(p if p.is_file() else run_dir / "config.yaml")
 
 
 def write_run_report(run_dirs: list[Path], out_dir: Path) -> tuple[Path, Path]:

@@ -28,13 +28,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
 
-from cadx.classical.svm import EmbeddingSVM
+from cadx.classical.svm_file import read_svm
 from cadx.config import ExperimentConfig
 from cadx.errors import CadxDataError
 from cadx.evaluation.aggregation import aggregate_predictions
@@ -44,7 +44,7 @@ from cadx.evaluation.summary import class_key, positive_index
 from cadx.evaluation.thresholds import class_priors, decide, sensitivity_threshold, youden_threshold
 from cadx.pipeline.items import ItemStore
 from cadx.runs.onnx_backend import MODEL_FILE, load_onnx_module
-from cadx.training.trainer import load_module
+from cadx.training.checkpoint import load_module
 from cadx.utils import read_json
 
 Decision = dict[str, Any]
@@ -115,6 +115,13 @@ def infer(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256, f
     return {k: np.concatenate(v) for k, v in acc.items()}
 
 
+class ProbaClassifier(Protocol):
+    """What the prediction path needs of a classifier on embeddings (:class:`cadx.classical.svm.EmbeddingSVM`):
+    ``predict_proba(features (N, D)) -> (N, K)``. A protocol, so this module does not import scikit-learn."""
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass
 class Predictor:
     """A trained model as the prediction path applies it: the network, the SVM fitted on its embeddings (its
@@ -122,7 +129,7 @@ class Predictor:
     ``source`` names where it was loaded from (for error messages)."""
 
     model: torch.nn.Module
-    svm: EmbeddingSVM | None = None
+    svm: ProbaClassifier | None = None
     decision: Decision = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)
     source: str = "<model>"
@@ -142,7 +149,7 @@ def load_predictor(model_dir: str | Path, backend: str = "torch") -> Predictor:
         model, spec = load_onnx_module(d / MODEL_FILE)
     else:
         model, spec = load_module(d / "checkpoint_best.ckpt")
-    svm = EmbeddingSVM.load(d / "svm.pkl") if (d / "svm.pkl").is_file() else None
+    svm = read_svm(d / "svm.pkl") if (d / "svm.pkl").is_file() else None   # unpickling imports scikit-learn
     m = d / "metrics.json"
     decision = dict(read_json(m).get("decision_fit") or {}) if m.is_file() else {}
     return Predictor(model, svm, decision, spec, str(d))

@@ -1,61 +1,31 @@
-"""``train_final`` (one model on all studies) and ``predict_study`` (a new DICOM folder / volume / image), both on
-the prediction path of :mod:`cadx.runs.inference`."""
+"""``predict_study``: a new DICOM folder / volume / image through the prediction path of
+:mod:`cadx.runs.inference` (``cadx predict``; ``train_final`` is in :mod:`cadx.runs.final`).
+
+Imports only what predicting uses (``tests/test_predict_imports.py``): no Lightning (models come back through
+:mod:`cadx.training.checkpoint`), no MONAI package import from the preprocessing (a network built from MONAI blocks
+still imports MONAI with the torch backend; the ONNX backend builds no network), no scikit-learn unless the run
+classifies with an SVM (its ``svm.pkl`` is unpickled).
+"""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cadx.config import ExperimentConfig, load_config
+from cadx.config import load_config
 from cadx.data.image import LazyImage
 from cadx.data.readers import read_image
 from cadx.data.study import Cohort, Study
 from cadx.errors import CadxConfigError
 from cadx.pipeline.items import build_store
-from cadx.runs.folder import check_data, load_cohort, model_dirs, run_config
-from cadx.runs.inference import Predictor, fold_decision, load_predictor, predict_rows
-from cadx.runs.lock import locks_run_folder
-from cadx.runs.network import fit_svm
+from cadx.runs.finished import model_dirs, run_config
+from cadx.runs.inference import Predictor, load_predictor, predict_rows
 from cadx.runs.onnx_backend import export_folder, export_model_dirs
 from cadx.runs.seg_predict import predict_segmentation
-from cadx.training.trainer import fit, fold_seed, training_seed
-from cadx.utils import atomic_write_json
 
-
-@locks_run_folder
-def train_final(cfg: ExperimentConfig, out_dir: str | Path) -> Path:
-    """Train one model on every labelled study of the cohort into ``out_dir/final`` (no validation set: the last
-    epoch is used) and return that folder. With ``eval.classifier: svm`` the SVM is fitted on all items too.
-    The decision parameters (``final/metrics.json`` ``decision_fit``) are fitted like a fold's: priors = the class
-    frequencies of all labelled studies; the Youden threshold on all studies (it has no validation set).
-    ``out_dir/config.yaml`` is written unless the folder already holds a run (then ``final/config.yaml`` only).
-    """
-    out_dir = Path(out_dir)
-    final = out_dir / "final"
-    final.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    if not (out_dir / "config.yaml").is_file():
-        cfg.save(out_dir / "config.yaml")
-    cfg.save(final / "config.yaml")
-    for stale in ("checkpoint_last.ckpt", "checkpoint_best.ckpt", "DONE", "svm.pkl", "metrics.json"):
-        (final / stale).unlink(missing_ok=True)
-    cohort = load_cohort(cfg, out_dir)
-    check_data(cfg, cohort, final)
-    store = build_store(cohort, cfg, progress=cfg.train.progress)
-    items = np.arange(len(store))
-    seed = fold_seed(training_seed(cfg), -1)
-    module = fit(cfg, store, items, np.zeros(0, np.int64), final, seed)
-    svm = fit_svm(cfg, store, module.model, items, seed, final / "svm.pkl") if cfg.eval.classifier == "svm" else None
-    decision = fold_decision(cfg, store, Predictor(module.model, svm, source=str(final)), np.arange(len(cohort)),
-                             items, -1)
-    atomic_write_json(final / "metrics.json", {"decision_fit": decision})
-    atomic_write_json(final / "DONE", {"fold": "final", "studies": len(cohort), "items": len(store),
-                                       "seconds": round(time.perf_counter() - t0, 2)})
-    return final
-
+__all__ = ["predict_study"]
 
 
 def predict_study(run_dir: str | Path, path: str | Path, mask: str | Path | None = None,

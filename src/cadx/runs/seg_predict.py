@@ -21,9 +21,9 @@ from cadx.data.readers import read_image, write_image
 from cadx.errors import CadxConfigError
 from cadx.pipeline.preprocess import normalize_intensity
 from cadx.pipeline.seg_items import image_items, seg_settings
-from cadx.runs.folder import model_dirs, run_config, run_models
+from cadx.runs.finished import model_dirs, run_config, run_models
 from cadx.runs.onnx_backend import export_folder, export_model_dirs
-from cadx.runs.segmentation import load_models, predict_volume, vote_rows
+from cadx.runs.seg_inference import load_models, predict_volume, vote_rows
 
 __all__ = ["is_segmentation_run", "predict_segmentation"]
 

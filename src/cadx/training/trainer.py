@@ -21,11 +21,11 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from cadx.config import ExperimentConfig
-from cadx.errors import CadxConfigError, CadxDataError
-from cadx.models import create_model
+from cadx.errors import CadxConfigError
 from cadx.objectives import build_objective as _build
 from cadx.pipeline.items import ItemStore
 from cadx.pipeline.loaders import eval_loader, train_loader
+from cadx.training.checkpoint import build_model, load_module  # noqa: F401  (load_module re-exported: one implementation)
 from cadx.training.module import CadxModule
 from cadx.training.two_phase import FreezeExceptHead, phase_configs, trainable_prefixes
 from cadx.utils import atomic_write_text
@@ -56,12 +56,6 @@ def model_spec(cfg: ExperimentConfig, store: ItemStore) -> dict[str, Any]:
             "in_channels": store.in_channels, "spatial_dims": store.spatial_dims,
             "num_attributes": len(store.attribute_names), "classes": list(store.classes),
             "attributes": list(store.attribute_names)}
-
-
-def build_model(spec: dict[str, Any]) -> torch.nn.Module:
-    """The model a :func:`model_spec` describes (its ``kwargs`` validated against the model's options)."""
-    return create_model(spec["name"], num_classes=spec["num_classes"], in_channels=spec["in_channels"],
-                        spatial_dims=spec["spatial_dims"], num_attributes=spec["num_attributes"], **spec["kwargs"])
 
 
 def build_objective(cfg: ExperimentConfig, store: ItemStore, train_items: np.ndarray) -> Any:
@@ -267,36 +261,6 @@ def epoch_selection(cfg: ExperimentConfig, has_val: bool, epoch: int, monitor_va
     if epochs_run is not None:
         out["epochs_run"] = int(epochs_run)
     return out
-
-
-def load_module(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The model of a cadx checkpoint (weights + the spec it was built from), in eval mode on CPU. A missing,
-    truncated or foreign file (not a cadx Lightning checkpoint, or weights that do not fit its spec) raises one
-    :class:`CadxDataError` line naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CadxDataError("checkpoint missing", path=path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # truncated zip (RuntimeError), bad pickle, EOF, an unknown class ...
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
-        raise CadxDataError(f"unreadable checkpoint (truncated or not a torch file: {type(err).__name__}: "
-                            f"{first[:160]})", path=path) from None
-    spec = state.get("cadx_model") if isinstance(state, dict) else None
-    if not isinstance(spec, dict) or not spec:
-        raise CadxDataError("not a cadx checkpoint (no cadx model spec; was it written by cadx cv / train?)",
-                            path=path, field="cadx_model")
-    weights = state.get("state_dict")
-    if not isinstance(weights, dict):
-        raise CadxDataError("not a cadx checkpoint (no state_dict)", path=path, field="state_dict")
-    try:
-        model = build_model(spec)
-        model.load_state_dict({k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")})
-    except (RuntimeError, KeyError, TypeError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CadxDataError(f"model {spec.get('name', '?')!r} does not load from it: {first[:160]}",
-                            path=path, field="state_dict") from None
-    return model.eval(), spec
 
 
 def finetune(cfg2: ExperimentConfig, store: ItemStore, model: torch.nn.Module, trainable: str | list[str],
