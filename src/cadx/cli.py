@@ -261,7 +261,7 @@ def predict_cmd(
     from cadx.runs import predict_study
 
     cov: dict[str, float] = {}
-    for k, v in _options(covariate).items():
+    for k, v in (_options(covariate) if covariate else {}).items():   # no covariates: no dataset adapters imported
         try:
             cov[k] = float(v)
         except ValueError:

@@ -205,7 +205,14 @@ class TrainConfig(_Section):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(256, ge=1)
+    #: Training precision (Lightning ``precision``). ``auto``: 16-mixed on CUDA; on CPU bf16-mixed (autocast) when
+    #: the CPU has native bf16 (AMX-BF16 or AVX512-BF16, :func:`cadx.training.trainer.cpu_has_bf16`), else 32
+    #: (bf16 matched fp32 on the paired accuracy checks, benchmarks/results/bf16_accuracy/). The precision used is
+    #: recorded in each fold's ``trainer.json``. YAML ``32`` (an int) is read as ``"32"``.
     precision: Literal["auto", "32", "16-mixed", "bf16-mixed"] = "auto"
+    #: Memory format of conv weights and input batches during training: channels_last (2D) / channels_last_3d
+    #: (3D). Default off (measured: benchmarks/results/train_throughput.json).
+    channels_last: bool = False
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     #: GPUs one training uses (Lightning ``devices``); > 1 = data-parallel DDP (``ddp_spawn``, each rank a share of
     #: every epoch's batches), which needs that many CUDA GPUs (checked when training starts). Default 1.
@@ -217,6 +224,11 @@ class TrainConfig(_Section):
             raise ValueError(f"devices: {self.devices} (DDP over GPUs) needs accelerator auto, gpu or cuda, not "
                              f"{self.accelerator}")
         return self
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _int_precision(cls, v: Any) -> Any:
+        return "32" if isinstance(v, int) and not isinstance(v, bool) and v == 32 else v
     early_stopping: EarlyStoppingConfig = Field(default_factory=lambda: EarlyStoppingConfig.model_validate({}))
     gradient_clip: float | None = None
     progress: bool = True
@@ -472,15 +484,17 @@ def check_options(cfg: ExperimentConfig, source: str = "<config>") -> None:
     lookup("dataset").options(name, options, source, "data.dataset", "data.options")
 
 
-def config_from_dict(data: dict[str, Any], source: str = "<config>", defaults: bool = True) -> ExperimentConfig:
+def config_from_dict(data: dict[str, Any], source: str = "<config>", defaults: bool = True,
+                     check: bool = True) -> ExperimentConfig:
     """Validate ``data`` (merged over the packaged defaults when ``defaults``), including the model's and the
-    dataset's declared options (:func:`check_options`)."""
+    dataset's declared options (:func:`check_options`) unless ``check`` is False (see :func:`load_config`)."""
     merged = deep_merge(_read_yaml(packaged_config_path("default")), data) if defaults else data
     try:
         cfg = ExperimentConfig.model_validate(merged)
     except ValidationError as e:
         raise _format_error(e, source) from None
-    check_options(cfg, source)
+    if check:
+        check_options(cfg, source)
     return cfg
 
 
@@ -508,12 +522,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return _read_yaml(Path(path))
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+def load_config(path: str | Path | None, overrides: list[str] | None = None,
+                check_options: bool = True) -> ExperimentConfig:
     """Defaults → the YAML file at ``path`` (None = defaults only) → ``overrides`` (``["train.epochs=3", ...]``).
 
-    Raises :class:`CadxConfigError` naming the file and key for unknown keys or bad values.
+    Raises :class:`CadxConfigError` naming the file and key for unknown keys or bad values. ``check_options=False``
+    skips checking ``model.kwargs`` / ``data.options`` against the registries (which imports every dataset adapter
+    and the model's module): for a run folder's saved config read back by ``cadx predict``, which builds the
+    network through the model registry (checking its options then) or not at all (ONNX).
     """
     data = _read_yaml(Path(path)) if path is not None else {}
     for item in overrides or []:
         apply_override(data, item)
-    return config_from_dict(data, source=str(path) if path is not None else "<defaults>")
+    return config_from_dict(data, source=str(path) if path is not None else "<defaults>", check=check_options)

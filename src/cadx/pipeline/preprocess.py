@@ -95,9 +95,10 @@ def scale_to_unit(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
     t = _as_tensor(a)
     if hi - lo == 0.0:
         return (t - lo + 0.0).numpy()
-    t = (t - lo) / (hi - lo)
-    t = t * (1.0 - 0.0) + 0.0
-    return torch.clamp(t, 0.0, 1.0).to(torch.float32).numpy()
+    # MONAI's "* (b_max - b_min) + b_min" is "* 1 + 0" here: exact no-ops (no -0.0 can arise), so left out;
+    # in-place steps after the first copy give the same values with fewer passes over a large volume
+    t = (t - lo).div_(hi - lo)
+    return t.clamp_(0.0, 1.0).to(torch.float32).numpy()
 
 
 def normalize_intensity(arr: np.ndarray, cfg: InputConfig) -> np.ndarray:

@@ -70,7 +70,9 @@ def model_dirs(run_dir: str | Path, fold: int | None = None, allow_partial: bool
     return run_models(run_dir, allow_partial) if fold is None else [fold_dir(run_dir, fold)]
 
 
-def run_config(run_dir: Path, model_dirs: list[Path]) -> ExperimentConfig:
-    """The config the models in ``model_dirs`` were trained with (``final/config.yaml`` or the run's)."""
+def run_config(run_dir: Path, model_dirs: list[Path], check_options: bool = True) -> ExperimentConfig:
+    """The config the models in ``model_dirs`` were trained with (``final/config.yaml`` or the run's);
+    ``check_options=False``: without re-checking ``model.kwargs`` / ``data.options`` against the registries
+    (:func:`cadx.config.load_config`; ``cadx predict``)."""
     p = model_dirs[0] / "config.yaml"
-    return load_config(p if p.is_file() else run_dir / "config.yaml")
+    return load_config(p if p.is_file() else run_dir / "config.yaml", check_options=check_options)

@@ -66,12 +66,12 @@ def predict_study(run_dir: str | Path, path: str | Path, mask: str | Path | None
     if backend == "onnx":
         exported = export_folder(run_dir)
         dirs = export_model_dirs(exported, fold)
-        cfg = load_config(exported / "config.yaml")
+        cfg = load_config(exported / "config.yaml", check_options=False)   # checked when the run was made
         if cfg.segmentation is not None:
             return predict_segmentation(exported, path, out_dir, fold=fold, dirs=dirs, backend="onnx")
     elif backend == "torch":
         dirs = model_dirs(run_dir, fold, allow_partial)
-        cfg = run_config(run_dir, dirs)
+        cfg = run_config(run_dir, dirs, check_options=False)   # the network checks its own options
     else:
         raise CadxConfigError(f"--backend {backend}: use torch or onnx")
     if cfg.segmentation is not None:
