@@ -12,8 +12,10 @@ predicts) and its ONNX export (``cadx export``). Then times, ``--repeats`` times
 wall time, the child's CPU time (user + sys, ``getrusage``) and the load average before it (``os.getloadavg``).
 Parity: the two predict outputs' probabilities, and the slice probabilities of both backends' predictors on the
 series' 100 items (in this process).
-Writes ``<out>/latency.json``, ``<out>/predict_torch.json``, ``<out>/predict_onnx.json`` and ``<out>/importtime_*.txt``
-(the 25 slowest imports of each predict, ``python -X importtime``).
+Writes ``<out>/latency.json`` (with ``heavy_imports_of_predict``: which of torch, onnxruntime, MONAI, Lightning,
+scikit-learn, SciPy, pandas, matplotlib, scikit-image, SimpleITK, nibabel, pydicom each backend's predict imported),
+``<out>/predict_torch.json``, ``<out>/predict_onnx.json`` and ``<out>/importtime_*.txt`` (the 25 slowest imports of
+each predict, ``python -X importtime``).
 """
 
 from __future__ import annotations
@@ -84,6 +86,22 @@ def slowest_imports(cmd: list[str], env: dict[str, str], top: int = 25) -> str:
             rows.append((int(m.group(2)), len(m.group(3)) // 2, m.group(4)))
     rows.sort(reverse=True)
     return "\n".join(f"{c / 1e6:7.3f} s  depth {d:2d}  {name}" for c, d, name in rows[:top]) + "\n"
+
+
+#: Packages whose import dominated ``cadx predict`` before issue 19 item 3 (reported per backend in latency.json).
+HEAVY = ("torch", "onnxruntime", "monai", "lightning", "sklearn", "scipy", "pandas", "matplotlib", "skimage",
+         "SimpleITK", "nibabel", "pydicom")
+
+
+def heavy_imports(cmd: list[str], env: dict[str, str]) -> list[str]:
+    """Which of :data:`HEAVY` a cadx command (``cmd`` without the ``cadx``) has imported when it exits."""
+    code = ("import sys, json, atexit\n"
+            f"atexit.register(lambda: sys.stderr.write('LOADED ' + json.dumps([n for n in {list(HEAVY)!r} "
+            "if n in sys.modules]) + '\\n'))\n"
+            "from cadx.cli import main; sys.argv = ['cadx', *sys.argv[1:]]; main()\n")
+    res = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True, env=env, cwd=ROOT)
+    line = next((ln for ln in res.stderr.splitlines() if ln.startswith("LOADED ")), "LOADED []")
+    return list(json.loads(line[len("LOADED "):]))
 
 
 def parity(run_dir: Path, series: Path) -> dict[str, Any]:
@@ -160,13 +178,16 @@ def main() -> None:
     study_diff = max(abs(p_t["probabilities"][c] - p_o["probabilities"][c]) for c in p_t["probabilities"])
     (out / "predict_torch.json").write_text(json.dumps(p_t, indent=2) + "\n")
     (out / "predict_onnx.json").write_text(json.dumps(p_o, indent=2) + "\n")
+    imported: dict[str, list[str]] = {}
     for name, cmd in (("torch", predict[len(CADX):]), ("onnx", [*predict[len(CADX):], "--backend", "onnx"])):
         (out / f"importtime_{name}.txt").write_text(slowest_imports(cmd, env))
+        imported[name] = heavy_imports(cmd, env)
     record = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "threads": env["OMP_NUM_THREADS"], "loadavg_at_end": [round(v, 2) for v in os.getloadavg()]},
         "series": {"path": str(series), "slices": len(list(series.glob("*.dcm"))), "size": "512x512"},
         "run": str(run_dir), "setup": setup, "repeats": args.repeats, "timings": timings,
+        "heavy_imports_of_predict": imported,
         "parity": {"max_abs_diff_study_proba": study_diff, **parity(run_dir, series)},
         "same_prediction": p_t["prediction"] == p_o["prediction"],
     }
@@ -175,6 +196,8 @@ def main() -> None:
         print(f"{name:28s} median {t['median']:.2f} s wall, {t['median_cpu']:.2f} s CPU  (runs {t['seconds']}, "
               f"load {t['loadavg_1min_before']})")
     print(f"parity: study {study_diff:.2e}, slices {record['parity']['max_abs_diff_slice_proba']:.2e}")
+    for name, mods in imported.items():
+        print(f"cadx predict ({name}) imported: {', '.join(mods)}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ included, is mostly import time), and the preprocessing that no longer imports M
    dtype (MONAI imported here, in the test, as the reference).
 2. A tiny run (the ``_test_tiny`` cohort, LeNet-5 (no MONAI block), 2 folds, 1 epoch) and its ONNX export predict a
    6-slice DICOM series through ``cadx predict`` in a fresh process; afterwards Lightning, MONAI, scikit-learn,
-   matplotlib, scikit-image, SimpleITK, nibabel, ``scipy.stats`` and ``scipy.optimize`` are absent from
+   matplotlib, scikit-image, SimpleITK, nibabel and SciPy are absent from
    ``sys.modules`` for both backends. torch stays for the ONNX backend: the items are made by torch's antialiased
    bilinear resize (as in training) and held as tensors. A network built from MONAI blocks (e.g. ResNet) does
    import MONAI with the torch backend.
@@ -44,7 +44,7 @@ from helpers import tiny_config, tiny_volume
 
 #: Packages ``cadx predict`` must not import (either backend; the run's network has no MONAI block).
 ABSENT = ("lightning", "pytorch_lightning", "monai", "sklearn", "matplotlib", "skimage", "SimpleITK", "nibabel",
-          "scipy.stats", "scipy.optimize")
+          "scipy")
 WINDOW = (0.0, 400.0)   # input.window=[200, 400] → 0 … 400 HU
 SIZE = 32
 

@@ -42,7 +42,6 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import log_softmax, softmax
 
 from cadx.errors import CadxDataError
 from cadx.evaluation.bootstrap import bootstrap_ci
@@ -223,6 +222,8 @@ def _logits(p: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def _nll(logits: NDArray[np.float64], t: NDArray[np.int64], temperature: float) -> float:
+    from scipy.special import log_softmax  # SciPy: only fitting a temperature needs it
+
     return float(-log_softmax(logits / temperature, axis=1)[np.arange(t.size), t].mean())
 
 
@@ -313,6 +314,8 @@ def apply_calibration(params: dict[str, Any] | None, proba: ArrayLike) -> NDArra
     method = params["method"]
     k = p.shape[1]
     z = _logits(p)
+    from scipy.special import softmax  # SciPy: imported only when a calibration map is applied (not by cadx predict)
+
     if method == "temperature":
         return np.asarray(softmax(z / float(params["temperature"]), axis=1), dtype=np.float64)
     if method == "platt":

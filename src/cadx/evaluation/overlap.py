@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import ndimage
 
 __all__ = ["dice", "dice_per_volume", "largest_connected_component"]
 
@@ -76,6 +75,8 @@ def largest_connected_component(mask: ArrayLike, connectivity: int = 1) -> NDArr
         raise ValueError("mask must have at least one dimension")
     if not 1 <= connectivity <= m.ndim:
         raise ValueError(f"connectivity must be in [1, {m.ndim}], got {connectivity}")
+    from scipy import ndimage  # SciPy: deferred so that loading cadx.evaluation (cadx predict) does not import it
+
     labels, n = ndimage.label(m, structure=ndimage.generate_binary_structure(m.ndim, connectivity))
     if n <= 1:
         return m.copy()
