@@ -92,13 +92,19 @@ def scale_to_unit(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """``clip((a − lo) / (hi − lo), 0, 1)`` as float32, computed as MONAI's ``ScaleIntensityRange(lo, hi, 0, 1,
     clip=True)`` computes it (torch, in ``a``'s float type, then cast to float32). ``hi == lo``: ``a − lo``
     (MONAI's divide-by-zero branch; cadx's callers never pass it)."""
+    return _scale_to_unit(a, lo, hi, inplace=False)
+
+
+def _scale_to_unit(a: np.ndarray, lo: float, hi: float, inplace: bool) -> np.ndarray:
+    """:func:`scale_to_unit`; ``inplace``: ``a`` is a float32 array the caller owns and may be overwritten (the
+    same values, without one more volume-sized array)."""
     t = _as_tensor(a)
     if hi - lo == 0.0:
         return (t - lo + 0.0).numpy()
     # MONAI's "* (b_max - b_min) + b_min" is "* 1 + 0" here: exact no-ops (no -0.0 can arise), so left out;
-    # in-place steps after the first copy give the same values with fewer passes over a large volume
-    t = (t - lo).div_(hi - lo)
-    return t.clamp_(0.0, 1.0).to(torch.float32).numpy()
+    # in-place steps give the same values as MONAI's out-of-place ones with fewer passes over a large volume
+    t = t.sub_(lo) if inplace and t.dtype == torch.float32 else t - lo
+    return t.div_(hi - lo).clamp_(0.0, 1.0).to(torch.float32).numpy()
 
 
 def normalize_intensity(arr: np.ndarray, cfg: InputConfig) -> np.ndarray:
@@ -113,10 +119,11 @@ def normalize_intensity(arr: np.ndarray, cfg: InputConfig) -> np.ndarray:
         return np.stack([normalize_intensity(arr[c:c + 1], cfg.model_copy(update={"normalize_per_channel": False}))[0]
                          for c in range(arr.shape[0])])
     a = arr.astype(np.float32, copy=False)
-    if not np.isfinite(a).all():
-        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    owned = a is not arr and not np.shares_memory(a, arr)   # a fresh float32 copy: may be scaled in place
+    if arr.dtype.kind not in "biu" and not np.isfinite(a).all():   # integers are always finite
+        a, owned = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0), True
     if cfg.window is not None:
-        return scale_to_unit(a, *window_bounds(cfg.window))
+        return _scale_to_unit(a, *window_bounds(cfg.window), inplace=owned)
     if cfg.normalize == "none":
         return a
     sample = a.ravel()[:: max(1, a.size // _STATS_VOXELS)]
@@ -132,7 +139,7 @@ def normalize_intensity(arr: np.ndarray, cfg: InputConfig) -> np.ndarray:
         lo, hi = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
     if hi <= lo:
         return np.zeros_like(a)
-    return scale_to_unit(a, lo, hi)
+    return _scale_to_unit(a, lo, hi, inplace=owned)
 
 
 def crop_pad(arr: np.ndarray, starts: Sequence[int], stops: Sequence[int], fill: float) -> np.ndarray:
