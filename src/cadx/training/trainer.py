@@ -28,7 +28,7 @@ from cadx.pipeline.loaders import eval_loader, train_loader
 from cadx.training.checkpoint import build_model, load_module  # noqa: F401  (load_module re-exported: one implementation)
 from cadx.training.module import CadxModule
 from cadx.training.two_phase import FreezeExceptHead, phase_configs, trainable_prefixes
-from cadx.utils import atomic_write_text
+from cadx.utils import atomic_write_json, atomic_write_text
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "val_auc", "lr", "seconds", "cpu_seconds"]
 _QUIET = (".*does not have many workers.*", ".*GPU available but not used.*", ".*TPU available.*",
@@ -165,12 +165,82 @@ class RankBatches(torch.utils.data.Sampler):
         return len(self.inner) // self._where()[1]
 
 
+def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bf16 natively: ``/proc/cpuinfo`` lists ``amx_bf16`` or ``avx512_bf16`` AND torch
+    dispatches AVX-512 kernels (``torch.backends.cpu.get_cpu_capability()`` starts with ``AVX512``; a build or an
+    ``ATEN_CPU_CAPABILITY`` limited to AVX2 or less gets False). Without a readable ``cpuinfo`` (macOS, Windows):
+    False, so ``train.precision: auto`` stays fp32 there (bf16 without hardware support is emulated and slower)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return False
+    flags = {f for line in text.splitlines() if line.split(":", 1)[0].strip() == "flags"
+             for f in line.split(":", 1)[1].split()}
+    return bool(flags & {"amx_bf16", "avx512_bf16"}) and \
+        str(torch.backends.cpu.get_cpu_capability()).upper().startswith("AVX512")
+
+
+def resolve_precision(cfg: ExperimentConfig) -> str:
+    """Lightning precision of ``train.precision``; ``auto`` = ``16-mixed`` on CUDA (accelerator auto/gpu/cuda with a
+    GPU present), ``bf16-mixed`` on a CPU with native bf16 (:func:`cpu_has_bf16`), else ``32`` (also on MPS).
+    Explicit values pass through unchanged."""
+    precision = str(cfg.train.precision)
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda"):
+        return "16-mixed"
+    if cfg.train.accelerator in ("auto", "cpu") and cpu_has_bf16():
+        return "bf16-mixed"
+    return "32"
+
+
+_MEMORY_FORMAT = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+class ChannelsLast(Callback):
+    """``train.channels_last``: the model's 4D/5D weights in channels_last / channels_last_3d at fit start and every
+    training/validation batch's ``image`` (and Siamese ``image_b``) of that rank converted in place (the batch dict
+    Lightning passes on to the step). Values are unchanged, only strides; other ranks are left alone."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        with torch.no_grad():  # before the optimiser is built; same Parameter objects, new strides
+            for t in [*pl_module.parameters(), *pl_module.buffers()]:
+                if t.ndim in (4, 5):
+                    t.data = t.data.contiguous(memory_format=_MEMORY_FORMAT[t.ndim])
+
+    @staticmethod
+    def _convert(batch: Any) -> None:
+        if not isinstance(batch, dict):
+            return
+        for key in ("image", "image_b"):
+            x = batch.get(key)
+            if isinstance(x, torch.Tensor) and x.ndim in (4, 5):
+                batch[key] = x.contiguous(memory_format=_MEMORY_FORMAT[x.ndim])
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._convert(batch)
+
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                                  batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._convert(batch)
+
+
+def precision_record(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What a fold's ``trainer.json`` records: the precision requested and used, channels_last, the device, the
+    CPU's bf16 support and torch's version and threads."""
+    return {"precision": resolve_precision(cfg), "precision_requested": str(cfg.train.precision),
+            "channels_last": bool(cfg.train.channels_last),
+            "device": "cuda" if torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
+            else "cpu", "cpu_bf16": cpu_has_bf16(), "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
 def trainer_settings(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Trainer kwargs shared by the engine and the throughput benchmark (GPU + AMP when present)."""
-    cuda = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
-    precision = cfg.train.precision
-    if precision == "auto":
-        precision = "16-mixed" if cuda else "32"
+    """Trainer kwargs shared by the engine and the throughput benchmark (GPU + AMP when present, bf16 autocast on
+    CPUs with native bf16: :func:`resolve_precision`). ``train.channels_last`` is a callback (:class:`ChannelsLast`,
+    added by :func:`fit`), not a Trainer kwarg."""
+    precision = resolve_precision(cfg)
     ddp = ddp_settings(cfg)
     return {"accelerator": cfg.train.accelerator, "devices": cfg.train.devices, **ddp, "precision": precision,
             "deterministic": "warn",
@@ -217,6 +287,9 @@ def _fit(cfg: ExperimentConfig, store: ItemStore, spec: dict[str, Any], train_it
                                enable_version_counter=False, auto_insert_metric_name=False)
         ckpt.CHECKPOINT_NAME_LAST = "checkpoint_last"
         cbs: list[Callback] = [History(out_dir / "history.csv"), ckpt, *callbacks]
+        if cfg.train.channels_last:
+            cbs.append(ChannelsLast())
+        atomic_write_json(out_dir / "trainer.json", precision_record(cfg))
         if has_val and es.patience is not None:
             cbs.append(EarlyStopping(monitor=es.monitor, mode=mode, patience=es.patience,
                                      check_on_train_epoch_end=True))
