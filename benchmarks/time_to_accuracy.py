@@ -48,7 +48,7 @@ def run_cpu_minutes(run: Path, given: float | None, threads: int) -> tuple[float
     if hist and all("cpu_seconds" in h and h["cpu_seconds"].notna().all() for h in hist):
         return sum(float(h["cpu_seconds"].sum()) for h in hist) / 60.0, "history cpu_seconds"
     if given is not None:
-        return given, "given (/usr/bin/time user+sys)"
+        return given, "given (see note)"
     if hist:
         return sum(float(h["seconds"].sum()) for h in hist) * threads / 60.0, f"wall × {threads} threads"
     metrics = read_json(run / "metrics.json")
@@ -97,17 +97,17 @@ def draw(points: list[dict[str, Any]], name: str, metric: str, target: float | N
     ax = fig.add_subplot(1, 1, 1)
     for p in points:
         lo, hi = p["ci"] if p["ci"] else (p["value"], p["value"])
-        ax.errorbar([p["cpu_minutes"]], [p["value"]], yerr=[[p["value"] - lo], [hi - p["value"]]], fmt="o",
-                    capsize=3, label=f"{p['label']} ({p['value']:.3f})")
+        bar = ax.errorbar([p["cpu_minutes"]], [p["value"]], yerr=[[p["value"] - lo], [hi - p["value"]]], fmt="o",
+                          capsize=3, label=f"{p['label']} ({p['value']:.3f})")
         if "validation_curve" in p:
             vc = p["validation_curve"]
-            ax.plot(vc["cpu_minutes"], vc["value"], "--", lw=1, alpha=0.6)
+            ax.plot(vc["cpu_minutes"], vc["value"], "--", lw=1, alpha=0.6, color=bar.lines[0].get_color())
     if target is not None:
         ax.axhline(target, color="tab:red", lw=1, ls=":", label=f"target {target}")
     if paper is not None:
         ax.axhline(paper, color="grey", lw=1, ls="-.", label=f"paper {paper}")
     ax.set_xlabel("CPU-minutes of training")
-    ax.set_ylabel(metric)
+    ax.set_ylabel(f"{metric} (points: scored run, 95 % CI; dashed: validation per epoch)", fontsize=8)
     ax.set_title(name)
     ax.legend(fontsize=7, loc="lower right")
     return save_figure(fig, out / f"{name}.png")
