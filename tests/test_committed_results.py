@@ -107,7 +107,7 @@ def test_anatomy_readme_table_ii_is_its_run() -> None:
         assert cells == [str(w[1]), f"{w[2]:.1f}", f"{w[4]:.3f}", f"{w[5]:.1f}", w[6], w[7]], model
     csv = pd.read_csv(ANATOMY / "table_ii" / "table_ii.csv")
     assert csv["train_items"].unique().tolist() == [1200] and csv["val_items"].unique().tolist() == [300]
-    assert csv["test_items"].unique().tolist() == [1200] and csv["test_groups"].unique().tolist() == [760]
+    assert csv["test_items"].unique().tolist() == [1200] and csv["test_groups"].unique().tolist() == [656]
     assert csv["epochs"].unique().tolist() == [8]
-    assert "1200 train, 300 val, 1200 test images" in readme and "760 test groups" in readme
+    assert "1200 train, 300 val, 1200 test images" in readme and "656 test groups" in readme
     assert "**8 epochs**" in readme
