@@ -5,7 +5,9 @@ Classification pairs (``<name>_fp32.csv`` / ``<name>_bf16.csv``, cadx study pred
 paired bootstrap p over patients (:func:`cadx.evaluation.bootstrap.paired_bootstrap_pvalue`, 2000 resamples,
 seed 0) and the 95 % patient-bootstrap CI of ΔAUC. Segmentation pairs (``dice`` column, one row per volume): mean
 Dice of each, mean of the per-patient differences with its 95 % bootstrap CI (patients resampled) and the
-Wilcoxon signed-rank p (scipy, two-sided, zero differences dropped: ``zero_method="wilcox"``).
+Wilcoxon signed-rank p (scipy, two-sided, zero differences dropped: ``zero_method="wilcox"``). A reference row
+compares two fp32 training seeds of the same recipe (the seed-to-seed noise a precision change should be read
+against).
 
     .venv/bin/python benchmarks/results/bf16_accuracy/paired.py        # prints the table, writes paired.json
 """
@@ -28,6 +30,9 @@ HERE = Path(__file__).resolve().parent
 PAIRS: dict[str, str | None] = {"breastmnist_s0": "malignant", "breastmnist_s1": "malignant",
                                 "breastmnist_s2": "malignant", "lgg64_unet_fold0": None,
                                 "adrenalmnist3d_s0": "adrenal_mass"}
+#: seed-noise reference: the same fp32 recipe with two training seeds (file a, file b, positive class)
+REFERENCE: dict[str, tuple[str, str, str]] = {
+    "reference_fp32_seed0_vs_seed1": ("breastmnist_s0_fp32", "breastmnist_s1_fp32", "malignant")}
 
 
 def _auc_delta_ci(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, groups: np.ndarray, n: int = 2000,
@@ -45,9 +50,11 @@ def _auc_delta_ci(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, groups: np.ndar
     return float(lo), float(hi)
 
 
-def classification(name: str, positive: str) -> dict[str, Any]:
-    a = pd.read_csv(HERE / f"{name}_fp32.csv").set_index("study_id")
-    b = pd.read_csv(HERE / f"{name}_bf16.csv").set_index("study_id").loc[a.index]
+def classification(name: str, positive: str, files: tuple[str, str] | None = None) -> dict[str, Any]:
+    """ΔAUC of ``<name>_bf16`` − ``<name>_fp32`` (or ``files[1]`` − ``files[0]``) on the same studies."""
+    fa, fb = files or (f"{name}_fp32", f"{name}_bf16")
+    a = pd.read_csv(HERE / f"{fa}.csv").set_index("study_id")
+    b = pd.read_csv(HERE / f"{fb}.csv").set_index("study_id").loc[a.index]
     assert (a["y_true"].astype(str) == b["y_true"].astype(str)).all(), f"{name}: different labels"
     y = (a["y_true"].astype(str) == positive).to_numpy(np.int64)
     col = f"p_{positive}"
@@ -78,6 +85,9 @@ def main() -> list[dict[str, Any]]:
             print(f"{name}: a predictions file is missing, skipped")
             continue
         rows.append(classification(name, positive) if positive is not None else segmentation(name))
+    for name, (fa, fb, positive) in REFERENCE.items():
+        if (HERE / f"{fa}.csv").is_file() and (HERE / f"{fb}.csv").is_file():
+            rows.append({**classification(name, positive, (fa, fb)), "note": f"{fb} − {fa}"})
     print("| pair | metric | n | fp32 | bf16 | Δ (bf16 − fp32) [95 % CI] | p |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
