@@ -30,6 +30,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -228,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the plain probe used 2)")
     ap.add_argument("--out", type=Path, default=RESULT)
+    ap.add_argument("--note", default="", help="free text recorded in the result (e.g. the machine's load)")
     a = ap.parse_args(argv)
     names = [r.strip() for r in a.rows.split(",") if r.strip()]
     unknown = [r for r in names if r not in ROWS]
@@ -239,6 +241,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     rows = {n: bench_row(n, ROWS[n], a.steps, a.warmup, a.repeats, work) for n in names}
     result = {
+        "note": a.note, "command": "benchmarks/train_throughput.py " + " ".join(argv if argv is not None else
+                                                                             sys.argv[1:]),
         "rows": rows, "target_ratio": 1.5, "timed_steps": a.steps, "warmup_steps": a.warmup, "repeats": a.repeats,
         "plain": "fp32, default memory format, same model/loss/AdamW, tensor indexing instead of the loader",
         "auto_precision_here": resolve_precision(load_config(None, [])), "cpu_has_bf16": cpu_has_bf16(),
