@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from monai.data import set_track_meta
+from monai.data import get_track_meta, set_track_meta
 from monai.transforms import BorderPad, NormalizeIntensity, Resize, ScaleIntensityRange, SpatialCrop
 from monai.utils import convert_to_numpy
 
@@ -52,9 +52,10 @@ SIZE = 32
 # -- 1. the preprocessing equals the MONAI transforms it replaces ----------------------------------------------
 @pytest.fixture()
 def plain_monai() -> Any:
+    previous = get_track_meta()
     set_track_meta(False)   # MONAI's transforms return plain tensors, as cadx's plain_tensors() did
     yield
-    set_track_meta(True)
+    set_track_meta(previous)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16, np.uint16])
@@ -153,12 +154,13 @@ def _predict_in_fresh_process(run: Path, series: Path, backend: str) -> tuple[di
 def _reference_probabilities(run: Path, hu: np.ndarray) -> np.ndarray:
     """Class probabilities of the series computed without cadx's preprocessing: MONAI window scaling, torch
     antialiased bilinear resize, each fold's checkpoint, softmax; mean over the 6 slices and the 2 folds."""
+    previous = get_track_meta()
     set_track_meta(False)
     try:
         x = convert_to_numpy(ScaleIntensityRange(a_min=WINDOW[0], a_max=WINDOW[1], b_min=0.0, b_max=1.0,
                                                  clip=True)(hu[None].astype(np.float32)))
     finally:
-        set_track_meta(True)
+        set_track_meta(previous)
     items = F.interpolate(torch.from_numpy(x[0])[:, None], size=(SIZE, SIZE), mode="bilinear",
                           align_corners=False, antialias=True)            # (6, 1, 32, 32): one item per slice
     probs = []
