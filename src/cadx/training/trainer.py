@@ -198,9 +198,11 @@ _MEMORY_FORMAT = {4: torch.channels_last, 5: torch.channels_last_3d}
 
 
 class ChannelsLast(Callback):
-    """``train.channels_last``: the model's 4D/5D weights in channels_last / channels_last_3d at fit start and every
-    training/validation batch's ``image`` (and Siamese ``image_b``) of that rank converted in place (the batch dict
-    Lightning passes on to the step). Values are unchanged, only strides; other ranks are left alone."""
+    """``train.channels_last``: the model's 4D/5D weights and buffers in channels_last / channels_last_3d at
+    ``setup`` (before the optimiser is built), and every training/validation batch's 4D/5D ``image`` (and Siamese
+    ``image_b``) converted in the batch dict Lightning passes on to the step. Values are unchanged, only strides
+    (a 2D model gets channels_last, a 3D one channels_last_3d). Only :func:`fit` uses it; prediction
+    (``runs/inference.py``) stays in the default layout."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         with torch.no_grad():  # before the optimiser is built; same Parameter objects, new strides
