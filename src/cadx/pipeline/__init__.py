@@ -1,4 +1,5 @@
-"""The one input stack, Study → tensors, for classification and segmentation items (MONAI array transforms).
+"""The one input stack, Study → tensors, for classification and segmentation items (preprocessing: MONAI's array
+transforms' arithmetic without importing MONAI; augmentation: MONAI transforms).
 
 - :mod:`.preprocess`: per image — intensity (``input.window`` presets :data:`~.preprocess.WINDOW_PRESETS`,
   percentile / min-max / z-score), ROI crop with padding, slice extraction, resize → items ``(C, *size)``;
