@@ -8,7 +8,8 @@ all folds up to that epoch is drawn too, dashed: it is what a shorter schedule w
 CPU-minutes, in order of preference:
 1. the sum of ``cpu_seconds`` over every fold's ``history.csv`` (process CPU time, recorded since 2026-12-02);
 2. a figure given on the command line (``LABEL=PATH@MINUTES``), measured with ``/usr/bin/time -v`` (user + sys)
-   for runs made before (1) existed — say where it comes from in the spec;
+   for runs made before (1) existed — say where it comes from in ``--note``; the validation curve's epochs
+   (wall seconds) are then rescaled so that they add up to that figure;
 3. otherwise wall seconds of training × ``--threads`` (marked "wall × threads" in the JSON: an upper bound on a
    shared machine).
 An ensemble's CPU is the sum of its members' training: give it as ``LABEL=PATH@MINUTES``.
@@ -72,6 +73,8 @@ def run_point(label: str, run: Path, metric: str, given: float | None, threads: 
         n = min(len(h) for h in hist)
         per_epoch_cpu = [h["cpu_seconds"] if "cpu_seconds" in h else h["seconds"] * threads for h in hist]
         cum = np.sum([c.iloc[:n].cumsum().to_numpy() for c in per_epoch_cpu], axis=0) / 60.0
+        if how.startswith("given") and cum[-1] > 0:  # wall-time epochs rescaled to the measured CPU total
+            cum = cum * (cpu / cum[-1])
         val = np.mean([h[col].iloc[:n].to_numpy() for h in hist], axis=0)
         point["validation_curve"] = {"column": col, "cpu_minutes": [round(float(c), 3) for c in cum],
                                      "value": [float(v) for v in val]}

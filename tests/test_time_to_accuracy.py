@@ -52,6 +52,9 @@ def test_fallbacks_given_then_wall_times_threads(tmp_path: Path) -> None:
     assert tta.run_cpu_minutes(run, 7.5, 2) == (7.5, "given (see note)")
     minutes, how = tta.run_cpu_minutes(run, None, 2)
     assert minutes == pytest.approx(30 * 2 / 60) and how == "wall × 2 threads"
+    # a given total rescales the wall-time validation curve (both folds 5 s per epoch) so that it ends there
+    curve = tta.run_point("b", run, "auc", 7.5, 2)["validation_curve"]
+    assert curve["cpu_minutes"] == pytest.approx([2.5, 5.0, 7.5])
 
 
 def test_main_writes_json_and_figure_and_names_a_bad_metric(tmp_path: Path) -> None:
