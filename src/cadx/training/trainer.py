@@ -180,6 +180,11 @@ def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
         str(torch.backends.cpu.get_cpu_capability()).upper().startswith("AVX512")
 
 
+def uses_cuda(cfg: ExperimentConfig) -> bool:
+    """Whether training runs on CUDA: a GPU is present and ``train.accelerator`` is auto/gpu/cuda."""
+    return torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
+
+
 def resolve_precision(cfg: ExperimentConfig) -> str:
     """Lightning precision of ``train.precision``; ``auto`` = ``16-mixed`` on CUDA (accelerator auto/gpu/cuda with a
     GPU present), ``bf16-mixed`` on a CPU with native bf16 (:func:`cpu_has_bf16`), else ``32`` (also on MPS).
@@ -187,7 +192,7 @@ def resolve_precision(cfg: ExperimentConfig) -> str:
     precision = str(cfg.train.precision)
     if precision != "auto":
         return precision
-    if torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda"):
+    if uses_cuda(cfg):
         return "16-mixed"
     if cfg.train.accelerator in ("auto", "cpu") and cpu_has_bf16():
         return "bf16-mixed"
@@ -233,8 +238,8 @@ def precision_record(cfg: ExperimentConfig) -> dict[str, Any]:
     CPU's bf16 support and torch's version and threads."""
     return {"precision": resolve_precision(cfg), "precision_requested": str(cfg.train.precision),
             "channels_last": bool(cfg.train.channels_last),
-            "device": "cuda" if torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
-            else "cpu", "cpu_bf16": cpu_has_bf16(), "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+            "device": "cuda" if uses_cuda(cfg) else "cpu", "cpu_bf16": cpu_has_bf16(),
+            "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
 
