@@ -7,7 +7,11 @@ Three rows, each trained on in-memory random tensors for the same number of time
 * ``unet_2d`` — registry ``unet`` at the LGG recipe's width (16 → 128 filters, 4 levels, BN), 128 px, 3 channels
   (the recipe's 3 MR sequences), batch 16, the recipe's Dice objective as cadx builds it (``dice``: batch Dice,
   smooth 1; the plain loop calls ``monai.losses.DiceLoss`` with the same options);
-* ``resnet18_3d`` — registry ``resnet18`` 3D (width 64, ImageNet stem), 28³, 1 channel, batch 32, cross-entropy.
+* ``resnet18_3d`` — registry ``resnet18`` 3D (width 64, ImageNet stem), 28³, 1 channel, batch 32, cross-entropy;
+* ``resnet18_3d_small`` — the same with the stride-1 ``small`` stem, batch 16: the 3D network of the issue's probe
+  (11.7 img/s fp32 there; the ImageNet stem shrinks 28³ to 7³ before the first stage, so its steps are small
+  tensors and memory traffic, where bf16 helps least). cadx's own 3D configs use the ``pool`` or ``small`` stem
+  (``configs/papers/dmrn_adrenalmnist3d.yaml``: the ImageNet stem lost the shape detail at 28³).
 
 Both sides use AdamW (lr 1e-3). The plain loop is always fp32 in the default memory format; cadx runs each
 variant of its switches: ``fp32`` (``train.precision=32``: the engine's own overhead), ``mixed``
@@ -83,6 +87,8 @@ ROWS: dict[str, Row] = {
     "unet_2d": Row("unet", {"num_seg_classes": 1, "base_filters": 16, "levels": 4, "batch_norm": True}, 128, 3, 16,
                    segmentation=True, note="U-Net 2D (LGG recipe width 16-128), 128 px, Dice"),
     "resnet18_3d": Row("resnet18", {}, 28, 1, 32, dims=3, note="ResNet-18 3D (width 64, ImageNet stem), 28^3"),
+    "resnet18_3d_small": Row("resnet18", {"stem": "small"}, 28, 1, 16, dims=3,
+                             note="ResNet-18 3D (width 64, stride-1 stem: the issue's probe), 28^3"),
 }
 
 

@@ -22,7 +22,7 @@ import torch
 from cadx.config import ExperimentConfig, load_config
 from cadx.errors import CadxConfigError, CadxDataError
 from cadx.runs.cv import run_cv
-from cadx.runs.executors import RayExecutor, SerialExecutor, make_executor
+from cadx.runs.executors import WARM_MODULES, RayExecutor, SerialExecutor, make_executor, warm_up
 from cadx.runs.lock import LOCK_NAME, holds_lock
 from cadx.training.trainer import RankBatches, ddp_settings
 
@@ -64,7 +64,10 @@ def test_make_executor_options_are_checked() -> None:
     # a copy sent to a task never owns (and so never shuts down) the driver's Ray instance
     ex = RayExecutor(progress=False)
     ex._started = True
-    assert ex.__getstate__()["_started"] is False
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(ex))  # also: the start thread and its events never travel
+    assert copy._started is False and copy._starter is None and copy.cpus_per_task == ex.cpus_per_task
     nested = ex.nested()
     assert isinstance(nested, RayExecutor) and nested.progress is False and nested.address is None
 
@@ -109,6 +112,40 @@ def test_rank_batches_share_each_epoch_between_ranks() -> None:
     r1.set_epoch(2)
     assert list(r0) == [[20], [22], [24]] and list(r1) == [[21], [23], [25]]
     assert list(RankBatches(inner)) == [[20 + b] for b in range(7)] and len(RankBatches(inner)) == 7
+
+
+def test_warm_up_imports_what_it_can_and_returns_its_pid() -> None:
+    import sys
+
+    sys.modules.pop("colorsys", None)
+    assert warm_up(["colorsys", "cadx_no_such_module"]) == os.getpid()  # a missing module is skipped
+    assert "colorsys" in sys.modules
+    assert WARM_MODULES[0] == "torch" and "cadx.runs.cv" in WARM_MODULES
+
+
+def test_ray_start_returns_at_once_and_map_reraises_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``start()`` runs Ray's start on a thread (returns before it finishes); the start's error reaches the caller
+    from the next ``map``, and ``close`` after a failed start is harmless."""
+    import threading
+    import time
+
+    release = threading.Event()
+
+    def slow_fail(self: RayExecutor) -> Any:
+        release.wait(5)
+        raise CadxConfigError("--address 10.0.0.9:6379: Ray did not start or connect (ConnectionError: no)")
+
+    monkeypatch.setattr(RayExecutor, "_ray", slow_fail)
+    ex = RayExecutor(address="10.0.0.9:6379", progress=False)
+    t0 = time.perf_counter()
+    ex.start(["json"])
+    ex.start()  # idempotent: still one starter thread
+    assert time.perf_counter() - t0 < 1.0 and ex._starter is not None and ex._starter.is_alive()
+    release.set()
+    with pytest.raises(CadxConfigError, match=r"^--address 10.0.0.9:6379: Ray did not start"):
+        dict(ex.map(lambda k: k, [(1,)]))
+    ex.close()
+    assert SerialExecutor().start(["json"]) is None  # the serial executor has nothing to start
 
 
 # --- Ray ---------------------------------------------------------------------------------------------------------
@@ -259,6 +296,12 @@ def test_ray_task_error_reaches_the_driver_as_its_own_one_line_error(ray_ex: Ray
     assert sorted(got) == [0, 1, 2] and all(v[0] == k for k, v in got.items())
     assert all(v[1] != os.getpid() for v in got.values())  # tasks ran in Ray workers, not here
     assert all(v[2] == 1 for v in got.values())  # torch threads = cpus_per_task
+
+    # run_cv started this executor: one warm-up task per CPU slot ran in a worker, which imported torch + cadx
+    import ray
+
+    warmed = ray.get(ray_ex._warm_refs)
+    assert len(warmed) == 2 and os.getpid() not in warmed
 
 
 def _detection_manifest(root: Path) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cadx.config import ExperimentConfig
+from cadx.models.catalog import CATALOG
 from cadx.runs import detection, handcrafted, network, segmentation  # noqa: F401  (register the built-in run kinds)
 from cadx.runs.executors import Executor
 from cadx.runs.kinds import RUN_KINDS, kind_of
@@ -23,9 +24,12 @@ def run_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
     already holds fold results is refused. An existing ``splits.json`` is reused (and checked).
 
     ``executor``: where the folds run (:mod:`cadx.runs.executors`: serial in this process by default, or Ray
-    tasks); the folder and its numbers are the same either way.
+    tasks); the folder and its numbers are the same either way. Its :meth:`~cadx.runs.executors.Executor.start`
+    is called first, so a Ray instance starts and warms its workers while the cohort is loaded and checked.
     """
     runner = RUN_KINDS.get(kind_of(cfg))
     if executor is None:
         return runner(cfg, out_dir, resume)
+    entry = CATALOG.get(cfg.model.name)
+    executor.start([f"cadx.models.{entry.module}"] if entry else [])  # Ray warms up while the cohort loads
     return runner(cfg, out_dir, resume, executor=executor)

@@ -13,6 +13,12 @@ Two executors share one interface, :meth:`Executor.map` (``fn(*args)`` for each 
   ``ray.put`` and every task reads that object (Ray's shared object store), so a big store is not pickled again
   per task. A rich progress bar counts finished tasks on stderr.
 
+:meth:`Executor.start` begins whatever an executor needs before its first task, without waiting for it: for Ray,
+``ray.init`` and one warm-up task per CPU slot that imports torch and cadx's run modules into the worker
+processes (a fresh worker otherwise pays those imports inside the first fold: 3-4 s idle, 20 s under load), all
+on a background thread while the driver loads the cohort, checks it and builds the item store.
+:func:`cadx.runs.cv.run_cv` calls it first; :meth:`map` waits for it (and re-raises its error).
+
 The run folder's lock (:mod:`cadx.runs.lock`) stays with the driver: a fold task only writes its own
 ``fold_<k>/``, and the driver assembles the pooled files from the returned rows exactly as the serial loop does.
 A task that raises cancels the tasks still pending and re-raises the task's own exception in the driver (a
@@ -30,6 +36,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -40,7 +48,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cadx.errors import CadxConfigError, CadxError
 
-__all__ = ["EXECUTORS", "Executor", "RayExecutor", "SerialExecutor", "make_executor", "run_task"]
+__all__ = ["EXECUTORS", "WARM_MODULES", "Executor", "RayExecutor", "SerialExecutor", "make_executor", "run_task",
+           "warm_up"]
 
 R = TypeVar("R")
 EXECUTORS = ("serial", "ray")
@@ -64,6 +73,12 @@ class Executor(Protocol):
         """The executor a task of this one should use for tasks of its own (a study variant's folds)."""
         ...
 
+    def start(self, modules: Sequence[str] = ()) -> None:
+        """Begin what the first task needs (Ray: start or connect, warm the workers, importing
+        :data:`WARM_MODULES` and ``modules``) without waiting; idempotent. Errors surface from the next
+        :meth:`map`."""
+        ...
+
     def close(self) -> None:
         """Release what the executor started (a local Ray instance); idempotent."""
         ...
@@ -83,6 +98,9 @@ class SerialExecutor:
     def nested(self) -> Executor:
         return self
 
+    def start(self, modules: Sequence[str] = ()) -> None:
+        return None
+
     def close(self) -> None:
         return None
 
@@ -101,6 +119,23 @@ def run_task(fn: Callable[..., R], args: tuple[Any, ...], threads: int, cwd: str
     if os.path.isdir(cwd):
         os.chdir(cwd)
     return fn(*args)
+
+
+#: What a fold task imports (its ``fn`` unpickles into these modules); the warm-up tasks import them first.
+WARM_MODULES = ("torch", "cadx.runs.cv", "cadx.models.catalog", "cadx.evaluation.metrics")
+
+
+def warm_up(modules: Sequence[str] = WARM_MODULES) -> int:
+    """Import ``modules`` in this (worker) process; returns its pid. A missing module is skipped (warm-up only
+    saves time, it never decides anything)."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    return os.getpid()
 
 
 def local_cpus() -> int:
@@ -124,7 +159,14 @@ class RayExecutor:
     num_cpus: int | None = None
     progress: bool = True
     name: str = "ray"
+    #: seconds from :meth:`start` until Ray ran and every warm-up task finished (None until then)
+    start_seconds: float | None = field(default=None, repr=False, compare=False)
     _started: bool = field(default=False, repr=False, compare=False)
+    _starter: threading.Thread | None = field(default=None, repr=False, compare=False)
+    _start_error: BaseException | None = field(default=None, repr=False, compare=False)
+    _warm_refs: list[Any] = field(default_factory=list, repr=False, compare=False)
+    _start_done: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    _hold: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if int(self.cpus_per_task) < 1:
@@ -136,7 +178,11 @@ class RayExecutor:
                                   "local Ray instance")
 
     def __getstate__(self) -> dict[str, Any]:  # a copy sent to a task never owns the driver's Ray instance
-        return {**self.__dict__, "_started": False}
+        return {k: v for k, v in self.__dict__.items() if k not in _RUNTIME}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _started=False, _starter=None, _start_error=None, _warm_refs=[],
+                             _start_done=threading.Event(), _hold=threading.Event())
 
     def _ray(self) -> Any:
         import ray  # optional dependency: ray (only --executor ray needs it)
@@ -165,11 +211,56 @@ class RayExecutor:
             raise CadxConfigError(f"--cpus-per-task {self.cpus_per_task}: the Ray cluster has only {total:g} CPUs")
         return ray
 
+    def start(self, modules: Sequence[str] = ()) -> None:
+        """Start (or connect to) Ray and warm one worker per CPU slot (:func:`warm_up` of :data:`WARM_MODULES` +
+        ``modules``) on a background thread; returns at once. Idempotent; :meth:`map` waits for it.
+
+        The thread stays alive (idle) until :meth:`close`: Ray's local processes are started with the parent-death
+        signal, which Linux sends when the *thread* that started them exits, so it must outlive them."""
+        if self._starter is not None:
+            return
+        names = (*WARM_MODULES, *modules)
+        self._start_done.clear()
+        self._hold.clear()
+
+        t0 = time.perf_counter()
+
+        def body() -> None:
+            try:
+                ray = self._ray()
+                slots = max(1, int(float(ray.available_resources().get("CPU", 0.0)) // self.cpus_per_task))
+                task = ray.remote(warm_up).options(num_cpus=self.cpus_per_task, max_retries=0)
+                self._warm_refs = [task.remote(names) for _ in range(slots)]
+            except BaseException as err:  # re-raised by _ready() in the caller's thread
+                self._start_error = err
+            finally:
+                self._start_done.set()  # map() may submit now; its tasks queue behind the warm-ups
+            if self._start_error is None:
+                try:
+                    ray.get(self._warm_refs)
+                    self.start_seconds = round(time.perf_counter() - t0, 2)
+                except Exception:  # a warm-up only saves time; the folds report their own errors
+                    pass
+            self._hold.wait()  # until close() has shut Ray down
+
+        self._starter = threading.Thread(target=body, name="cadx-ray-start", daemon=True)
+        self._starter.start()
+
+    def _ready(self) -> Any:
+        """The started Ray module (starting it now, in this thread, when :meth:`start` was not called); a failed
+        start's error is raised again on every call until :meth:`close`."""
+        if self._starter is None:
+            return self._ray()
+        self._start_done.wait()
+        if self._start_error is not None:
+            raise self._start_error
+        return self._ray()
+
     def map(self, fn: Callable[..., R], calls: Sequence[tuple[Any, ...]], labels: Sequence[str] | None = None,
             cpus: float | None = None, description: str = "tasks") -> Iterator[tuple[int, R]]:
         if not calls:
             return
-        ray = self._ray()
+        ray = self._ready()
         names = list(labels) if labels is not None else [str(i) for i in range(len(calls))]
         task = ray.remote(run_task).options(num_cpus=self.cpus_per_task if cpus is None else cpus,
                                             max_retries=0)
@@ -200,17 +291,27 @@ class RayExecutor:
         return RayExecutor(address=None, cpus_per_task=self.cpus_per_task, progress=False)
 
     def close(self) -> None:
+        if self._starter is not None:
+            self._start_done.wait()
         if self._started:
             import ray  # optional dependency: ray (only --executor ray needs it)
 
             ray.shutdown()
             self._started = False
+        if self._starter is not None:  # Ray is down: the starter thread may end now
+            self._hold.set()
+            self._starter.join()
+            self._starter, self._start_error, self._warm_refs = None, None, []
 
     def __enter__(self) -> RayExecutor:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: RayExecutor fields that belong to the process that started Ray (never pickled into a task).
+_RUNTIME = frozenset({"_started", "_starter", "_start_error", "_warm_refs", "_start_done", "_hold"})
 
 
 def _get(ray: Any, ref: Any, label: str) -> Any:
