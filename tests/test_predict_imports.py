@@ -8,8 +8,9 @@ included, is mostly import time), and the preprocessing that no longer imports M
    6-slice DICOM series through ``cadx predict`` in a fresh process; afterwards Lightning, MONAI, scikit-learn,
    matplotlib, scikit-image, SimpleITK, nibabel and SciPy are absent from
    ``sys.modules`` for both backends. torch stays for the ONNX backend: the items are made by torch's antialiased
-   bilinear resize (as in training) and held as tensors. A network built from MONAI blocks (e.g. ResNet) does
-   import MONAI with the torch backend.
+   bilinear resize (as in training) and held as tensors. The same holds for a ResNet run (ResNet-10, width 4) with
+   the torch backend: cadx's ResNet is written with torch.nn only (``tests/test_resnet_native.py`` pins it to
+   MONAI's), so it imports no MONAI either.
 3. The probabilities printed are those of an independent reference: the series read, windowed with MONAI's
    ``ScaleIntensityRange``, resized with ``F.interpolate`` (antialiased bilinear), each fold's checkpoint run
    through :func:`cadx.training.trainer.load_module`, softmax averaged over slices and folds (1e-6); ONNX = torch
@@ -42,7 +43,7 @@ from cadx.runs.export import export_run
 from cadx.training.trainer import load_module
 from helpers import tiny_config, tiny_volume
 
-#: Packages ``cadx predict`` must not import (either backend; the run's network has no MONAI block).
+#: Packages ``cadx predict`` must not import (either backend; LeNet and cadx's ResNet have no MONAI block).
 ABSENT = ("lightning", "pytorch_lightning", "monai", "sklearn", "matplotlib", "skimage", "SimpleITK", "nibabel",
           "scipy")
 WINDOW = (0.0, 400.0)   # input.window=[200, 400] → 0 … 400 HU
@@ -187,3 +188,18 @@ def test_cadx_predict_imports_only_what_it_uses(tiny_run: tuple[Path, Path, np.n
     np.testing.assert_allclose(p_torch, ref, atol=1e-6)
     np.testing.assert_allclose(p_onnx, p_torch, atol=1e-5)
     assert results["torch"]["prediction"] == ["benign", "malignant"][int(np.argmax(ref))]
+
+
+def test_resnet_run_torch_predict_imports_no_monai(tiny_run: tuple[Path, Path, np.ndarray],
+                                                   tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A ResNet run's torch predict (issue 19 item 3's benchmark network) imports none of :data:`ABSENT`."""
+    _, series, hu = tiny_run
+    cfg = tiny_config("model.name=resnet10", "model.kwargs={width: 4, stem: small}", f"input.size={SIZE}",
+                      "input.roi=none", "input.window=[200, 400]", "train.epochs=1", "eval.decision=argmax")
+    run = tmp_path_factory.mktemp("predict_imports_resnet") / "run"
+    run_cv(cfg, run)
+    result, loaded = _predict_in_fresh_process(run, series, "torch")
+    assert [n for n in loaded if n in ABSENT] == [], f"cadx predict (ResNet run) imported {loaded}"
+    assert result["models"] == 2 and result["items"] == hu.shape[0]
+    ref = _reference_probabilities(run, hu)
+    np.testing.assert_allclose([result["probabilities"][c] for c in ("benign", "malignant")], ref, atol=1e-6)
