@@ -59,10 +59,13 @@ def run_cpu_minutes(run: Path, given: float | None, threads: int) -> tuple[float
 def run_point(label: str, run: Path, metric: str, given: float | None, threads: int) -> dict[str, Any]:
     """One run: pooled ``metric`` and its CI, CPU-minutes, and the validation curve when the histories have one."""
     pooled = read_json(run / "metrics.json")["pooled"]
-    value = pooled.get(metric)
+    if metric == "lesion_dice_mean":  # segmentation with lesion-free cases: Dice over the lesion cases only
+        lesion = pooled.get("lesion_split", {}).get("lesion", {})
+        value, ci = lesion.get("dice_mean"), lesion.get("ci_dice_mean")
+    else:
+        value, ci = pooled.get(metric), pooled.get("ci", {}).get(metric)
     if value is None:
         raise SystemExit(f"{run / 'metrics.json'}: pooled has no '{metric}' (has {sorted(pooled)})")
-    ci = pooled.get("ci", {}).get(metric)
     cpu, how = run_cpu_minutes(run, given, threads)
     point: dict[str, Any] = {"label": label, "run": str(run), "metric": metric, "value": float(value),
                              "ci": [float(c) for c in ci] if ci else None, "cpu_minutes": round(cpu, 2),
@@ -119,7 +122,8 @@ def draw(points: list[dict[str, Any]], name: str, metric: str, target: float | N
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--name", required=True)
-    ap.add_argument("--metric", required=True, help="pooled metric key, e.g. auc, dice_mean")
+    ap.add_argument("--metric", required=True, help="pooled metric key, e.g. auc, dice_mean; lesion_dice_mean = "
+                    "pooled.lesion_split.lesion.dice_mean (Dice over the cases with a lesion)")
     ap.add_argument("--run", action="append", required=True, help="LABEL=PATH[@CPU_MINUTES]")
     ap.add_argument("--target", type=float)
     ap.add_argument("--paper", type=float)

@@ -58,6 +58,7 @@ from cadx.training.trainer import (
     build_objective,
     cpu_has_bf16,
     model_spec,
+    resolve_channels_last,
     resolve_precision,
     trainer_settings,
 )
@@ -95,7 +96,8 @@ ROWS: dict[str, Row] = {
 def variants(cuda: bool) -> dict[str, list[str]]:
     """cadx's settings per variant (config overrides)."""
     mixed = "16-mixed" if cuda else "bf16-mixed"
-    return {"fp32": ["train.precision=32"], "mixed": [f"train.precision={mixed}"],
+    return {"fp32": ["train.precision=32", "train.channels_last=false"],
+            "mixed": [f"train.precision={mixed}", "train.channels_last=false"],
             "mixed_cl": [f"train.precision={mixed}", "train.channels_last=true"]}
 
 
@@ -153,7 +155,7 @@ def run_cadx(row: Row, store: ItemStore, overrides: list[str], steps: int, warmu
         torch.manual_seed(seed)
         module = CadxModule(build_model(spec), build_objective(cfg, store, items), cfg.optim, cfg.schedule, 1, spec)
         timer = StepTimer(warmup)
-        cbs: list[Callback] = [timer, *([ChannelsLast()] if cfg.train.channels_last else [])]
+        cbs: list[Callback] = [timer, *([ChannelsLast()] if resolve_channels_last(cfg, store.spatial_dims) else [])]
         trainer = L.Trainer(max_steps=warmup + steps, max_epochs=1, callbacks=cbs, default_root_dir=workdir,
                             enable_checkpointing=False, **trainer_settings(cfg))
         trainer.fit(module, train_dataloaders=train_loader(store, items, cfg, seed))

@@ -29,6 +29,7 @@ SMOKES: dict[str, tuple[str | None, list[str]]] = {
     "scnet_lgg": ("lgg", ["data.max_patients=4", "cv.folds=2", "input.size=48"]),
     "unet_lgg": ("lgg", ["data.max_patients=4", "cv.folds=2", "input.size=64"]),
     "unet_lgg_recipe": ("lgg", ["data.max_patients=4", "cv.folds=2", "input.size=48"]),
+    "unet_busi": ("busi", ["data.max_patients=16", "cv.folds=2", "input.size=48"]),
     "detection_lgg": ("lgg", ["data.max_patients=6", "cv.folds=2"]),
     "detection_busi": ("busi", ["data.max_patients=16", "cv.folds=2"]),
 }

@@ -68,7 +68,7 @@ def test_resolve_precision(monkeypatch: pytest.MonkeyPatch, requested: str, cuda
 def test_config_precision_int_and_channels_last_default() -> None:
     cfg = load_config(None, ["train.precision=32"])   # YAML reads 32 as an int
     assert cfg.train.precision == "32"
-    assert cfg.train.channels_last is False
+    assert cfg.train.channels_last == "auto"
     with pytest.raises(CadxConfigError, match=r"train\.precision"):
         load_config(None, ["train.precision=64"])
 
@@ -96,7 +96,9 @@ def test_bf16_run_is_deterministic_and_recorded(tmp_path: Path) -> None:
     assert any(not torch.equal(a[k], f[k]) for k in floats)
     assert all(v.dtype == f[k].dtype for k, v in a.items())            # master weights stay fp32
     assert rec_a["precision"] == rec_b["precision"] == "bf16-mixed" and rec_f["precision"] == "32"
-    assert rec_a["precision_requested"] == "bf16-mixed" and rec_a["channels_last"] is False
+    # channels_last auto: on for this 2D network in bf16, off in fp32 (resolve_channels_last)
+    assert rec_a["precision_requested"] == "bf16-mixed" and rec_a["channels_last"] is True
+    assert rec_a["channels_last_requested"] == "auto" and rec_f["channels_last"] is False
     assert rec_a["torch"] == torch.__version__
 
 
@@ -105,6 +107,17 @@ def test_auto_precision_is_recorded_as_resolved(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(tr, "cpu_has_bf16", lambda *a: False)
     _, rec, _ = _fit(tmp_path / "auto", *RESNET)
     assert rec["precision_requested"] == "auto" and rec["precision"] == "32"
+
+
+@pytest.mark.parametrize(("requested", "precision", "dims", "expected"), [
+    ("auto", "bf16-mixed", 2, True), ("auto", "16-mixed", 2, True), ("auto", "32", 2, False),
+    ("auto", "bf16-mixed", 3, False), ("true", "32", 3, True), ("false", "bf16-mixed", 2, False),
+])
+def test_channels_last_auto_rule(requested: str, precision: str, dims: int, expected: bool) -> None:
+    cfg = load_config(None, [f"train.channels_last={requested}", f"train.precision={precision}"])
+    assert tr.resolve_channels_last(cfg, dims) is expected
+    assert tr.precision_record(cfg, dims)["channels_last"] is expected
+    assert tr.precision_record(cfg, dims)["channels_last_requested"] == requested
 
 
 def test_channels_last_converts_batches_in_place() -> None:

@@ -211,8 +211,10 @@ class TrainConfig(_Section):
     #: recorded in each fold's ``trainer.json``. YAML ``32`` (an int) is read as ``"32"``.
     precision: Literal["auto", "32", "16-mixed", "bf16-mixed"] = "auto"
     #: Memory format of conv weights and input batches during training: channels_last (2D) / channels_last_3d
-    #: (3D). Default off (measured: benchmarks/results/train_throughput.json).
-    channels_last: bool = False
+    #: (3D). ``auto`` (default): on for 2D inputs trained in mixed precision, off for 3D and fp32
+    #: (:func:`cadx.training.trainer.resolve_channels_last`; measured in benchmarks/results/train_throughput.json:
+    #: bf16 + channels_last 1.26-1.39x over bf16 alone in 2D, 0.97x in 3D). The value used is in ``trainer.json``.
+    channels_last: bool | Literal["auto"] = "auto"
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     #: GPUs one training uses (Lightning ``devices``); > 1 = data-parallel DDP (``ddp_spawn``, each rank a share of
     #: every epoch's batches), which needs that many CUDA GPUs (checked when training starts). Default 1.

@@ -33,6 +33,7 @@ use ``cpus_per_task`` threads per fold.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
@@ -128,8 +129,6 @@ WARM_MODULES = ("torch", "cadx.runs.cv", "cadx.models.catalog", "cadx.evaluation
 def warm_up(modules: Sequence[str] = WARM_MODULES) -> int:
     """Import ``modules`` in this (worker) process; returns its pid. A missing module is skipped (warm-up only
     saves time, it never decides anything)."""
-    import importlib
-
     for name in modules:
         try:
             importlib.import_module(name)
