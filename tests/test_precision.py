@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.nn.grad import conv3d_weight
 
 from cadx.config import load_config
 from cadx.errors import CadxConfigError
@@ -145,3 +146,78 @@ def test_channels_last_matches_the_default_layout(tmp_path: Path, overrides: tup
     for k in plain:
         if plain[k].is_floating_point():
             torch.testing.assert_close(cl[k], plain[k], rtol=1e-3, atol=1e-4, msg=k)
+
+
+def _conv3d_weight_grads(precision: str, calls: int = 3) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Weight gradients of a 3x3x3 conv on a depth-2 input ``(4, 16, 2, 4, 4)`` as the trainer computes them in
+    ``precision`` (bf16 autocast or fp32), ``calls`` times, and the float64 reference of the same bf16-rounded data."""
+    gen = torch.Generator().manual_seed(1)
+    conv = torch.nn.Conv3d(16, 16, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen).bfloat16().float())
+    x = torch.randn(4, 16, 2, 4, 4, generator=gen).bfloat16().float()
+    grad_out = torch.randn(4, 16, 2, 4, 4, generator=gen).bfloat16().float()
+    ref = conv3d_weight(x.double(), tuple(conv.weight.shape), grad_out.double(), padding=1)
+    grads: list[torch.Tensor] = []
+    for _ in range(calls):
+        conv.weight.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16")):
+            y = conv(x)
+        y.backward(grad_out.to(y.dtype))
+        assert conv.weight.grad is not None
+        grads.append(conv.weight.grad.detach().clone())
+    return grads, ref
+
+
+def test_auto_precision_gives_right_conv3d_weight_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (dmrn_adrenalmnist3d smoke: NaN probabilities on some runs, another AUC on others): on AVX512-BF16
+    CPUs without AMX, oneDNN's bf16 Conv3d backward-weights kernel returns garbage for inputs of depth 2 with a
+    3x3x3 kernel (ResNet's last stage on 28^3 volumes), so ``auto`` must not pick bf16 for 3D inputs there."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    precision = tr.resolve_precision(load_config(None, ["input.kind=volume3d", "train.precision=auto"]))
+    grads, ref = _conv3d_weight_grads(precision)
+    for g in grads:
+        assert torch.isfinite(g).all(), f"{precision}: non-finite Conv3d weight gradient"
+        err = float((g.double() - ref).abs().max() / ref.abs().max())
+        assert err < 0.05, f"{precision}: Conv3d weight gradient off by {err:.3g} of its largest entry"
+    assert all(torch.equal(g, grads[0]) for g in grads), f"{precision}: Conv3d weight gradient differs per call"
+
+
+def test_cpu_bf16_conv3d_probe_matches_the_kernel() -> None:
+    """The probe says False exactly when bf16 autocast gets this conv's weight gradient wrong."""
+    grads, ref = _conv3d_weight_grads("bf16-mixed")
+    right = all(bool(torch.isfinite(g).all()) and float((g.double() - ref).abs().max() / ref.abs().max()) < 0.05
+                for g in grads)
+    assert tr.cpu_bf16_conv3d_ok() is right
+
+
+@pytest.mark.parametrize(("requested", "dims", "conv3d_ok", "expected"), [
+    ("auto", 3, False, "32"),              # the broken kernel: 3D trains in fp32
+    ("auto", 3, True, "bf16-mixed"),
+    ("auto", 2, False, "bf16-mixed"),      # 2D never runs a Conv3d
+    ("32", 3, False, "32"),
+    ("bf16-mixed", 3, True, "bf16-mixed"),
+    ("bf16-mixed", 3, False, CadxConfigError),
+])
+def test_resolve_precision_3d_rule(monkeypatch: pytest.MonkeyPatch, requested: str, dims: int, conv3d_ok: bool,
+                                   expected: str | type[Exception]) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(tr, "cpu_has_bf16", lambda *a: True)
+    monkeypatch.setattr(tr, "cpu_bf16_conv3d_ok", lambda: conv3d_ok)
+    kind = "volume3d" if dims == 3 else "roi2d"
+    cfg = load_config(None, [f"input.kind={kind}", f"train.precision={requested}"])
+    if isinstance(expected, str):
+        assert tr.resolve_precision(cfg) == expected
+    else:
+        with pytest.raises(expected, match=r"train\.precision=bf16-mixed: .*Conv3d"):
+            tr.resolve_precision(cfg)
+
+
+def test_3d_auto_run_is_deterministic(tmp_path: Path) -> None:
+    """Same seed ⇒ same weights for a 3D network whose third stage sees depth-2 maps (8^3 input), precision auto."""
+    over = ("input.kind=volume3d", "input.size=8", "model.name=resnet10", "model.kwargs={width: 4, stem: small}",
+            "train.epochs=1")
+    a, rec, _ = _fit(tmp_path / "a", *over)
+    b, _, _ = _fit(tmp_path / "b", *over)
+    assert all(torch.isfinite(v).all() for v in a.values() if v.is_floating_point())
+    assert all(torch.equal(a[k], b[k]) for k in a), f"same seed, {rec['precision']}: weights differ between two runs"

@@ -7,6 +7,7 @@ there is a validation set, otherwise the last epoch. ``history.csv`` is rewritte
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import time
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from torch.nn.grad import conv3d_weight
 
 from cadx.config import ExperimentConfig
 from cadx.errors import CadxConfigError
@@ -185,16 +187,50 @@ def uses_cuda(cfg: ExperimentConfig) -> bool:
     return torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
 
 
+@functools.cache
+def cpu_bf16_conv3d_ok() -> bool:
+    """Whether this CPU's bf16 ``Conv3d`` weight gradient is right where oneDNN's is known to break: a 3x3x3 conv,
+    stride 1, on an input of depth 2 (``1 < D < k_D``; e.g. ResNet's last stage on 28^3 volumes, 2^3 maps).
+
+    oneDNN 3.12 (torch 2.13) on AVX512-BF16 CPUs without AMX (AMD EPYC) runs it with ``jit_bf16:avx512_core_bf16``
+    ``backward_weights``, which returns garbage there: wrong by orders of magnitude, often inf/NaN, different on
+    every call (memory it never wrote), while the forward pass, the input gradient, other depths and fp32 are right.
+    Probe: that conv in bf16 (``(4, 16, 2, 4, 4)`` input, own seeded generator) three times against float64;
+    False when any call is off by more than 5 % of the largest entry. Run once per process (~0.05-0.5 s)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 16, 2, 4, 4, generator=gen).bfloat16()
+    w = torch.randn(16, 16, 3, 3, 3, generator=gen).bfloat16()
+    grad_out = torch.randn(4, 16, 2, 4, 4, generator=gen).bfloat16()
+    ref = conv3d_weight(x.double(), tuple(w.shape), grad_out.double(), padding=1)
+    with torch.enable_grad(), torch.autocast("cpu", enabled=False):
+        for _ in range(3):
+            wp = w.clone().requires_grad_(True)
+            torch.nn.functional.conv3d(x, wp, padding=1).backward(grad_out)
+            assert wp.grad is not None
+            err = float((wp.grad.double() - ref).abs().max() / ref.abs().max())
+            if not err < 0.05:                              # NaN compares False
+                return False
+    return True
+
+
 def resolve_precision(cfg: ExperimentConfig) -> str:
     """Lightning precision of ``train.precision``; ``auto`` = ``16-mixed`` on CUDA (accelerator auto/gpu/cuda with a
     GPU present), ``bf16-mixed`` on a CPU with native bf16 (:func:`cpu_has_bf16`), else ``32`` (also on MPS).
-    Explicit values pass through unchanged."""
+    3D inputs (``input.kind: volume3d``) on a CPU whose bf16 Conv3d weight gradient is broken
+    (:func:`cpu_bf16_conv3d_ok`): ``auto`` = ``32``, and an explicit ``bf16-mixed`` is a CadxConfigError (it would
+    train on garbage gradients, a different result on every run). Other explicit values pass through unchanged."""
     precision = str(cfg.train.precision)
+    on_cpu = not uses_cuda(cfg) and cfg.train.accelerator in ("auto", "cpu")
     if precision != "auto":
+        if precision.startswith("bf16") and on_cpu and cfg.input.spatial_dims() == 3 and not cpu_bf16_conv3d_ok():
+            raise CadxConfigError(
+                f"train.precision={precision}: this CPU's bf16 Conv3d weight gradient is wrong for inputs of depth "
+                "1 < D < kernel (oneDNN backward-weights kernel; cadx.training.trainer.cpu_bf16_conv3d_ok); use "
+                "train.precision=auto or 32 for 3D inputs on this machine")
         return precision
     if uses_cuda(cfg):
         return "16-mixed"
-    if cfg.train.accelerator in ("auto", "cpu") and cpu_has_bf16():
+    if on_cpu and cpu_has_bf16() and (cfg.input.spatial_dims() != 3 or cpu_bf16_conv3d_ok()):
         return "bf16-mixed"
     return "32"
 
