@@ -28,6 +28,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "browser: drives Debian's Chromium through Playwright (skipped without it)")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _item_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The item cache (cadx.pipeline.item_cache) of the whole session: a temporary folder, never the user's."""
+    old = os.environ.get("CADX_ITEM_CACHE_DIR")
+    path = tmp_path_factory.mktemp("item_cache")
+    os.environ["CADX_ITEM_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("CADX_ITEM_CACHE_DIR", None)
+    else:
+        os.environ["CADX_ITEM_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return shared_path()

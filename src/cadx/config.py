@@ -119,6 +119,16 @@ class InputConfig(_Section):
     conversion (RGB → grey = mean of the first 3 channels; grey → repeated; extra channels dropped), which the
     run's notes then state."""
     augment: AugmentConfig = Field(default_factory=lambda: AugmentConfig.model_validate({}))
+    cache: Literal["off", "disk", "auto"] = "auto"
+    """The preprocessed items on disk, memory-mapped (:mod:`cadx.pipeline.item_cache`, ``$CADX_CACHE_DIR/items``):
+    ``off`` never touches the disk, ``disk`` reads and writes entries, ``auto`` reads them and writes one only when
+    the build took at least 2 s. Not part of the experiment (a resume may change it)."""
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_bool(cls, v: Any) -> Any:
+        """YAML reads a bare ``off``/``on`` as a boolean: false = ``off``, true = ``disk``."""
+        return {False: "off", True: "disk"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("window")
     @classmethod

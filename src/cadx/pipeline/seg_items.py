@@ -25,7 +25,8 @@ from rich.progress import track
 from cadx.config import ExperimentConfig, InputConfig, SegmentationConfig
 from cadx.data.study import Cohort
 from cadx.errors import CadxConfigError, CadxDataError
-from cadx.pipeline.items import ItemStore, study_targets
+from cadx.pipeline.item_cache import cached_arrays, reopen
+from cadx.pipeline.items import ItemStore, input_settings, study_targets
 from cadx.pipeline.preprocess import StudyPreprocessor, normalize_intensity, resize
 from cadx.utils import progress_console
 
@@ -42,6 +43,23 @@ class SegData:
     gt: list[np.ndarray]
     tissue: np.ndarray
     lesion: np.ndarray
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled state: ``gt`` replaced by the item-cache entry's ``(path, key)`` when the store pickles by path
+        and ``gt`` is still the entry's list (Ray tasks then map the same files)."""
+        state = {k: v for k, v in self.__dict__.items() if k != "_gt_origin"}
+        ref = self.store._cache_ref()
+        origin = self.__dict__.get("_gt_origin")
+        if ref is not None and origin is not None and origin[0] is self.gt and origin[1] == ref:
+            state.update(gt=None, _gt_ref=(*ref, origin[2]))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        ref = state.pop("_gt_ref", None)
+        self.__dict__.update(state)
+        if ref is not None:
+            self.gt = _split_gt(reopen(ref[0], ref[1], _SEG_MMAP)["gt"], ref[2])
+            self.__dict__["_gt_origin"] = (self.gt, (ref[0], ref[1]), ref[2])
 
     def study_items(self, s: int) -> np.ndarray:
         """Items of study ``s`` in slice order."""
@@ -131,12 +149,50 @@ def load_study_arrays(study: Any, inp: InputConfig) -> tuple[np.ndarray, np.ndar
     return arr, les
 
 
+#: arrays of a segmentation cache entry that are memory-mapped (the rest are small and read)
+_SEG_MMAP = ("images", "masks", "gt")
+
+
+def _split_gt(flat: np.ndarray, shapes: list[list[int]]) -> list[np.ndarray]:
+    """Per-study views ``shapes[s]`` of the concatenated flat ``gt`` array (no copy)."""
+    out, o = [], 0
+    for shp in shapes:
+        n = int(np.prod(shp))
+        out.append(flat[o:o + n].reshape(shp))
+        o += n
+    return out
+
+
 def build_seg_data(cohort: Cohort, cfg: ExperimentConfig, progress: bool = False,
                    classes: Sequence[str] | None = None) -> SegData:
-    """Preprocess every study into slice items with targets (once per run). ``classes`` default to the cohort's
-    (an external cohort passes the trained run's; a label outside them is stored as unlabelled, -1)."""
+    """Preprocess every study into slice items with targets (once per run), or map them from the item cache
+    (``input.cache``, :mod:`cadx.pipeline.item_cache`; ``store.meta["item_cache"]`` says which). ``classes``
+    default to the cohort's (an external cohort passes the trained run's; a label outside them is stored as
+    unlabelled, -1); labels are computed from the cohort on every call, never cached."""
     seg = seg_settings(cfg)
     check_classes(cfg)
+    settings = {**input_settings(cfg),
+                "segmentation": seg.model_dump(mode="json", include={"tissue_class", "tissue_channel",
+                                                                     "tissue_threshold"})}
+    arrays, info, record = cached_arrays("seg", cohort, settings, cfg.input.cache,
+                                         lambda: _build_seg_arrays(cohort, cfg, seg, progress), _SEG_MMAP)
+    masks = torch.from_numpy(arrays["masks"])
+    classes = list(classes if classes is not None else cohort.classes)
+    labels, attrs, score = study_targets(list(cohort), classes, [], None)
+    store = ItemStore(torch.from_numpy(arrays["images"]), masks, arrays["study"], arrays["slice_pos"], labels, attrs,
+                      score, classes, [], cohort.study_ids, cohort.patient_ids, meta={"item_cache": record})
+    gt = _split_gt(arrays["gt"], info["gt_shapes"])
+    data = SegData(store, gt, arrays["tissue"], arrays["lesion"])
+    if "path" in record:
+        store.attach_cache(record["path"], record["key"])
+        data.__dict__["_gt_origin"] = (gt, (record["path"], record["key"]), info["gt_shapes"])
+    return data
+
+
+def _build_seg_arrays(cohort: Cohort, cfg: ExperimentConfig, seg: SegmentationConfig, progress: bool
+                      ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays of :func:`build_seg_data` (``images``, ``masks``, ``study``, ``slice_pos``, ``tissue`` float64,
+    ``lesion`` bool, ``gt`` = every study's bool mask, flattened and concatenated) and ``{"gt_shapes": [...]}``."""
     imgs: list[np.ndarray] = []
     tgts: list[np.ndarray] = []
     study_idx: list[int] = []
@@ -160,15 +216,14 @@ def build_seg_data(cohort: Cohort, cfg: ExperimentConfig, progress: bool = False
     if len(shapes) != 1:
         raise CadxDataError(f"items differ in shape {sorted(shapes)} (mixed channel counts? set "
                             "data.options.channels)", path=cohort.source, field="image")
-    masks = torch.from_numpy(np.stack(tgts).astype(np.float32))
-    classes = list(classes if classes is not None else cohort.classes)
-    labels, attrs, score = study_targets(list(cohort), classes, [], None)
-    store = ItemStore(torch.from_numpy(np.stack(imgs).astype(np.float32)), masks, np.asarray(study_idx, np.int64),
-                      np.asarray(pos, np.int64), labels, attrs, score, classes, [], cohort.study_ids,
-                      cohort.patient_ids)
+    masks = np.stack(tgts).astype(np.float32, copy=False)
     lesion_value = 2.0 if seg.tissue_class else 1.0
-    lesion = (masks == lesion_value).flatten(1).any(1).numpy()
-    return SegData(store, gt, np.asarray(frac, np.float64), lesion)
+    lesion = (masks == lesion_value).reshape(len(masks), -1).any(1)
+    flat = (np.concatenate([g.ravel() for g in gt]) if gt else np.zeros(0, bool)).astype(bool, copy=False)
+    arrays = {"images": np.stack(imgs).astype(np.float32, copy=False), "masks": masks,
+              "study": np.asarray(study_idx, np.int64), "slice_pos": np.asarray(pos, np.int64),
+              "tissue": np.asarray(frac, np.float64), "lesion": lesion, "gt": flat}
+    return arrays, {"gt_shapes": [list(g.shape) for g in gt]}
 
 
 def training_items(data: SegData, items: np.ndarray, seg: SegmentationConfig) -> np.ndarray:

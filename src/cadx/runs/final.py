@@ -13,7 +13,7 @@ import numpy as np
 
 from cadx.config import ExperimentConfig
 from cadx.pipeline.items import build_store
-from cadx.runs.folder import check_data, load_cohort
+from cadx.runs.folder import check_data, load_cohort, record_item_cache
 from cadx.runs.inference import Predictor, fold_decision
 from cadx.runs.lock import locks_run_folder
 from cadx.runs.network import fit_svm
@@ -43,6 +43,7 @@ def train_final(cfg: ExperimentConfig, out_dir: str | Path) -> Path:
     cohort = load_cohort(cfg, out_dir)
     check_data(cfg, cohort, final)
     store = build_store(cohort, cfg, progress=cfg.train.progress)
+    record_item_cache(final, store)
     items = np.arange(len(store))
     seed = fold_seed(training_seed(cfg), -1)
     module = fit(cfg, store, items, np.zeros(0, np.int64), final, seed)

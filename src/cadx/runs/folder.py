@@ -81,6 +81,15 @@ def check_data(cfg: ExperimentConfig, cohort: Cohort, out_dir: Path | None = Non
     return record
 
 
+def record_item_cache(out_dir: Path, store: ItemStore) -> None:
+    """Add where the run's items came from (``store.meta["item_cache"]``: mode, status hit/written/built/off, key,
+    entry path, seconds) to ``out_dir/data_check.json`` under ``item_cache``."""
+    path = Path(out_dir) / "data_check.json"
+    record = read_json(path) if path.is_file() else {}
+    record["item_cache"] = store.meta.get("item_cache")
+    atomic_write_json(path, record)
+
+
 def _check_resume(cfg: ExperimentConfig, out_dir: Path, resume: bool) -> None:
     started = any(out_dir.glob("fold_*/checkpoint_last.ckpt")) or any(out_dir.glob("fold_*/DONE"))
     if started and not resume:
@@ -96,10 +105,11 @@ def _check_resume(cfg: ExperimentConfig, out_dir: Path, resume: bool) -> None:
 
 def config_diff(cfg: ExperimentConfig, saved: Path) -> list[str]:
     """Top-level sections in which ``cfg`` differs from the run's saved ``config.yaml`` (``train.progress``, a
-    display flag, ignored); empty = the same experiment."""
+    display flag, and ``input.cache``, where the items come from, ignored); empty = the same experiment."""
     old, new = load_config(saved).to_dict(), cfg.to_dict()
-    old["train"].pop("progress", None)
-    new["train"].pop("progress", None)
+    for part in (old, new):
+        part["train"].pop("progress", None)
+        part["input"].pop("cache", None)
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 

@@ -30,7 +30,15 @@ from cadx.models.handcrafted import HC_NAME, HCSVMOptions
 from cadx.pipeline.items import build_store
 from cadx.report.notes import write_notes
 from cadx.runs.executors import Executor
-from cadx.runs.folder import evaluate_rows, finish_fold, run_folds, run_seconds, start_run, write_run_report
+from cadx.runs.folder import (
+    evaluate_rows,
+    finish_fold,
+    record_item_cache,
+    run_folds,
+    run_seconds,
+    start_run,
+    write_run_report,
+)
 from cadx.runs.inference import slice_rows
 from cadx.runs.kinds import register_run_kind
 from cadx.runs.lock import locks_run_folder
@@ -61,6 +69,7 @@ def run_hc_svm(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
         raise CadxConfigError("hc_svm works on 2D items (input.kind slices2d/roi2d/image2d)")
     out, cohort, splits, t0 = start_run(cfg, out_dir, resume)
     store = build_store(cohort, cfg, progress=False)
+    record_item_cache(out, store)
     feats = hc_features(store.images.numpy(), cfg.model.kwargs)
     classes = list(store.classes)
 

@@ -21,6 +21,7 @@ from cadx.runs.executors import Executor
 from cadx.runs.folder import (
     evaluate_rows,
     finish_fold,
+    record_item_cache,
     run_folds,
     run_seconds,
     run_selection,
@@ -77,6 +78,7 @@ def run_network(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False
     :func:`cadx.runs.cv.run_cv`)."""
     out_dir, cohort, splits, t0 = start_run(cfg, out_dir, resume)
     store = build_store(cohort, cfg, progress=cfg.train.progress)
+    record_item_cache(out_dir, store)
     _, studies = run_folds(splits, out_dir, resume,
                            lambda fold, fold_dir: run_fold(cfg, cohort, store, fold, fold_dir, resume), executor)
     classes = store.classes if cfg.task.classification else []

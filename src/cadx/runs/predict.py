@@ -95,7 +95,7 @@ def predict_study(run_dir: str | Path, path: str | Path, mask: str | Path | None
     study = Study(str(path), str(path), images={"image": LazyImage(lambda: img, str(path))},
                   attributes=dict(covariates or {}), masks=masks, boxes=boxes)
     store = build_store(Cohort([study], classes=classes, source=str(path)), cfg, classes=classes, attributes=attrs,
-                        progress=False)
+                        progress=False, cache=False)  # one study: nothing to share, no cache entry per prediction
     res = predict_rows(cfg, store, np.arange(len(store)), predictors, -1 if fold is None else int(fold))
     row = res.studies.iloc[0]
     result: dict[str, Any] = {"study": str(path), "models": len(dirs), "items": len(store), "backend": backend}

@@ -46,7 +46,15 @@ from cadx.pipeline.seg_items import SegData, build_seg_data, seg_settings, train
 from cadx.report.notes import write_notes
 from cadx.report.seg_figures import seg_extra, segmentation_notes
 from cadx.runs.executors import Executor
-from cadx.runs.folder import fold_selection, run_folds, run_seconds, run_selection, start_run, write_run_report
+from cadx.runs.folder import (
+    fold_selection,
+    record_item_cache,
+    run_folds,
+    run_seconds,
+    run_selection,
+    start_run,
+    write_run_report,
+)
 from cadx.runs.kinds import register_run_kind
 from cadx.runs.lock import locks_run_folder
 from cadx.runs.seg_inference import (
@@ -210,6 +218,7 @@ def run_segmentation_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool
     the metrics (``pooled.dice_mean``/``dice_median`` with ``ci``, classification metrics when enabled)."""
     out_dir, cohort, splits, t0 = start_run(cfg, out_dir, resume)
     data = build_seg_data(cohort, cfg, progress=cfg.train.progress)
+    record_item_cache(out_dir, data.store)
     _, studies = run_folds(splits, out_dir, resume,
                            lambda fold, fold_dir: run_segmentation_fold(cfg, cohort, data, fold, fold_dir, resume),
                            executor)

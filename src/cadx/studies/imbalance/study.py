@@ -314,6 +314,7 @@ def _check_saved(cfg: StudyConfig, out: Path, resuming: bool, refuse: bool) -> N
                if m in old_methods and MethodSpec.model_validate(old_methods[m]) != spec]
     for part in (old, new):
         part["experiment"]["train"].pop("progress", None)
+        part["experiment"]["input"].pop("cache", None)  # where the items come from, not the protocol
         for k_ in ("seeds", "rhos", "mus", "kinds", "select", "tie_tolerance", "keep_runs", "methods"):
             part["study"].pop(k_, None)
     if old != new or changed:
