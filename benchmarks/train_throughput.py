@@ -48,6 +48,7 @@ from lightning.pytorch.callbacks import Callback
 from monai.losses import DiceLoss
 
 from cadx.config import load_config
+from cadx.errors import CadxConfigError
 from cadx.models import create_model
 from cadx.pipeline.items import ItemStore
 from cadx.pipeline.loaders import train_loader
@@ -93,12 +94,16 @@ ROWS: dict[str, Row] = {
 }
 
 
-def variants(cuda: bool) -> dict[str, list[str]]:
-    """cadx's settings per variant (config overrides)."""
+def variants(cuda: bool, dims: int = 2) -> dict[str, list[str]]:
+    """cadx's settings per variant (config overrides); 3D rows also try fp32 + channels_last_3d (on CPUs where
+    cadx refuses bf16 Conv3d, :func:`cadx.training.trainer.cpu_bf16_conv3d_ok`, fp32 is all 3D has)."""
     mixed = "16-mixed" if cuda else "bf16-mixed"
-    return {"fp32": ["train.precision=32", "train.channels_last=false"],
-            "mixed": [f"train.precision={mixed}", "train.channels_last=false"],
-            "mixed_cl": [f"train.precision={mixed}", "train.channels_last=true"]}
+    out = {"fp32": ["train.precision=32", "train.channels_last=false"],
+           "mixed": [f"train.precision={mixed}", "train.channels_last=false"],
+           "mixed_cl": [f"train.precision={mixed}", "train.channels_last=true"]}
+    if dims == 3:
+        out["fp32_cl"] = ["train.precision=32", "train.channels_last=true"]
+    return out
 
 
 def make_store(row: Row, n: int, seed: int = 0) -> ItemStore:
@@ -141,6 +146,8 @@ def cadx_config(row: Row, overrides: list[str]) -> Any:
             "train.progress=false", "schedule.name=none"]
     if row.segmentation:
         base += ["task.classification=false", "task.segmentation=true", f"objective={{dice: {DICE}}}"]
+    if row.dims == 3:  # the precision rule looks at the input kind (bf16 Conv3d is refused on some CPUs)
+        base += ["input.kind=volume3d"]
     return load_config(None, [*base, *row.extra, *overrides])
 
 
@@ -206,7 +213,14 @@ def loader_rate(row: Row, store: ItemStore, seed: int = 0) -> float:
 def bench_row(name: str, row: Row, steps: int, warmup: int, repeats: int, work: Path) -> dict[str, Any]:
     """Alternating repeats of plain and every cadx variant for one row; best and median per variant."""
     store = make_store(row, row.batch * (steps + warmup))
-    var = variants(torch.cuda.is_available())
+    var = variants(torch.cuda.is_available(), row.dims)
+    refused: dict[str, str] = {}  # variants cadx refuses on this machine (CadxConfigError), with its message
+    for v, ov in var.items():
+        try:
+            resolve_precision(cadx_config(row, ov))
+        except CadxConfigError as err:
+            refused[v] = str(err)
+    var = {v: ov for v, ov in var.items() if v not in refused}
     runs: dict[str, list[float]] = {"plain": [], **{v: [] for v in var}}
     for r in range(repeats):
         runs["plain"].append(run_plain(row, store, steps, warmup, seed=r))
@@ -216,6 +230,10 @@ def bench_row(name: str, row: Row, steps: int, warmup: int, repeats: int, work: 
     best = {k: max(x) for k, x in runs.items()}
     med = {k: statistics.median(x) for k, x in runs.items()}
     top = max(var, key=lambda v: best[v])
+
+    def effect(a: str, b: str) -> float | None:
+        return best[a] / best[b] if a in best and b in best else None
+
     return {"note": row.note, "model": row.model, "kwargs": row.kwargs, "image_size": row.size,
             "spatial_dims": row.dims, "channels": row.channels, "batch_size": row.batch,
             "objective": f"dice {DICE}" if row.segmentation else "ce",
@@ -224,8 +242,9 @@ def bench_row(name: str, row: Row, steps: int, warmup: int, repeats: int, work: 
             "best_variant": top, "best_settings": var[top], "ratio_best": best[top] / best["plain"],
             "ratio_median": med[top] / med["plain"],
             "ratio_per_variant": {v: best[v] / best["plain"] for v in var},
-            "effect_mixed_vs_fp32": best["mixed"] / best["fp32"],
-            "effect_channels_last_vs_mixed": best["mixed_cl"] / best["mixed"],
+            "effect_mixed_vs_fp32": effect("mixed", "fp32"),
+            "effect_channels_last_vs_mixed": effect("mixed_cl", "mixed"),
+            "effect_channels_last_vs_fp32": effect("fp32_cl", "fp32"), "refused_variants": refused,
             "loader_images_per_s": loader_rate(row, store), "runs": runs}
 
 
@@ -265,8 +284,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for n, r in rows.items():
         print(f"{n}: plain {r['plain_images_per_s']:.1f} img/s, cadx {r['best_variant']} "
               f"{r['cadx_images_per_s'][r['best_variant']]:.1f} img/s, ratio {r['ratio_best']:.2f} "
-              f"(median {r['ratio_median']:.2f}); mixed/fp32 {r['effect_mixed_vs_fp32']:.2f}, "
-              f"channels_last {r['effect_channels_last_vs_mixed']:.2f}, loader {r['loader_images_per_s']:.0f} img/s")
+              f"(median {r['ratio_median']:.2f}); mixed/fp32 {r['effect_mixed_vs_fp32']}, "
+              f"channels_last {r['effect_channels_last_vs_mixed']}, refused {sorted(r['refused_variants'])}, "
+              f"loader {r['loader_images_per_s']:.0f} img/s")
     print(f"wall {result['wall_seconds']} s → {a.out}")
     return result
 
