@@ -66,6 +66,16 @@ def test_validation_carved_from_training() -> None:
         assert set(f.train) | set(f.val) | set(f.test) == set(c.patients)
 
 
+def test_validation_from_a_small_training_part_with_three_small_classes() -> None:
+    """12 one-study patients, 3 classes of 4: a 2-fold training part has 2 studies per class, fewer than the 5
+    folds that val_fraction 0.2 implies (StratifiedGroupKFold refuses); the split falls back to train_test_split."""
+    studies = [Study(f"s{i}", f"p{i}", label=("a", "b", "c")[i % 3]) for i in range(12)]
+    c = Cohort(studies, name="small")
+    for f in make_splits(c, folds=2, seed=0, val_fraction=0.2):
+        assert len(f.val) == 1 and len(f.train) == 5 and len(f.test) == 6
+        assert set(f.train) | set(f.val) | set(f.test) == set(c.patients)
+
+
 def test_majority_label_and_unlabelled_stratum() -> None:
     studies = [Study("a1", "A", label="x"), Study("a2", "A", label="y"), Study("a3", "A", label="y"),
                Study("b1", "B", label="x"), Study("b2", "B", label="y"), Study("c1", "C")]

@@ -210,8 +210,9 @@ def _split_patients(cohort: Cohort, strata: dict[str, int], pids: Sequence[str],
 
     When ``1/fraction`` is an integer k (0.5, 0.25, 0.2, 0.1 …) the held part is fold 0 of
     ``StratifiedGroupKFold(k)`` on these patients' studies, which balances *study* counts per class even
-    when patients have many studies; otherwise ``train_test_split`` on patients stratified by their label
-    (plain random when a stratum is too small to appear in both parts).
+    when patients have many studies; otherwise (also when every class has fewer than k studies, which
+    scikit-learn refuses) ``train_test_split`` on patients stratified by their label (plain random when a stratum
+    is too small to appear in both parts).
     """
     if not 0.0 < fraction < 1.0:
         raise CadxConfigError(f"{what} must be in (0, 1), got {fraction}")
@@ -220,10 +221,11 @@ def _split_patients(cohort: Cohort, strata: dict[str, int], pids: Sequence[str],
     if n_held < 1 or n_held >= len(pids):
         raise CadxConfigError(f"{what}={fraction} of {len(pids)} patients leaves an empty part")
     k = round(1 / fraction)
-    if abs(k * fraction - 1) < 1e-9 and k <= len(pids):
-        keep = set(pids)
-        sel = np.array([p for p in cohort.patient_ids if p in keep])  # studies of these patients
-        y = np.array([strata[p] for p in sel], dtype=np.int64)
+    keep = set(pids)
+    sel = np.array([p for p in cohort.patient_ids if p in keep])  # studies of these patients
+    y = np.array([strata[p] for p in sel], dtype=np.int64)
+    # scikit-learn refuses k folds when every class has fewer than k studies: then the patient split below
+    if abs(k * fraction - 1) < 1e-9 and k <= len(pids) and max(Counter(y.tolist()).values()) >= k:
         sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*least populated class.*")
