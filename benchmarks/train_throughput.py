@@ -55,9 +55,11 @@ from cadx.pipeline.loaders import train_loader
 from cadx.training.module import CadxModule
 from cadx.training.trainer import (
     ChannelsLast,
+    Conv3dGuard,
     build_model,
     build_objective,
     cpu_has_bf16,
+    guards_conv3d,
     model_spec,
     resolve_channels_last,
     resolve_precision,
@@ -162,7 +164,8 @@ def run_cadx(row: Row, store: ItemStore, overrides: list[str], steps: int, warmu
         torch.manual_seed(seed)
         module = CadxModule(build_model(spec), build_objective(cfg, store, items), cfg.optim, cfg.schedule, 1, spec)
         timer = StepTimer(warmup)
-        cbs: list[Callback] = [timer, *([ChannelsLast()] if resolve_channels_last(cfg, store.spatial_dims) else [])]
+        cbs: list[Callback] = [timer, *([ChannelsLast()] if resolve_channels_last(cfg, store.spatial_dims) else []),
+                               *([Conv3dGuard()] if guards_conv3d(cfg) else [])]
         trainer = L.Trainer(max_steps=warmup + steps, max_epochs=1, callbacks=cbs, default_root_dir=workdir,
                             enable_checkpointing=False, **trainer_settings(cfg))
         trainer.fit(module, train_dataloaders=train_loader(store, items, cfg, seed))

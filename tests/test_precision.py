@@ -151,11 +151,17 @@ def test_channels_last_matches_the_default_layout(tmp_path: Path, overrides: tup
             torch.testing.assert_close(cl[k], plain[k], rtol=1e-3, atol=1e-4, msg=k)
 
 
-def _conv3d_weight_grads(precision: str, calls: int = 3) -> tuple[list[torch.Tensor], torch.Tensor]:
+def _conv3d_weight_grads(precision: str, calls: int = 3, guard: bool = False
+                         ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Weight gradients of a 3x3x3 conv on a depth-2 input ``(4, 16, 2, 4, 4)`` as the trainer computes them in
-    ``precision`` (bf16 autocast or fp32), ``calls`` times, and the float64 reference of the same bf16-rounded data."""
+    ``precision`` (bf16 autocast or fp32; ``guard``: with :class:`Conv3dGuard`'s forward where the kernel is
+    broken), ``calls`` times, and the float64 reference of the same bf16-rounded data."""
     gen = torch.Generator().manual_seed(1)
     conv = torch.nn.Conv3d(16, 16, 3, padding=1, bias=False)
+    if guard and not tr.cpu_bf16_conv3d_ok():
+        import types
+
+        conv.forward = types.MethodType(tr._guarded_conv3d_forward, conv)  # type: ignore[method-assign]
     with torch.no_grad():
         conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen).bfloat16().float())
     x = torch.randn(4, 16, 2, 4, 4, generator=gen).bfloat16().float()
@@ -175,10 +181,13 @@ def _conv3d_weight_grads(precision: str, calls: int = 3) -> tuple[list[torch.Ten
 def test_auto_precision_gives_right_conv3d_weight_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
     """Regression (dmrn_adrenalmnist3d smoke: NaN probabilities on some runs, another AUC on others): on AVX512-BF16
     CPUs without AMX, oneDNN's bf16 Conv3d backward-weights kernel returns garbage for inputs of depth 2 with a
-    3x3x3 kernel (ResNet's last stage on 28^3 volumes), so ``auto`` must not pick bf16 for 3D inputs there."""
+    3x3x3 kernel (ResNet's last stage on 28^3 volumes), so the trainer's guarded Conv3d must run that conv in
+    fp32 under bf16 autocast: right and the same on every call."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    precision = tr.resolve_precision(load_config(None, ["input.kind=volume3d", "train.precision=auto"]))
-    grads, ref = _conv3d_weight_grads(precision)
+    cfg = load_config(None, ["input.kind=volume3d", "train.precision=auto"])
+    precision = tr.resolve_precision(cfg)
+    assert tr.guards_conv3d(cfg) == precision.startswith("bf16")
+    grads, ref = _conv3d_weight_grads(precision, guard=tr.guards_conv3d(cfg))
     for g in grads:
         assert torch.isfinite(g).all(), f"{precision}: non-finite Conv3d weight gradient"
         err = float((g.double() - ref).abs().max() / ref.abs().max())
@@ -194,26 +203,66 @@ def test_cpu_bf16_conv3d_probe_matches_the_kernel() -> None:
     assert tr.cpu_bf16_conv3d_ok() is right
 
 
-@pytest.mark.parametrize(("requested", "dims", "conv3d_ok", "expected"), [
-    ("auto", 3, False, "32"),              # the broken kernel: 3D trains in fp32
-    ("auto", 3, True, "bf16-mixed"),
-    ("auto", 2, False, "bf16-mixed"),      # 2D never runs a Conv3d
-    ("32", 3, False, "32"),
-    ("bf16-mixed", 3, True, "bf16-mixed"),
-    ("bf16-mixed", 3, False, CadxConfigError),
+@pytest.mark.parametrize(("requested", "conv3d_ok", "guard"), [
+    ("auto", False, True), ("auto", True, True), ("bf16-mixed", False, True), ("32", False, False),
 ])
-def test_resolve_precision_3d_rule(monkeypatch: pytest.MonkeyPatch, requested: str, dims: int, conv3d_ok: bool,
-                                   expected: str | type[Exception]) -> None:
+def test_3d_precision_keeps_bf16_with_the_guard(monkeypatch: pytest.MonkeyPatch, requested: str, conv3d_ok: bool,
+                                               guard: bool) -> None:
+    """3D inputs keep bf16 on every CPU with native bf16; the guard is added for bf16 on the CPU (it checks the
+    kernel itself at setup) and recorded in trainer.json only where the kernel is broken."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(tr, "cpu_has_bf16", lambda *a: True)
     monkeypatch.setattr(tr, "cpu_bf16_conv3d_ok", lambda: conv3d_ok)
-    kind = "volume3d" if dims == 3 else "roi2d"
-    cfg = load_config(None, [f"input.kind={kind}", f"train.precision={requested}"])
-    if isinstance(expected, str):
-        assert tr.resolve_precision(cfg) == expected
-    else:
-        with pytest.raises(expected, match=r"train\.precision=bf16-mixed: .*Conv3d"):
-            tr.resolve_precision(cfg)
+    cfg = load_config(None, ["input.kind=volume3d", f"train.precision={requested}"])
+    assert tr.resolve_precision(cfg) == ("32" if requested == "32" else "bf16-mixed")
+    assert tr.guards_conv3d(cfg) is guard
+    assert tr.precision_record(cfg, 3)["conv3d_guard"] is (guard and not conv3d_ok)
+
+
+def test_guard_runs_only_small_inputs_in_fp32() -> None:
+    assert tr.needs_small_input(torch.zeros(1, 1, 2, 8, 8), (3, 3, 3))      # depth 2 < kernel 3
+    assert tr.needs_small_input(torch.zeros(1, 1, 8, 8, 4), (3, 3, 5))      # width 4 < kernel 5
+    assert not tr.needs_small_input(torch.zeros(1, 1, 1, 1, 1), (3, 3, 3))  # 1: a single position
+    assert not tr.needs_small_input(torch.zeros(1, 1, 3, 8, 8), (3, 3, 3))
+
+
+def test_guarded_3d_resnet_gradients_are_right_and_repeatable() -> None:
+    """A ResNet-10 (width 16, small stem) on 8^3 volumes (``layer3.0.conv2`` sees 2^3 maps: the guarded conv) one
+    step in bf16 autocast with the guard: every conv weight gradient is finite, the same on two calls, and within
+    bf16 rounding of the fp32 gradient (relative L2 error < 0.15: measured 0.05-0.09 in the early layers, where
+    bf16 rounding accumulates through the backward pass); the guarded conv, computed in fp32, within 0.03 (measured
+    0.008; 0.069 unguarded on the AMD EPYC of 2026-12-02, where the kernel is broken)."""
+    import types
+
+    from cadx.models.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet10", num_classes=2, in_channels=1, spatial_dims=3, num_attributes=0, width=16,
+                         stem="small")
+    x = torch.randn(4, 1, 8, 8, 8, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([0, 1, 0, 1])
+
+    def grads(bf16: bool) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
+        logits = out["logits"] if isinstance(out, dict) else out
+        torch.nn.functional.cross_entropy(logits.float(), y).backward()
+        return {n: p.grad.detach().clone() for n, p in model.named_parameters()
+                if p.grad is not None and p.ndim == 5}
+
+    model.eval()  # BN in eval: the same statistics for every call
+    ref = grads(False)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+    for m in convs:
+        m.forward = types.MethodType(tr._guarded_conv3d_forward, m)  # type: ignore[method-assign]
+    a, b = grads(True), grads(True)
+    assert set(a) == set(ref) and "layer3.0.conv2.weight" in a
+    for n, g in a.items():
+        assert torch.isfinite(g).all(), n
+        assert torch.equal(g, b[n]), f"{n}: differs between calls"
+        err = float((g - ref[n]).norm() / ref[n].norm())
+        assert err < (0.03 if n == "layer3.0.conv2.weight" else 0.15), f"{n}: relative L2 error {err:.3g}"
 
 
 def test_3d_auto_run_is_deterministic(tmp_path: Path) -> None:
@@ -222,5 +271,7 @@ def test_3d_auto_run_is_deterministic(tmp_path: Path) -> None:
             "train.epochs=1")
     a, rec, _ = _fit(tmp_path / "a", *over)
     b, _, _ = _fit(tmp_path / "b", *over)
+    if tr.cpu_has_bf16():
+        assert rec["precision"] == "bf16-mixed" and rec["conv3d_guard"] is (not tr.cpu_bf16_conv3d_ok())
     assert all(torch.isfinite(v).all() for v in a.values() if v.is_floating_point())
     assert all(torch.equal(a[k], b[k]) for k in a), f"same seed, {rec['precision']}: weights differ between two runs"
