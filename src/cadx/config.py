@@ -217,9 +217,9 @@ class TrainConfig(_Section):
     eval_batch_size: int = Field(256, ge=1)
     #: Training precision (Lightning ``precision``). ``auto``: 16-mixed on CUDA; on CPU bf16-mixed (autocast) when
     #: the CPU has native bf16 (AMX-BF16 or AVX512-BF16, :func:`cadx.training.trainer.cpu_has_bf16`), else 32
-    #: (no measured accuracy loss in small paired checks, benchmarks/results/bf16_accuracy/), except 3D inputs on
-    #: CPUs whose bf16 Conv3d weight gradient is broken (``cpu_bf16_conv3d_ok``: fp32 there, and an explicit
-    #: bf16-mixed is refused). The precision used is
+    #: (no measured accuracy loss in small paired checks, benchmarks/results/bf16_accuracy/). On CPUs whose bf16
+    #: Conv3d weight gradient is broken (``cpu_bf16_conv3d_ok``), the Conv3d layers whose input is smaller than
+    #: their kernel run in fp32 (``Conv3dGuard``). The precision used is
     #: recorded in each fold's ``trainer.json``. YAML ``32`` (an int) is read as ``"32"``.
     precision: Literal["auto", "32", "16-mixed", "bf16-mixed"] = "auto"
     #: Memory format of conv weights and input batches during training: channels_last (2D) / channels_last_3d
