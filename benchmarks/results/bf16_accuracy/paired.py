@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 #: pair name → (positive class or None for segmentation)
 PAIRS: dict[str, str | None] = {"breastmnist_s0": "malignant", "breastmnist_s1": "malignant",
                                 "breastmnist_s2": "malignant", "lgg64_unet_fold0": None,
-                                "adrenalmnist3d_s0": "adrenal_mass"}
+                                "adrenalmnist3d_s0": "adrenal_mass", "dmrn_adrenalmnist3d_amd_guard": "adrenal_mass"}
 #: seed-noise reference: the same fp32 recipe with two training seeds (file a, file b, positive class)
 REFERENCE: dict[str, tuple[str, str, str]] = {
     "reference_fp32_seed0_vs_seed1": ("breastmnist_s0_fp32", "breastmnist_s1_fp32", "malignant")}
