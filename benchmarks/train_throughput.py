@@ -48,20 +48,16 @@ from lightning.pytorch.callbacks import Callback
 from monai.losses import DiceLoss
 
 from cadx.config import load_config
-from cadx.errors import CadxConfigError
 from cadx.models import create_model
 from cadx.pipeline.items import ItemStore
 from cadx.pipeline.loaders import train_loader
 from cadx.training.module import CadxModule
 from cadx.training.trainer import (
-    ChannelsLast,
-    Conv3dGuard,
     build_model,
     build_objective,
     cpu_has_bf16,
-    guards_conv3d,
     model_spec,
-    resolve_channels_last,
+    precision_callbacks,
     resolve_precision,
     trainer_settings,
 )
@@ -97,8 +93,7 @@ ROWS: dict[str, Row] = {
 
 
 def variants(cuda: bool, dims: int = 2) -> dict[str, list[str]]:
-    """cadx's settings per variant (config overrides); 3D rows also try fp32 + channels_last_3d (on CPUs where
-    cadx refuses bf16 Conv3d, :func:`cadx.training.trainer.cpu_bf16_conv3d_ok`, fp32 is all 3D has)."""
+    """cadx's settings per variant (config overrides); 3D rows also try fp32 + channels_last_3d."""
     mixed = "16-mixed" if cuda else "bf16-mixed"
     out = {"fp32": ["train.precision=32", "train.channels_last=false"],
            "mixed": [f"train.precision={mixed}", "train.channels_last=false"],
@@ -148,7 +143,7 @@ def cadx_config(row: Row, overrides: list[str]) -> Any:
             "train.progress=false", "schedule.name=none"]
     if row.segmentation:
         base += ["task.classification=false", "task.segmentation=true", f"objective={{dice: {DICE}}}"]
-    if row.dims == 3:  # the precision rule looks at the input kind (bf16 Conv3d is refused on some CPUs)
+    if row.dims == 3:  # a 3D row's config says so (input.kind), as a user's 3D config would
         base += ["input.kind=volume3d"]
     return load_config(None, [*base, *row.extra, *overrides])
 
@@ -164,8 +159,7 @@ def run_cadx(row: Row, store: ItemStore, overrides: list[str], steps: int, warmu
         torch.manual_seed(seed)
         module = CadxModule(build_model(spec), build_objective(cfg, store, items), cfg.optim, cfg.schedule, 1, spec)
         timer = StepTimer(warmup)
-        cbs: list[Callback] = [timer, *([ChannelsLast()] if resolve_channels_last(cfg, store.spatial_dims) else []),
-                               *([Conv3dGuard()] if guards_conv3d(cfg) else [])]
+        cbs: list[Callback] = [timer, *precision_callbacks(cfg, store.spatial_dims)]
         trainer = L.Trainer(max_steps=warmup + steps, max_epochs=1, callbacks=cbs, default_root_dir=workdir,
                             enable_checkpointing=False, **trainer_settings(cfg))
         trainer.fit(module, train_dataloaders=train_loader(store, items, cfg, seed))
@@ -217,13 +211,6 @@ def bench_row(name: str, row: Row, steps: int, warmup: int, repeats: int, work: 
     """Alternating repeats of plain and every cadx variant for one row; best and median per variant."""
     store = make_store(row, row.batch * (steps + warmup))
     var = variants(torch.cuda.is_available(), row.dims)
-    refused: dict[str, str] = {}  # variants cadx refuses on this machine (CadxConfigError), with its message
-    for v, ov in var.items():
-        try:
-            resolve_precision(cadx_config(row, ov))
-        except CadxConfigError as err:
-            refused[v] = str(err)
-    var = {v: ov for v, ov in var.items() if v not in refused}
     runs: dict[str, list[float]] = {"plain": [], **{v: [] for v in var}}
     for r in range(repeats):
         runs["plain"].append(run_plain(row, store, steps, warmup, seed=r))
@@ -247,7 +234,7 @@ def bench_row(name: str, row: Row, steps: int, warmup: int, repeats: int, work: 
             "ratio_per_variant": {v: best[v] / best["plain"] for v in var},
             "effect_mixed_vs_fp32": effect("mixed", "fp32"),
             "effect_channels_last_vs_mixed": effect("mixed_cl", "mixed"),
-            "effect_channels_last_vs_fp32": effect("fp32_cl", "fp32"), "refused_variants": refused,
+            "effect_channels_last_vs_fp32": effect("fp32_cl", "fp32"),
             "loader_images_per_s": loader_rate(row, store), "runs": runs}
 
 
@@ -288,8 +275,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{n}: plain {r['plain_images_per_s']:.1f} img/s, cadx {r['best_variant']} "
               f"{r['cadx_images_per_s'][r['best_variant']]:.1f} img/s, ratio {r['ratio_best']:.2f} "
               f"(median {r['ratio_median']:.2f}); mixed/fp32 {r['effect_mixed_vs_fp32']}, "
-              f"channels_last {r['effect_channels_last_vs_mixed']}, refused {sorted(r['refused_variants'])}, "
-              f"loader {r['loader_images_per_s']:.0f} img/s")
+              f"channels_last {r['effect_channels_last_vs_mixed']}, loader {r['loader_images_per_s']:.0f} img/s")
     print(f"wall {result['wall_seconds']} s → {a.out}")
     return result
 

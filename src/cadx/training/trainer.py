@@ -326,6 +326,18 @@ class ChannelsLast(Callback):
         self._convert(batch)
 
 
+def precision_callbacks(cfg: ExperimentConfig, spatial_dims: int) -> list[Callback]:
+    """The callbacks that carry ``train.precision`` / ``train.channels_last`` into a Trainer for inputs of
+    ``spatial_dims``: :class:`ChannelsLast` when :func:`resolve_channels_last` says so, :class:`Conv3dGuard` when
+    :func:`guards_conv3d` does. Used by :func:`fit` and the throughput benchmark."""
+    cbs: list[Callback] = []
+    if resolve_channels_last(cfg, spatial_dims):
+        cbs.append(ChannelsLast())
+    if guards_conv3d(cfg):
+        cbs.append(Conv3dGuard())
+    return cbs
+
+
 def precision_record(cfg: ExperimentConfig, spatial_dims: int = 2) -> dict[str, Any]:
     """What a fold's ``trainer.json`` records: the precision requested and used, channels_last requested and used
     (for inputs of ``spatial_dims``), the device, the CPU's bf16 support and torch's version and threads."""
@@ -340,8 +352,8 @@ def precision_record(cfg: ExperimentConfig, spatial_dims: int = 2) -> dict[str, 
 
 def trainer_settings(cfg: ExperimentConfig) -> dict[str, Any]:
     """Trainer kwargs shared by the engine and the throughput benchmark (GPU + AMP when present, bf16 autocast on
-    CPUs with native bf16: :func:`resolve_precision`). ``train.channels_last`` is a callback (:class:`ChannelsLast`,
-    added by :func:`fit` when :func:`resolve_channels_last` says so), not a Trainer kwarg."""
+    CPUs with native bf16: :func:`resolve_precision`). ``train.channels_last`` and the Conv3d guard are callbacks
+    (:func:`precision_callbacks`), not Trainer kwargs."""
     precision = resolve_precision(cfg)
     ddp = ddp_settings(cfg)
     return {"accelerator": cfg.train.accelerator, "devices": cfg.train.devices, **ddp, "precision": precision,
@@ -388,11 +400,8 @@ def _fit(cfg: ExperimentConfig, store: ItemStore, spec: dict[str, Any], train_it
                                mode=mode, save_top_k=1, save_last=True, save_on_train_epoch_end=True,
                                enable_version_counter=False, auto_insert_metric_name=False)
         ckpt.CHECKPOINT_NAME_LAST = "checkpoint_last"
-        cbs: list[Callback] = [History(out_dir / "history.csv"), ckpt, *callbacks]
-        if resolve_channels_last(cfg, store.spatial_dims):
-            cbs.append(ChannelsLast())
-        if guards_conv3d(cfg):
-            cbs.append(Conv3dGuard())
+        cbs: list[Callback] = [History(out_dir / "history.csv"), ckpt, *callbacks,
+                               *precision_callbacks(cfg, store.spatial_dims)]
         atomic_write_json(out_dir / "trainer.json", precision_record(cfg, store.spatial_dims))
         if has_val and es.patience is not None:
             cbs.append(EarlyStopping(monitor=es.monitor, mode=mode, patience=es.patience,
