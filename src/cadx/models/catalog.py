@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["CATALOG", "CatalogEntry", "catalog_rows"]
+__all__ = ["CATALOG", "CatalogEntry", "catalog_rows", "model_module"]
 
 
 class CatalogEntry(NamedTuple):
@@ -161,3 +161,9 @@ CATALOG: dict[str, CatalogEntry] = {
 def catalog_rows() -> list[tuple[str, str, str]]:
     """``(name, description, options)`` of every built-in model, sorted by name (the ``cadx models list`` rows)."""
     return [(name, e.description, e.options) for name, e in sorted(CATALOG.items())]
+
+
+def model_module(name: str) -> str | None:
+    """The module that registers built-in model ``name`` (``cadx.models.<module>``), None when not listed."""
+    entry = CATALOG.get(name)
+    return f"cadx.models.{entry.module}" if entry is not None else None

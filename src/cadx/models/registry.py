@@ -17,7 +17,7 @@ import importlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from cadx.models.catalog import CATALOG
+from cadx.models.catalog import model_module
 from cadx.registry import Entry, Options, PathText, Registry
 
 if TYPE_CHECKING:
@@ -46,8 +46,9 @@ class LazyRegistry(Registry[ModelFactory]):
         """The entry of ``name``, importing first only the module :data:`~cadx.models.catalog.CATALOG` names for it
         (so loading one run's model does not import every network, and MONAI only when that network uses it);
         a name the catalogue lacks (or that its module did not register) imports them all."""
-        if name not in self._entries and name in CATALOG:
-            importlib.import_module(f"cadx.models.{CATALOG[name].module}")
+        module = model_module(name)
+        if name not in self._entries and module is not None:
+            importlib.import_module(module)
         if name not in self._entries:
             self.load()
         return super().entry(name)

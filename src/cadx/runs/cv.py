@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cadx.config import ExperimentConfig
-from cadx.models.catalog import CATALOG
+from cadx.models.catalog import model_module
 from cadx.runs import detection, handcrafted, network, segmentation  # noqa: F401  (register the built-in run kinds)
 from cadx.runs.executors import Executor
 from cadx.runs.kinds import RUN_KINDS, kind_of
@@ -30,6 +30,6 @@ def run_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
     runner = RUN_KINDS.get(kind_of(cfg))
     if executor is None:
         return runner(cfg, out_dir, resume)
-    entry = CATALOG.get(cfg.model.name)
-    executor.start([f"cadx.models.{entry.module}"] if entry else [])  # Ray warms up while the cohort loads
+    module = model_module(cfg.model.name)
+    executor.start([module] if module else [])  # Ray warms up while the cohort loads
     return runner(cfg, out_dir, resume, executor=executor)
