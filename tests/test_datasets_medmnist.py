@@ -46,6 +46,19 @@ def test_synthetic_flags(tmp_path) -> None:
     assert np.array_equal(v.array[0], vol["val_images"][0])
 
 
+def test_splits_option_keeps_official_splits(tmp_path) -> None:
+    """``splits=train,val`` (an inner CV that never sees test): test studies are gone, classes unchanged."""
+    _npz(tmp_path / "breastmnist.npz", (28, 28), {"train": [1, 1], "val": [1], "test": [0, 1]})
+    c = load_dataset("medmnist:breastmnist", tmp_path, splits="val,train")
+    assert c.study_ids == ["train_0", "train_1", "val_0"] and c.info["splits"] == ["train", "val"]
+    assert c.classes == ["malignant", "normal_benign"]  # malignant exists only in test, still class 0
+    assert c.official_split() == {"train_0": "train", "train_1": "train", "val_0": "val"}
+    assert load_dataset("medmnist:breastmnist", tmp_path, splits=["test"]).study_ids == ["test_0", "test_1"]
+    for bad in ("train,holdout", "train,train", ""):
+        with pytest.raises(CadxConfigError, match="splits"):
+            load_dataset("medmnist:breastmnist", tmp_path, splits=bad)
+
+
 def test_errors(tmp_path) -> None:
     _npz(tmp_path / "breastmnist.npz", (28, 28), {"train": [0, 1], "val": [0], "test": [1]})
     with pytest.raises(CadxConfigError, match="flag"):

@@ -17,7 +17,7 @@ from cadx.data.image import ImageData, LazyImage
 from cadx.data.readers import read_medmnist
 from cadx.data.study import Cohort, Study
 from cadx.errors import CadxConfigError, CadxDataError
-from cadx.registry import Options
+from cadx.registry import Options, TextList
 
 SPLITS = ("train", "val", "test")
 #: Official MedMNIST label names (from the MedMNIST INFO table, written snake_case so they are safe as CSV
@@ -56,14 +56,16 @@ def _resolve(root: Path, flag: str | None) -> tuple[Path, str]:
 
 class MedMNISTOptions(Options):
     """``flag``: the MedMNIST flag (e.g. ``breastmnist``, ``adrenalmnist3d_64``); may be left out when root is
-    the npz file itself, and ``medmnist:<flag>`` sets it."""
+    the npz file itself, and ``medmnist:<flag>`` sets it. ``splits``: keep only these official splits (e.g.
+    ``train,val`` for an inner cross-validation that must never see the test images); None = all three."""
 
     flag: str | None = None
+    splits: TextList = None
 
 
 @register_dataset("medmnist", "MedMNIST official npz by flag (2D/3D, official patient-level split)",
                   options=MedMNISTOptions)
-def load(root: Path, *, flag: str | None) -> Cohort:
+def load(root: Path, *, flag: str | None, splits: list[str] | None = None) -> Cohort:
     """Load ``<root>/<flag>.npz`` (or root = the npz itself); option ``flag`` (e.g. ``breastmnist``).
 
     Images: 2D grey ``(1,H,W)``, 2D RGB flags ``(3,H,W)``, 3D ``(1,D,H,W)``, uint8 as stored, spacing 1.
@@ -71,8 +73,11 @@ def load(root: Path, *, flag: str | None) -> Cohort:
     and each study indexes into it. Labels: the official class names (:data:`LABEL_NAMES`; classes ordered
     by label index), multi-label flags (chestmnist) use the first positive index.
     ``study_id = "<split>_<index>"``; ``metadata``: ``split``, ``index``, ``label_index``.
+    ``splits`` (e.g. ``["train", "val"]``) keeps only those official splits; the class list still comes from all
+    three, so a subset never renumbers or drops a class. Unknown or repeated names raise CadxConfigError.
     """
     path, flag = _resolve(Path(root), flag or None)
+    keep = _check_splits(splits)
     data = read_medmnist(path)  # validates keys and lengths, raises CadxDataError naming the key
     three_d = "3d" in _flag_base(flag)
     max_label = 0
@@ -88,6 +93,8 @@ def load(root: Path, *, flag: str | None) -> Cohort:
     classes = names if len(names) > max_label else [str(k) for k in range(max_label + 1)]
     studies = []
     for s, (imgs, idx) in parsed.items():
+        if s not in keep:
+            continue
         for i in range(len(imgs)):
             sid = f"{s}_{i}"
             studies.append(Study(
@@ -96,8 +103,19 @@ def load(root: Path, *, flag: str | None) -> Cohort:
                 label=classes[int(idx[i])],
                 metadata={"split": s, "index": i, "label_index": int(idx[i])}))
     return Cohort(studies, classes=classes, name=f"medmnist:{flag}", source=str(path),
-                  info={"flag": flag, "spatial_dims": 3 if three_d else 2,
+                  info={"flag": flag, "splits": list(keep), "spatial_dims": 3 if three_d else 2,
                         "image_shape": list(next(iter(parsed.values()))[0].shape[1:])})
+
+
+def _check_splits(splits: list[str] | None) -> tuple[str, ...]:
+    """The official splits to keep, in file order; ``None`` = all of :data:`SPLITS`."""
+    if splits is None:
+        return SPLITS
+    names = [str(s).strip().lower() for s in splits]
+    bad = [s for s in names if s not in SPLITS]
+    if bad or not names or len(set(names)) != len(names):
+        raise CadxConfigError(f"medmnist: option splits={splits!r} must name distinct official splits of {SPLITS}")
+    return tuple(s for s in SPLITS if s in names)
 
 
 def _loader(imgs: np.ndarray, i: int, three_d: bool) -> Callable[[], ImageData]:
