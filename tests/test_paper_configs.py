@@ -27,6 +27,7 @@ SMOKES: dict[str, tuple[str | None, list[str]]] = {
     "mtmr_lidc_paper": ("lidc", ["data.max_patients=8", "cv.folds=2", "input.size=64"]),
     "scnet_busi": ("busi", ["data.max_patients=12", "cv.folds=2", "input.size=64"]),
     "scnet_lgg": ("lgg", ["data.max_patients=4", "cv.folds=2", "input.size=48"]),
+    "scnet_lgg_recipe": ("lgg", ["data.max_patients=4", "cv.folds=2", "input.size=48"]),
     "unet_lgg": ("lgg", ["data.max_patients=4", "cv.folds=2", "input.size=64"]),
     "unet_lgg_recipe": ("lgg", ["data.max_patients=4", "cv.folds=2", "input.size=48"]),
     "unet_busi": ("busi", ["data.max_patients=16", "cv.folds=2", "input.size=48"]),
