@@ -13,6 +13,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import torch
 from cadx.config import ExperimentConfig, load_config
 from cadx.data.study import Cohort
 from cadx.data.synthetic import generate_cohort
+from cadx.errors import CadxConfigError
 from cadx.pipeline import item_cache
 from cadx.pipeline.item_cache import cohort_record, entry_key, open_entry, write_entry
 from cadx.pipeline.items import ItemStore, build_store
@@ -215,6 +217,92 @@ def test_concurrent_writers_leave_one_valid_entry(tmp_path: Path) -> None:
     got = open_entry(path, key, ("images",))
     assert got is not None and np.array_equal(got[0]["images"], arrays["images"])
     assert [p.name for p in tmp_path.iterdir()] == ["items-abc"]
+
+
+# --- size cap and eviction ----------------------------------------------------------------------------------------
+def _entry(root: Path, name: str, nbytes: int, used: float) -> Path:
+    """A complete entry of ``nbytes`` of array data whose last use is ``used`` (epoch seconds)."""
+    path = root / name
+    assert write_entry(path, name * 2, {"a": np.zeros(nbytes, np.uint8)}, {"kind": "items", "cohort": name})
+    os.utime(path / "entry.json", (used, used))
+    return path
+
+
+def test_prune_deletes_least_recently_used_down_to_the_cap(tmp_path: Path) -> None:
+    now = 1e9
+    old, mid, new = (_entry(tmp_path, n, 10_000, now - age) for n, age in (("old", 3e5), ("mid", 2e5), ("new", 1e5)))
+    size = item_cache.cache_entries(tmp_path)[0]["bytes"]
+    assert [r["name"] for r in item_cache.cache_entries(tmp_path)] == ["old", "mid", "new"]  # LRU first
+    assert size == sum(f.stat().st_size for f in old.iterdir()) and size > 10_000
+    # cap of two entries: only the least recently used goes
+    gone = item_cache.prune(tmp_path, max_bytes=2 * size, grace=0, now=now)
+    assert [r["name"] for r in gone] == ["old"] and not old.exists() and mid.exists() and new.exists()
+    # keep and the grace window protect entries whatever the cap
+    gone = item_cache.prune(tmp_path, max_bytes=0, keep=(mid,), grace=1.5e5, now=now)
+    assert gone == [] and mid.exists() and new.exists()
+    gone = item_cache.prune(tmp_path, max_bytes=0, keep=(mid,), grace=0, now=now)
+    assert [r["name"] for r in gone] == ["new"] and [p.name for p in tmp_path.iterdir()] == ["mid"]
+    # unused for longer than older_than, with no size cap
+    assert [r["name"] for r in item_cache.prune(tmp_path, older_than=1.9e5, grace=0, now=now)] == ["mid"]
+    assert item_cache.cache_entries(tmp_path) == [] and item_cache.cache_entries(tmp_path / "absent") == []
+
+
+def test_prune_removes_only_old_incomplete_folders(tmp_path: Path) -> None:
+    now = time.time()
+    _entry(tmp_path, "ok", 100, now - 10)
+    for name, age in ((".tmp-killed", 2 * item_cache.PRUNE_GRACE_SECONDS), (".tmp-writing", 5.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.npy").write_bytes(b"x" * 50)
+        os.utime(tmp_path / name, (now - age, now - age))
+    rows = {r["name"]: r for r in item_cache.cache_entries(tmp_path)}
+    assert not rows[".tmp-killed"]["complete"] and rows["ok"]["complete"]
+    gone = item_cache.prune(tmp_path, grace=0, now=now)  # no cap: only the killed writer's folder
+    assert [r["name"] for r in gone] == [".tmp-killed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-writing", "ok"]
+
+
+def test_writes_evict_over_the_cap_and_hits_mark_use(syn_root: Path, cache_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = config(syn_root, "input.cache=disk")
+    cohort = load_cohort(cfg)
+    first = build_store(cohort, cfg, progress=False).meta["item_cache"]
+    assert first["status"] == "written"
+    stale = time.time() - 10 * item_cache.PRUNE_GRACE_SECONDS
+    os.utime(Path(first["path"]) / "entry.json", (stale, stale))
+    assert status(build_store(cohort, cfg, progress=False)) == "hit"  # a hit marks the entry as used now
+    assert (Path(first["path"]) / "entry.json").stat().st_mtime > stale + 1
+    os.utime(Path(first["path"]) / "entry.json", (stale, stale))
+    monkeypatch.setenv(item_cache.MAX_GB_ENV, "1e-9")  # a cap below one entry: the older one must go
+    cfg2 = config(syn_root, "input.cache=disk", "input.size=20")
+    second = build_store(cohort, cfg2, progress=False).meta["item_cache"]
+    assert second["status"] == "written" and Path(second["path"]).is_dir()  # never the entry just written
+    assert not Path(first["path"]).exists()
+    monkeypatch.setenv(item_cache.MAX_GB_ENV, "lots")
+    with pytest.raises(CadxConfigError, match="CADX_ITEM_CACHE_MAX_GB"):
+        item_cache.max_bytes_from_env()
+    monkeypatch.setenv(item_cache.MAX_GB_ENV, "0")
+    assert item_cache.max_bytes_from_env() is None
+    monkeypatch.delenv(item_cache.MAX_GB_ENV)
+    assert item_cache.max_bytes_from_env() == int(item_cache.DEFAULT_MAX_GB * 1024**3)
+
+
+def test_cache_cli_lists_and_prunes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from cadx.cli import app
+
+    monkeypatch.setenv("CADX_ITEM_CACHE_DIR", str(tmp_path))
+    now = time.time()
+    _entry(tmp_path, "aaa", 1000, now - 3 * 86400)
+    _entry(tmp_path, "bbb", 1000, now)
+    runner = CliRunner()
+    res = runner.invoke(app, ["cache", "list"])
+    assert res.exit_code == 0 and "2 entries" in res.output and res.output.index("aaa") < res.output.index("bbb")
+    res = runner.invoke(app, ["cache", "prune", "--older-than-days", "2"])
+    assert res.exit_code == 0 and "deleted 1 entries" in res.output
+    assert [p.name for p in tmp_path.iterdir()] == ["bbb"]
+    res = runner.invoke(app, ["cache", "prune", "--all"])
+    assert res.exit_code == 0 and "deleted 1 entries" in res.output and list(tmp_path.iterdir()) == []
 
 
 def test_off_never_touches_the_disk(syn_root: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,6 +26,8 @@ datasets_app = typer.Typer(no_args_is_help=True, help="Dataset adapters: list th
 models_app = typer.Typer(no_args_is_help=True, help="Model registry.")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
+cache_app = typer.Typer(no_args_is_help=True, help="The preprocessed-item cache (input.cache): list and prune it.")
+app.add_typer(cache_app, name="cache")
 
 out = Console()
 err = Console(stderr=True)
@@ -164,6 +166,48 @@ def models_list() -> None:
     for row in catalog_rows():
         table.add_row(*row)
     out.print(table)
+
+
+# --- item cache -------------------------------------------------------------------------------------------
+def _gb(n: int) -> str:
+    return f"{n / 1024**3:.2f} GB"
+
+
+@cache_app.command("list")
+def cache_list() -> None:
+    """The item cache's entries, least recently used first, and its size against the cap."""
+    import time
+
+    from cadx.pipeline.item_cache import cache_entries, cache_root, max_bytes_from_env
+
+    rows, cap = cache_entries(), max_bytes_from_env()
+    table = Table("entry", "kind", "cohort", "studies", "size", "last used", title=str(cache_root()))
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["last_used"]))
+        table.add_row(r["name"][:52], str(r["kind"] or "incomplete"), str(r["cohort"] or ""), str(r["studies"] or ""),
+                      _gb(r["bytes"]), when)
+    out.print(table)
+    out.print(f"{len(rows)} entries, {_gb(sum(r['bytes'] for r in rows))}; cap "
+              f"{_gb(cap) if cap else 'none'} (CADX_ITEM_CACHE_MAX_GB)")
+
+
+@cache_app.command("prune")
+def cache_prune(
+    max_gb: Annotated[float | None, typer.Option("--max-gb", help="Delete least recently used entries until the "
+                                                 "cache holds at most this (default: the cap).")] = None,
+    older_than_days: Annotated[float | None, typer.Option("--older-than-days", help="Delete entries unused for "
+                                                          "longer.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Delete every entry.")] = False,
+) -> None:
+    """Delete cache entries now (incomplete ones always); runs recreate what they need."""
+    from cadx.pipeline.item_cache import max_bytes_from_env, prune
+
+    if max_gb is not None and max_gb < 0:
+        raise CadxConfigError(f"--max-gb: {max_gb} < 0")
+    cap = 0 if all_ else int(max_gb * 1024**3) if max_gb is not None else max_bytes_from_env()
+    gone = prune(max_bytes=cap, older_than=None if older_than_days is None else older_than_days * 86400.0,
+                 grace=0.0)
+    out.print(f"deleted {len(gone)} entries, {_gb(sum(r['bytes'] for r in gone))}")
 
 
 # --- experiments ------------------------------------------------------------------------------------------

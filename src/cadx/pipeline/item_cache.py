@@ -29,6 +29,14 @@ unreadable, whose key/version differ, or whose files have another size, shape or
 rebuilt, never trusted. Arrays are mapped copy-on-write (``mmap_mode="c"``): writable for torch (no
 non-writable-array warning), and a write would change only this process's private copy, never the file.
 
+Size (:func:`prune`): an entry's last use is its ``entry.json`` mtime (touched on every hit). After each write
+the least recently used entries are deleted until the cache holds at most ``$CADX_ITEM_CACHE_MAX_GB`` (default
+:data:`DEFAULT_MAX_GB`; ``0`` = no limit), never the entry just written nor one used in the last
+:data:`PRUNE_GRACE_SECONDS` (a run or its Ray workers may still map it), so the cap can be exceeded for that long;
+leftovers of killed writers (``.tmp-*``, ``.trash-*`` older than the grace) go too. Each source change makes new
+keys, so without this the cache would grow by a copy of every cohort per cadx version. ``cadx cache list`` and
+``cadx cache prune`` show and trim it by hand.
+
 Modes (``input.cache``): ``off`` never touches the disk; ``disk`` reads and writes entries; ``auto`` (default)
 reads an existing entry and writes a new one only when the build took at least :data:`AUTO_MIN_SECONDS` (a
 cheap store is rebuilt rather than written; measured in ``benchmarks/results/item_cache/``). A cohort whose images
@@ -55,12 +63,17 @@ import numpy as np
 import torch
 
 from cadx.data.study import Cohort
-from cadx.errors import CadxDataError
+from cadx.errors import CadxConfigError, CadxDataError
 
 #: Bump when preprocessing changes in a way the source hash cannot see (e.g. a reader's behaviour in a dependency).
 CACHE_VERSION = 1
 #: Environment variable naming cadx's cache base folder (item entries go to ``<it>/items``; dedup hashes beside).
 CACHE_ENV = "CADX_CACHE_DIR"
+#: Environment variable capping the item cache's size in GB (LRU eviction after each write; ``0`` = no cap).
+MAX_GB_ENV = "CADX_ITEM_CACHE_MAX_GB"
+DEFAULT_MAX_GB = 20.0
+#: Entries used (or written) this recently are never evicted: a run and its Ray workers may still map them.
+PRUNE_GRACE_SECONDS = 3600.0
 #: Environment variable naming the item cache folder itself (overrides ``CADX_CACHE_DIR``; the test suite's).
 ITEM_CACHE_ENV = "CADX_ITEM_CACHE_DIR"
 #: ``input.cache: auto`` writes an entry only when building took at least this long (seconds).
@@ -262,6 +275,7 @@ def cached_arrays(kind: str, cohort: Cohort, settings: dict[str, Any], mode: str
     found = open_entry(path, key, mmap)
     if found is not None:
         arrays, meta = found
+        _touch(path)
         return arrays, dict(meta.get("info", {})), {**rec, "status": "hit", "path": str(path),
                                                     "seconds": round(time.perf_counter() - t0, 3)}
     arrays, info = build()
@@ -278,6 +292,7 @@ def cached_arrays(kind: str, cohort: Cohort, settings: dict[str, Any], mode: str
                               "seconds": round(time.perf_counter() - t0, 3)}
     if found is None:
         raise CadxDataError("the item cache entry just written could not be read back", path=path, field="cache")
+    prune(path.parent, max_bytes=max_bytes_from_env(), keep=(path,))
     return found[0], info, {**rec, "status": "written", "path": str(path), "build_seconds": round(built_s, 3),
                             "seconds": round(time.perf_counter() - t0, 3)}
 
@@ -291,3 +306,96 @@ def reopen(path: str, key: str, mmap: Iterable[str]) -> dict[str, np.ndarray]:
         raise CadxDataError("item cache entry not found on this machine (a Ray worker needs the driver's "
                             f"${CACHE_ENV} on a shared filesystem, or input.cache: off)", path=path, field="cache")
     return found[0]
+
+
+def _touch(path: Path) -> None:
+    """Mark the entry at ``path`` as used now (``entry.json`` mtime; a read-only cache just keeps the old time)."""
+    try:
+        os.utime(path / ENTRY_FILE)
+    except OSError:
+        pass
+
+
+def max_bytes_from_env() -> int | None:
+    """The cap from ``$CADX_ITEM_CACHE_MAX_GB`` (default :data:`DEFAULT_MAX_GB`); None when ``<= 0`` (no cap).
+    A value that is not a number raises CadxConfigError naming the variable."""
+    text = os.environ.get(MAX_GB_ENV, "").strip()
+    try:
+        gb = float(text) if text else DEFAULT_MAX_GB
+    except ValueError:
+        raise CadxConfigError(f"${MAX_GB_ENV}={text!r} is not a number of GB (0 = no cap)") from None
+    return int(gb * 1024**3) if gb > 0 else None
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def cache_entries(root: Path | None = None) -> list[dict[str, Any]]:
+    """The entries under ``root`` (default :func:`cache_root`), least recently used first: ``path``, ``name``,
+    ``kind``, ``cohort``, ``studies``, ``bytes`` (every file of the folder), ``created``, ``last_used`` (epoch
+    seconds) and ``complete`` (False for a folder without a readable ``entry.json``, e.g. a killed writer's
+    ``.tmp-*``, whose ``last_used`` is the folder's mtime). An absent root has no entries."""
+    root = cache_root() if root is None else Path(root)
+    rows: list[dict[str, Any]] = []
+    if not root.is_dir():
+        return rows
+    for path in root.iterdir():
+        if not path.is_dir():
+            continue
+        meta_path = path / ENTRY_FILE
+        meta: dict[str, Any] = {}
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            used = meta_path.stat().st_mtime
+            complete = not path.name.startswith(".") and isinstance(meta, dict) and "key" in meta
+        except (OSError, ValueError):
+            try:
+                used = path.stat().st_mtime
+            except OSError:  # removed meanwhile by another process
+                continue
+            complete = False
+        meta = meta if isinstance(meta, dict) else {}
+        rows.append({"path": str(path), "name": path.name, "kind": meta.get("kind"), "cohort": meta.get("cohort"),
+                     "studies": meta.get("studies"), "bytes": _tree_bytes(path), "created": meta.get("created"),
+                     "last_used": used, "complete": complete})
+    rows.sort(key=lambda r: (r["last_used"], r["name"]))
+    return rows
+
+
+def prune(root: Path | None = None, *, max_bytes: int | None = None, older_than: float | None = None,
+          keep: Iterable[Path] = (), grace: float = PRUNE_GRACE_SECONDS, now: float | None = None
+          ) -> list[dict[str, Any]]:
+    """Delete cache entries under ``root`` (default :func:`cache_root`) and return the deleted rows of
+    :func:`cache_entries`.
+
+    Deleted: incomplete folders (killed writers), entries unused for more than ``older_than`` seconds, then the
+    least recently used entries until the rest hold at most ``max_bytes`` (None = no size cap). Never deleted:
+    ``keep``, anything used within ``grace`` seconds of ``now`` (``grace=0`` for an explicit ``cadx cache
+    prune``, which the user runs when no run needs the entries) and an incomplete folder younger than
+    :data:`PRUNE_GRACE_SECONDS` whatever ``grace`` (a writer may still be filling it). A deleted entry is renamed aside
+    first (atomic), so a concurrent reader sees it whole or not at all; a mapped file stays readable by the
+    process mapping it (POSIX unlink semantics).
+    """
+    now = time.time() if now is None else now
+    kept = {os.path.realpath(p) for p in keep}
+    every = cache_entries(root)
+    total = sum(r["bytes"] for r in every)
+    deleted: list[dict[str, Any]] = []
+    for r in every:  # least recently used first
+        age = now - r["last_used"]
+        if os.path.realpath(r["path"]) in kept or age < grace or (not r["complete"] and age < PRUNE_GRACE_SECONDS):
+            continue
+        stale = older_than is not None and now - r["last_used"] > older_than
+        if not r["complete"] or stale or (max_bytes is not None and total > max_bytes):
+            _discard(Path(r["path"]))
+            total -= r["bytes"]
+            deleted.append(r)
+    return deleted
