@@ -256,9 +256,42 @@ def test_cli_cv_executor_ray_writes_the_serial_numbers(both_runs: tuple[Path, Pa
     bad = runner.invoke(app, ["cv", str(cfg_path), "--executor", "ray", "--address", "nowhere"])
     assert isinstance(bad.exception, CadxConfigError)
     assert str(bad.exception) == "--address: 'nowhere' is not 'auto', HOST:PORT or ray://HOST:PORT"
-    bad = runner.invoke(app, ["cv", str(cfg_path), "--executor", "ray", "--seeds", "0,1"])
-    assert isinstance(bad.exception, CadxConfigError) and "--seeds: runs with --executor serial only" in str(
-        bad.exception)
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_cli_seeds_on_ray_equal_the_serial_seed_runs(tiny: ExperimentConfig, ray_ex: RayExecutor,
+                                                      tmp_path: Path) -> None:
+    """``cadx cv CONFIG --seeds 0,1 --executor ray``: each seed a coordinator task, the 2 × 2 folds side by side;
+    every seed folder, the ensemble and seeds.json equal :func:`run_seeds` run serially (1 thread per fold)."""
+    from typer.testing import CliRunner
+
+    from cadx.cli import app
+    from cadx.runs.seeds import run_seeds
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = run_seeds(tiny, [0, 1], tmp_path / "serial", report=False)
+    finally:
+        torch.set_num_threads(threads)
+    cfg_path = tmp_path / "tiny.yaml"
+    tiny.save(cfg_path)
+    res = CliRunner().invoke(app, ["cv", str(cfg_path), "--out", str(tmp_path / "ray"), "--seeds", "0,1",
+                                   "--executor", "ray", "--cpus-per-task", "1"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    ray_rec = json.loads((tmp_path / "ray" / "seeds.json").read_text())
+    assert [ray_rec["runs"][s]["status"] for s in ("0", "1")] == ["run", "run"]
+    for d in ("seed_0", "seed_1", "ensemble"):
+        a, b = (pd.read_csv(tmp_path / r / d / "predictions.csv") for r in ("serial", "ray"))
+        assert len(a) == len(b) == 12, d
+        np.testing.assert_allclose(_numbers(a).to_numpy(float), _numbers(b).to_numpy(float), atol=1e-6, rtol=0,
+                                   err_msg=d)
+    assert _same(ray_rec["metrics"], serial["metrics"])
+    p0, p1 = (pd.read_csv(tmp_path / "ray" / d / "predictions.csv").filter(like="p_") for d in ("seed_0", "seed_1"))
+    assert p0.shape[1] >= 2 and not np.allclose(p0.to_numpy(), p1.to_numpy())  # the training seed reached the folds
+    again = run_seeds(tiny, [0, 1], tmp_path / "ray", report=False, executor=ray_ex)  # finished: nothing rerun
+    assert [again["runs"][s]["status"] for s in ("0", "1")] == ["reused (finished before)"] * 2
 
 
 @pytest.mark.slow

@@ -223,7 +223,8 @@ def cv_cmd(
     seeds: Annotated[str | None, typer.Option(help="Training seeds, e.g. 0,1,2: one run per seed in OUT/seed_<s>/ "
                                               "on the same splits (config seed), then OUT/seeds.json, "
                                               "OUT/report.md (mean ± SD, seed ensemble); finished seeds are "
-                                              "skipped.")] = None,
+                                              "skipped; with --executor ray seeds × folds run side by side.")
+                  ] = None,
     executor: ExecutorOpt = "serial",
     address: AddressOpt = None,
     cpus_per_task: CpusOpt = 1,
@@ -235,9 +236,6 @@ def cv_cmd(
     from cadx.runs.executors import make_executor
 
     runner = make_executor(executor, address, cpus_per_task)
-    if seeds is not None and runner.name != "serial":
-        raise CadxConfigError("--seeds: runs with --executor serial only (the seed runs are not yet Ray tasks)")
-
     sets = list(set_ or []) + ([f"data.root={data_root}"] if data_root else []) + (
         ["data.checked=true"] if skip_check else [])
     cfg = load_config(config, sets)
@@ -245,7 +243,10 @@ def cv_cmd(
     if seeds is not None:
         from cadx.runs.seeds import parse_seeds, run_seeds
 
-        record = run_seeds(cfg, parse_seeds(seeds), run_dir)
+        try:
+            record = run_seeds(cfg, parse_seeds(seeds), run_dir, executor=runner)
+        finally:
+            runner.close()
         for k in ("auc", "accuracy"):
             m = record["metrics"].get(k)
             if m and m["mean"] is not None:

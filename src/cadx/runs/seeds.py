@@ -7,7 +7,8 @@ the seeds' study probabilities, the same metric functions and patient-bootstrap 
 and ``DIR/report.md`` give, per pooled metric, each seed's value, mean ± SD over seeds (sample SD, ``ddof=1``;
 ``None`` with one seed) and the ensemble's value with its CI; Brier and ECE too when the runs measured calibration
 (``metrics.json`` ``calibration``). Resumable: a finished seed folder (same config,
-every fold ``DONE``) is reused as it is; an interrupted one continues (``resume``).
+every fold ``DONE``) is reused as it is; an interrupted one continues (``resume``). With ``--executor ray`` the
+seeds run side by side as Ray tasks, their folds sharing the pool (:func:`run_seeds`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from typing import Any
 
 from cadx.config import ExperimentConfig, derive
 from cadx.errors import CadxConfigError, CadxDataError
+from cadx.models.catalog import model_module
 from cadx.report.studies import markdown_table, study_notes_text
 from cadx.runs.cv import run_cv
 from cadx.runs.ensemble import ensemble_runs
+from cadx.runs.executors import Executor
 from cadx.runs.folder import finished_run
 from cadx.utils import atomic_write_json, atomic_write_text, read_json
 
@@ -128,11 +131,26 @@ def _report(cfg: ExperimentConfig, seeds: Sequence[int], summary: dict[str, Any]
     return study_notes_text(f"Seeds: {cfg.name}", [(None, text), ("Run folders", [*folders, "- `ensemble/`"])])
 
 
+def _run_seed(scfg: ExperimentConfig, run_dir: Path, executor: Executor | None) -> float:
+    """One seed's run (started or resumed) into ``run_dir``; returns its wall seconds. A Ray seed task calls it
+    as a coordinator: its folds go to ``executor`` (the nested Ray executor), side by side with other seeds'."""
+    t0 = time.perf_counter()
+    run_cv(scfg, run_dir, resume=True, executor=executor)
+    return round(time.perf_counter() - t0, 1)
+
+
 def run_seeds(cfg: ExperimentConfig, seeds: Sequence[int], out_dir: str | Path, report: bool = True,
-              ) -> dict[str, Any]:
+              executor: Executor | None = None) -> dict[str, Any]:
     """Run ``cfg`` once per training seed into ``out_dir/seed_<s>/`` (finished folders are skipped), check their
     splits are identical, evaluate the seed ensemble into ``out_dir/ensemble/`` and write ``seeds.json`` and
-    ``report.md``. Returns the ``seeds.json`` record. ``report``: also write each ensemble's HTML/MD run report."""
+    ``report.md``. Returns the ``seeds.json`` record. ``report``: also write each ensemble's HTML/MD run report.
+
+    ``executor`` (:mod:`cadx.runs.executors`): serial (default) runs the seeds one after another in this process.
+    With Ray every unfinished seed is a coordinator task (no CPU reserved) that holds its own run folder's lock,
+    loads and checks the cohort and sends its folds to the Ray pool, so seeds × folds run side by side (15 fold
+    tasks for 3 seeds of a 5-fold CV fill every slot, where one CV's 5 folds leave slots idle in the last
+    round). Each seed's folder and numbers equal the serial run's (same ``cpus_per_task`` threads per fold).
+    """
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise CadxConfigError(f"{cfg.name}: seeds must be distinct and at least one: {seeds}")
@@ -140,19 +158,24 @@ def run_seeds(cfg: ExperimentConfig, seeds: Sequence[int], out_dir: str | Path, 
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, dict[str, Any]] = {}
     per_seed: dict[int, dict[str, Any]] = {}
-    dirs: list[Path] = []
-    for s in seeds:
-        scfg, d = seed_config(cfg, s), out / f"seed_{s}"
-        t0 = time.perf_counter()
-        if finished_run(scfg, d):
-            status = "reused (finished before)"
-        else:
-            run_cv(scfg, d, resume=True)
-            status = "run"
+    dirs = [out / f"seed_{s}" for s in seeds]
+    configs = {s: seed_config(cfg, s) for s in seeds}
+    todo = [s for s, d in zip(seeds, dirs, strict=True) if not finished_run(configs[s], d)]
+    seconds: dict[int, float] = {}
+    if executor is not None and executor.name != "serial" and todo:
+        module = model_module(cfg.model.name)
+        executor.start([module] if module else [])
+        calls = [(configs[s], out / f"seed_{s}", executor.nested()) for s in todo]
+        for i, sec in executor.map(_run_seed, calls, labels=[f"seed {s}" for s in todo], cpus=0,
+                                   description="seeds"):
+            seconds[todo[i]] = sec
+    else:
+        for s in todo:
+            seconds[s] = _run_seed(configs[s], out / f"seed_{s}", executor)
+    for s, d in zip(seeds, dirs, strict=True):
         per_seed[s] = with_calibration(read_json(d / "metrics.json"))
-        runs[str(s)] = {"dir": d.name, "status": status, "seconds": round(time.perf_counter() - t0, 1),
-                        "run_seconds": per_seed[s].get("run", {}).get("seconds")}
-        dirs.append(d)
+        runs[str(s)] = {"dir": d.name, "status": "run" if s in seconds else "reused (finished before)",
+                        "seconds": seconds.get(s, 0.0), "run_seconds": per_seed[s].get("run", {}).get("seconds")}
     keys = {s: _splits_key(d) for s, d in zip(seeds, dirs, strict=True)}
     differing = [s for s in seeds if keys[s] != keys[seeds[0]]]
     if differing:
