@@ -1,4 +1,5 @@
-"""Serial vs Ray-local wall time of one 5-fold CV (issue 19 item 2; target ≥ 1.6× on 2 cores).
+"""Serial vs Ray-local wall time of one 5-fold CV, or of a seeds × folds grid (issue 19 item 2; target ≥ 1.6× on 2
+cores).
 
 The same config is cross-validated twice, back to back, into two run folders: first serially in this process
 (torch 1 thread), then with :class:`cadx.runs.executors.RayExecutor` (local Ray on ``--ray-cpus`` CPUs, 1 CPU and
@@ -18,6 +19,10 @@ process its cache would otherwise favour the second run).
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python benchmarks/ray_speedup.py \\
         --data-root runs/data/synthetic --work /tmp/ray_bench --out benchmarks/results/ray
+
+``--seeds 0,1,2``: the grid ``cadx cv --seeds 0,1,2`` instead (:func:`cadx.runs.seeds.run_seeds`: serially, seed
+after seed; with Ray every seed is a coordinator task and all seeds' folds share the 2 slots), compared per seed
+and for the seed ensemble.
 
 Writes ``OUT/speedup.json`` and, per run (``serial``, ``ray``), ``OUT/<run>/{config.yaml, splits.json,
 predictions.csv, metrics.json, fold_<k>/DONE}`` (the checkpoints stay in ``--work``).
@@ -46,6 +51,7 @@ from cadx.pipeline.items import build_store
 from cadx.runs.cv import run_cv
 from cadx.runs.executors import RayExecutor
 from cadx.runs.folder import check_data, load_cohort
+from cadx.runs.seeds import run_seeds
 from cadx.utils import atomic_write_json, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,14 +70,36 @@ def _load() -> list[float]:
 
 
 def _fold_seconds(run: Path) -> dict[str, float]:
-    return {p.parent.name: float(read_json(p)["seconds"]) for p in sorted(run.glob("fold_*/DONE"))}
+    return {p.parent.relative_to(run).as_posix(): float(read_json(p)["seconds"])
+            for p in sorted([*run.glob("fold_*/DONE"), *run.glob("seed_*/fold_*/DONE")])}
+
+
+def _run(cfg: ExperimentConfig, run: Path, seeds: list[int] | None, executor: RayExecutor | None = None
+         ) -> dict[str, Any]:
+    """One CV (``seeds`` None) or the seed grid; returns the pooled metrics (the seed ensemble's for a grid)."""
+    if seeds is None:
+        return run_cv(cfg, run, executor=executor)
+    run_seeds(cfg, seeds, run, report=False, executor=executor)
+    return read_json(run / "ensemble" / "metrics.json")
+
+
+def _runs(run: Path) -> list[Path]:
+    """The run folders under ``run``: itself, or its ``seed_<s>/`` and ``ensemble/`` for a grid."""
+    grid = sorted(run.glob("seed_*"))
+    return [*grid, run / "ensemble"] if grid else [run]
 
 
 def _keep(run: Path, dest: Path) -> None:
-    """Copy the recomputable part of a run folder (no checkpoints) to ``dest``."""
+    """Copy the recomputable part of a run folder (no checkpoints) to ``dest`` (each seed folder for a grid)."""
+    if run.joinpath("seeds.json").is_file():
+        for sub in _runs(run):
+            _keep(sub, dest / sub.name)
+        shutil.copyfile(run / "seeds.json", dest / "seeds.json")
+        return
     dest.mkdir(parents=True, exist_ok=True)
     for name in KEEP:
-        shutil.copyfile(run / name, dest / name)
+        if (run / name).is_file():  # an ensemble folder has no splits.json / config.yaml
+            shutil.copyfile(run / name, dest / name)
     for done in run.glob("fold_*/DONE"):
         (dest / done.parent.name).mkdir(exist_ok=True)
         shutil.copyfile(done, dest / done.parent.name / "DONE")
@@ -95,23 +123,23 @@ def _own_cpu() -> float:
     return t.user + t.system
 
 
-def serial_run(cfg: ExperimentConfig, run: Path) -> dict[str, Any]:
+def serial_run(cfg: ExperimentConfig, run: Path, seeds: list[int] | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
     rec: dict[str, Any] = {"load_before": _load(), "torch_threads": 1}
     c0, t0 = _own_cpu(), time.perf_counter()
-    metrics = run_cv(cfg, run)
+    metrics = _run(cfg, run, seeds)
     rec.update(wall_seconds=round(time.perf_counter() - t0, 1), cpu_seconds=round(_own_cpu() - c0, 1),
                load_after=_load(), fold_seconds=_fold_seconds(run), auc=metrics["pooled"].get("auc"),
                accuracy=metrics["pooled"].get("accuracy"))
     return rec
 
 
-def ray_run(cfg: ExperimentConfig, run: Path, cpus: int) -> dict[str, Any]:
+def ray_run(cfg: ExperimentConfig, run: Path, cpus: int, seeds: list[int] | None = None) -> dict[str, Any]:
     rec: dict[str, Any] = {"load_before": _load(), "ray_cpus": cpus, "cpus_per_task": 1, "torch_threads": 1}
     c0, t0 = _own_cpu(), time.perf_counter()
     ex = RayExecutor(num_cpus=cpus, cpus_per_task=1, progress=False)
     try:
-        metrics = run_cv(cfg, run, executor=ex)  # starts Ray + warms the workers while the cohort loads
+        metrics = _run(cfg, run, seeds, executor=ex)  # starts Ray + warms the workers while the cohort loads
         rec["ray_ready_seconds"] = ex.start_seconds
         rec["ray_processes_cpu_seconds"] = round(_ray_cpu_seconds(), 1)
     finally:
@@ -137,6 +165,13 @@ def pickle_cost(cfg: ExperimentConfig, work: Path) -> dict[str, Any]:
 
 
 def compare(a_dir: Path, b_dir: Path) -> dict[str, Any]:
+    """``predictions.csv`` of two runs (every seed folder and the ensemble for a grid): the largest difference."""
+    if (a_dir / "seeds.json").is_file():
+        parts = {sub.name: compare(sub, b_dir / sub.name) for sub in _runs(a_dir)}
+        return {"rows": sum(p["rows"] for p in parts.values()),
+                "same_study_order": all(p["same_study_order"] for p in parts.values()),
+                "max_abs_difference": max(p["max_abs_difference"] for p in parts.values()),
+                "same_y_pred": all(p["same_y_pred"] for p in parts.values()), "runs": parts}
     a, b = pd.read_csv(a_dir / "predictions.csv"), pd.read_csv(b_dir / "predictions.csv")
     same_ids = a["study_id"].astype(str).tolist() == b["study_id"].astype(str).tolist()
     num = a.select_dtypes("number").columns
@@ -152,9 +187,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ray")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--ray-cpus", type=int, default=2)
+    ap.add_argument("--seeds", default=None, help="a seeds x folds grid, e.g. 0,1,2 (default: one CV)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra config override (smoke runs)")
     args = ap.parse_args()
     cfg = bench_config(args.data_root, args.epochs, args.sets)
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     t0 = time.perf_counter()
@@ -163,16 +200,18 @@ def main() -> None:
     check_data(unchecked, load_cohort(unchecked, args.work), args.work)  # once, outside the timed runs
     prep = {"data_check_seconds": round(time.perf_counter() - t0, 1), "pickle": pickle_cost(cfg, args.work)}
     print("prepared", prep, flush=True)
-    serial = serial_run(cfg, args.work / "serial")
+    serial = serial_run(cfg, args.work / "serial", seeds)
     print("serial", serial, flush=True)
-    ray = ray_run(cfg, args.work / "ray", args.ray_cpus)
+    ray = ray_run(cfg, args.work / "ray", args.ray_cpus, seeds)
     print("ray", ray, flush=True)
     result = {
         "command": "OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python benchmarks/ray_speedup.py "
                    f"--epochs {args.epochs} --ray-cpus {args.ray_cpus}"
+                   + (f" --seeds {args.seeds}" if args.seeds else "")
                    + "".join(f" --set '{x}'" for x in args.sets),
         "config": f"configs/synthetic_resnet18.yaml + train.epochs={args.epochs}, eval.bootstrap=200, "
-                  "data.checked=true, train.progress=false",
+                  "data.checked=true, train.progress=false"
+                  + (f"; seeds {args.seeds} x {cfg.cv.folds} folds (cadx cv --seeds)" if seeds else ""),
         "speedup_wall": round(serial["wall_seconds"] / ray["wall_seconds"], 2),
         "target": 1.6, "serial": serial, "ray": ray, "identical": compare(args.work / "serial", args.work / "ray"),
         "prepare": prep, "machine": {"cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
