@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -176,8 +177,6 @@ def _gb(n: int) -> str:
 @cache_app.command("list")
 def cache_list() -> None:
     """The item cache's entries, least recently used first, and its size against the cap."""
-    import time
-
     from cadx.pipeline.item_cache import cache_entries, cache_root, max_bytes_from_env
 
     rows, cap = cache_entries(), max_bytes_from_env()
