@@ -28,6 +28,7 @@ from cadx.dicom.seg import source_order, write_seg
 from cadx.dicom.sr import PRIVATE_SCHEME, finding_code, write_sr
 from cadx.errors import CadxDataError
 from cadx.registry import Options
+from cadx.report.wording import cv_figures, wording
 from cadx.runs import run_cv
 from cadx.runs.dicom_export import export_dicom, operating_point_wording
 from cadx.runs.predict import predict_study
@@ -304,16 +305,28 @@ def test_finding_codes() -> None:
 # ---------------------------------------------------------------- export of a run's prediction
 
 def test_operating_point_wording() -> None:
+    """The SR's sentence starts with the viewer's (cadx.report.wording: the same words for the same prediction),
+    then the decision rule and the CV AUC."""
     res = {"prediction": "malignant", "probabilities": {"benign": 0.18, "malignant": 0.82},
            "decision": {"rule": "youden", "threshold": 0.4321}}
-    metrics = {"pooled": {"sensitivity": 0.71, "specificity": 0.654, "auc": 0.8,
-                          "ci": {"sensitivity": [0.6, 0.8], "specificity": [0.55, 0.74], "auc": [0.72, 0.87]}}}
+    metrics = {"positive": "malignant", "pooled": {
+        "sensitivity": 0.71, "specificity": 0.654, "auc": 0.8, "n_studies": 120,
+        "ci": {"sensitivity": [0.6, 0.8], "specificity": [0.55, 0.74], "auc": [0.72, 0.87]}}}
     assert operating_point_wording(res, metrics) == (
-        "malignant — model probability 0.82 at this run's operating point (youden rule, threshold 0.43); "
-        "CV sensitivity 0.71 [0.60, 0.80], specificity 0.65 [0.55, 0.74], AUC 0.80 [0.72, 0.87] "
-        "(pooled, 95 % bootstrap CI)")
+        "malignant — model probability 0.82 (CV sensitivity 0.71 [0.60, 0.80] at this run's operating point, "
+        "120 studies); youden rule, threshold 0.43; CV AUC 0.80 [0.72, 0.87] (pooled, 95 % bootstrap CI)")
+    assert operating_point_wording(res, metrics).startswith(
+        wording("malignant", res["probabilities"], cv_figures(metrics, ["benign", "malignant"], "malignant")))
+    # a negative call: the positive class's probability and the CV specificity, as in the viewer
+    neg = {**res, "prediction": "benign", "probabilities": {"benign": 0.7, "malignant": 0.3}}
+    assert operating_point_wording(neg, metrics) == (
+        "benign — model probability of malignant 0.30 (CV specificity 0.65 [0.55, 0.74] at this run's operating "
+        "point, 120 studies); youden rule, threshold 0.43; CV AUC 0.80 [0.72, 0.87] (pooled, 95 % bootstrap CI)")
+    # metrics.json's positive class decides which probability is shown (here the first class)
+    first = {**metrics, "positive": "benign"}
+    assert operating_point_wording(neg, first).startswith("benign — model probability 0.70 (CV sensitivity 0.71")
     assert operating_point_wording({**res, "decision": {"rule": "argmax"}}, None) == (
-        "malignant — model probability 0.82 at this run's operating point (argmax rule)")
+        "malignant — model probability 0.82 (no cross-validation figures in this run); argmax rule")
     seg = {"lesion_voxels": 40, "slices_with_lesion": 3}
     assert operating_point_wording(seg, {"pooled": {"dice_mean": 0.6079, "ci": {"dice_mean": [0.48, 0.7258]}}}) == (
         "lesion — 40 voxels on 3 slices; CV Dice 0.61 [0.48, 0.73] (mean per study, 95 % bootstrap CI)")

@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from cadx.errors import CadxConfigError
+from cadx.report.wording import CvFigures, cv_figures, risk_probability, wording
 from cadx.serve.imaging import LRU, Volume, box_png, gradcam_png, mask_png, slice_png, window_bounds
 from cadx.serve.served import _paste
 from cadx.serve.settings import is_loopback
 from cadx.serve.store import MetaRow, Store, _safe_url
-from cadx.serve.wording import CvFigures, cv_figures, risk_probability, wording
 
 CV = CvFigures(("benign", "malignant"), "malignant", 0.71, (0.60, 0.80), 0.77, (0.67, 0.86),
                {"benign": 0.77, "malignant": 0.71}, 120, "youden")

@@ -15,8 +15,9 @@ What goes into the SR (choices, stated because the issue leaves them open):
   ``lesion_volume_mm3`` (voxels × voxel volume from the series' spacing);
 * model name = ``model.name`` of the run's config; model version = ``<run folder name>-<first 8 hex digits of the
   sha256 of the config.yaml used>`` (changes whenever the run's configuration does);
-* the operating-point wording (:func:`operating_point_wording`) quotes the run's decision rule and its pooled CV
-  figures with their bootstrap CIs from ``metrics.json`` — never a bare class name.
+* the operating-point wording (:func:`operating_point_wording`) is the viewer's sentence
+  (:mod:`cadx.report.wording`, so a reader sees the same words in ``cadx serve`` and in the SR) plus the run's
+  decision rule and its pooled CV AUC with its bootstrap CI from ``metrics.json`` — never a bare class name.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from cadx.data.readers_dicom import list_dicom_series
 from cadx.dicom.seg import check_sources, source_order, write_seg
 from cadx.dicom.sr import write_sr
 from cadx.errors import CadxDataError
+from cadx.report.wording import cv_figures, wording
 from cadx.runs.folder import model_dirs, run_config
 from cadx.runs.predict import predict_study
 from cadx.utils import atomic_write_json
@@ -88,25 +90,26 @@ def _ci(pooled: dict[str, Any], key: str) -> str:
 def operating_point_wording(result: dict[str, Any], metrics: dict[str, Any] | None) -> str:
     """One sentence for the SR (pure function of ``predict_study``'s ``result`` and the run's ``metrics.json``).
 
-    Classification: ``"<class> — model probability 0.82 at this run's operating point (youden rule, threshold 0.43);
-    CV sensitivity 0.71 [0.60, 0.80], specificity 0.65 [0.55, 0.74], AUC 0.80 [0.72, 0.87] (pooled, 95 %
-    bootstrap CI)"`` — the CV part lists what ``metrics["pooled"]`` holds (sensitivity/specificity are those of the
-    run's positive class as metrics.json reports them) and is left out without metrics.
+    Classification: the viewer's sentence (:func:`cadx.report.wording.wording`: the positive class's probability
+    and the CV sensitivity of a positive call, or the CV specificity of a negative one, with CIs), then the
+    decision rule and the CV AUC: ``"malignant — model probability 0.82 (CV sensitivity 0.71 [0.60, 0.80] at
+    this run's operating point, 120 studies); youden rule, threshold 0.43; CV AUC 0.80 [0.72, 0.87] (pooled, 95 %
+    bootstrap CI)"``. The positive class is ``metrics["positive"]`` (default: the second class).
     Segmentation: ``"lesion — 1234 voxels on 5 slices; CV Dice 0.61 [0.48, 0.73] (mean per study, 95 % bootstrap
     CI)"`` or ``"no lesion — empty predicted mask; ..."``.
     """
     pooled = (metrics or {}).get("pooled") or {}
     if "prediction" in result and "probabilities" in result:
-        pred = str(result["prediction"])
-        p = float(result["probabilities"][pred])
+        probs = {str(k): float(v) for k, v in result["probabilities"].items()}
+        classes = list(probs)
+        positive = (metrics or {}).get("positive")
+        positive = str(positive) if len(classes) == 2 and str(positive) in classes else None
+        text = wording(str(result["prediction"]), probs, cv_figures(metrics or {}, classes, positive))
         dec = result.get("decision") or {}
-        rule = str(dec.get("rule", "argmax"))
         extra = f", threshold {float(dec['threshold']):.2f}" if dec.get("threshold") is not None else ""
-        text = f"{pred} — model probability {p:.2f} at this run's operating point ({rule} rule{extra})"
-        figs = [f"{name} {v}" for name, key in (("sensitivity", "sensitivity"), ("specificity", "specificity"),
-                                                ("AUC", "auc")) if (v := _ci(pooled, key))]
-        if figs:
-            text += f"; CV {', '.join(figs)} (pooled, 95 % bootstrap CI)"
+        text += f"; {dec.get('rule', 'argmax')} rule{extra}"
+        if auc := _ci(pooled, "auc"):
+            text += f"; CV AUC {auc} (pooled, 95 % bootstrap CI)"
         return text
     n = int(result.get("lesion_voxels", 0))
     text = (f"lesion — {n} voxels on {int(result.get('slices_with_lesion', 0))} slices" if n

@@ -40,13 +40,13 @@ from cadx.explain.gradcam import grad_cam
 from cadx.models import create_model
 from cadx.pipeline.det_items import build_det_study
 from cadx.pipeline.preprocess import StudyPreprocessor, resize, study_number
+from cadx.report.wording import CvFigures, cv_figures
 from cadx.runs.detection import merge_nms
 from cadx.runs.detection import predict_study as detect_study
 from cadx.runs.folder import done_folds, model_dirs, run_config
 from cadx.runs.inference import Predictor, load_predictor
 from cadx.runs.kinds import kind_of
 from cadx.runs.predict import predict_study
-from cadx.serve.wording import CvFigures, cv_figures
 from cadx.utils import read_json
 
 __all__ = ["ServedRun", "StudyInput", "array_from_npz", "array_to_npz", "gradcam_map", "load_runs",

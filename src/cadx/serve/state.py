@@ -23,6 +23,7 @@ from cadx.data.image import LazyImage
 from cadx.data.readers import read_image
 from cadx.data.study import Cohort, Study
 from cadx.errors import CadxError
+from cadx.report.wording import risk_probability, wording
 from cadx.serve.imaging import LRU, Volume, load_volume
 from cadx.serve.served import (
     ServedRun,
@@ -43,7 +44,6 @@ from cadx.serve.sources import (
     pacs_studies,
 )
 from cadx.serve.store import PredictionRow, Store, StudyRow
-from cadx.serve.wording import risk_probability, wording
 
 __all__ = ["ServeState", "log"]
 

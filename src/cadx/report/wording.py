@@ -1,5 +1,6 @@
-"""How the worklist and viewer word a prediction: never a bare class name, always the model probability and what
-the run's cross-validation says about its operating point (a pure function of numbers, tested by hand).
+"""How cadx words a prediction for a reader, in the worklist and viewer (``cadx serve``) and in the DICOM SR
+(``cadx export-dicom``): never a bare class name, always the model probability and what the run's
+cross-validation says about its operating point (a pure function of numbers, tested by hand).
 
 Choices where the issue leaves room (stated here and in docs/serve.md):
 
