@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STORES: dict[str, tuple[str, list[str]]] = {
     "lgg_unet_recipe_96px": ("configs/papers/unet_lgg_recipe.yaml", []),
     "mtmr_lidc_diameter": ("configs/papers/mtmr_lidc.yaml", ["input.covariate_channels=[diameter_mm]"]),
-    "breastmnist": ("configs/breastmnist_resnet18.yaml", []),
+    "breastmnist": ("configs/breastmnist_resnet18.yaml", ["input.size=28"]),  # the size it was measured at
 }
 CASES = ("off", "miss", "hit", "cold")
 
