@@ -275,3 +275,57 @@ def test_3d_auto_run_is_deterministic(tmp_path: Path) -> None:
         assert rec["precision"] == "bf16-mixed" and rec["conv3d_guard"] is (not tr.cpu_bf16_conv3d_ok())
     assert all(torch.isfinite(v).all() for v in a.values() if v.is_floating_point())
     assert all(torch.equal(a[k], b[k]) for k in a), f"same seed, {rec['precision']}: weights differ between two runs"
+
+
+# --- train.malloc ------------------------------------------------------------------------------------------------
+_FAULTS = """
+import json, resource, sys, torch
+from cadx.config import load_config
+from cadx.training import trainer as tr
+
+def faults():  # minor page faults of 5 alloc-touch-free cycles of 64 MiB (above glibc's 32 MiB mmap limit)
+    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        t = torch.ones(16 * 2**20)
+        del t
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
+
+cfg = load_config(None, ["train.malloc=" + sys.argv[1]])
+before = faults()
+applied = tr.apply_malloc(cfg)
+for _ in range(3):  # the heap grows for the first few cycles (about 7 here), then every buffer is reused
+    faults()
+after = faults()
+print(json.dumps({"before": before, "applied": applied, "after": after, "record": tr.precision_record(cfg)["malloc"],
+                  "resolved": tr.resolve_malloc(cfg)}))
+"""
+
+
+@pytest.mark.parametrize("requested", ["auto", "system"])
+def test_malloc_retain_stops_the_page_faults_of_big_buffers(requested: str) -> None:
+    """``train.malloc`` in a fresh process (it is process-wide): ``auto`` on the CPU retains freed memory, after
+    which reallocating a 64 MiB buffer no longer faults its pages in again; ``system`` leaves glibc alone."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _FAULTS, requested], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    pages = 5 * 64 * 2**20 // 4096
+    assert r["before"] >= 0.9 * pages  # glibc's default: every cycle maps and zero-fills the buffer afresh
+    if requested == "auto":
+        assert r["resolved"] == "retain" and r["applied"] is True and r["record"] == "retain"
+        assert r["after"] < 0.02 * pages
+    else:
+        assert r["resolved"] == "system" and r["applied"] is False and r["record"] == "system"
+        assert r["after"] >= 0.9 * pages
+
+
+def test_malloc_setting_is_not_part_of_the_experiment(tmp_path: Path) -> None:
+    from cadx.runs.folder import config_diff
+
+    load_config(None, ["train.malloc=system"]).save(tmp_path / "config.yaml")
+    assert config_diff(load_config(None, []), tmp_path / "config.yaml") == []  # resume across the switch
+    assert load_config(None, []).train.malloc == "auto"
+    with pytest.raises(CadxConfigError):
+        load_config(None, ["train.malloc=jemalloc"])

@@ -227,6 +227,15 @@ class TrainConfig(_Section):
     #: (:func:`cadx.training.trainer.resolve_channels_last`; measured in benchmarks/results/train_throughput.json:
     #: bf16 + channels_last 1.26-1.39x over bf16 alone in 2D, 0.97x in 3D). The value used is in ``trainer.json``.
     channels_last: bool | Literal["auto"] = "auto"
+    #: What the C allocator does with freed memory while training on a CPU (Linux/glibc).
+    #: ``retain`` keeps it in the process heap (``mallopt``: M_MMAP_MAX 0, M_TRIM_THRESHOLD 2 GiB), so each step
+    #: reuses the large activation buffers. glibc's default maps every buffer over 32 MiB afresh, zero-fills it
+    #: page by page and unmaps it again, which spent as much CPU in the kernel as in the maths for a 3D CNN at 64³.
+    #: ``auto`` (default) = ``retain`` for CPU training; ``system`` leaves the allocator alone. Results are
+    #: bit-identical; the process may hold on to up to 2 GiB of freed memory. Applied once per process and not
+    #: undone (:func:`cadx.training.trainer.retain_freed_memory`); measured in benchmarks/results/malloc/; the
+    #: value used is in ``trainer.json``.
+    malloc: Literal["auto", "retain", "system"] = "auto"
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     #: GPUs one training uses (Lightning ``devices``); > 1 = data-parallel DDP (``ddp_spawn``, each rank a share of
     #: every epoch's batches), which needs that many CUDA GPUs (checked when training starts). Default 1.

@@ -105,10 +105,12 @@ def _check_resume(cfg: ExperimentConfig, out_dir: Path, resume: bool) -> None:
 
 def config_diff(cfg: ExperimentConfig, saved: Path) -> list[str]:
     """Top-level sections in which ``cfg`` differs from the run's saved ``config.yaml`` (``train.progress``, a
-    display flag, and ``input.cache``, where the items come from, ignored); empty = the same experiment."""
+    display flag, ``input.cache``, where the items come from, and ``train.malloc``, which changes no number,
+    ignored); empty = the same experiment."""
     old, new = load_config(saved).to_dict(), cfg.to_dict()
     for part in (old, new):
         part["train"].pop("progress", None)
+        part["train"].pop("malloc", None)
         part["input"].pop("cache", None)
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 

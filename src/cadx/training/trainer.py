@@ -7,9 +7,11 @@ there is a validation set, otherwise the last epoch. ``history.csv`` is rewritte
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import inspect
 import logging
+import sys
 import time
 import types
 import warnings
@@ -338,6 +340,39 @@ def precision_callbacks(cfg: ExperimentConfig, spatial_dims: int) -> list[Callba
     return cbs
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
+_RETAINED: list[bool] = []
+
+
+def retain_freed_memory() -> bool:
+    """Make glibc keep freed memory in the heap for reuse (``mallopt(M_MMAP_MAX, 0)``, ``mallopt(M_TRIM_THRESHOLD,
+    2 GiB)``; see ``train.malloc``). Process-wide, idempotent; True when applied, False where there is no glibc
+    (macOS, Windows, musl) or it refused."""
+    if not _RETAINED:
+        ok = False
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL("libc.so.6")
+                ok = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+            except (OSError, AttributeError):  # no glibc
+                ok = False
+        _RETAINED.append(ok)
+    return _RETAINED[0]
+
+
+def resolve_malloc(cfg: ExperimentConfig) -> str:
+    """``train.malloc`` as used: ``auto`` → ``retain`` when training on the CPU, else ``system``."""
+    if cfg.train.malloc == "auto":
+        return "system" if uses_cuda(cfg) else "retain"
+    return str(cfg.train.malloc)
+
+
+def apply_malloc(cfg: ExperimentConfig) -> bool:
+    """Apply ``train.malloc`` before a training (:func:`retain_freed_memory` when it resolves to ``retain``);
+    True when freed memory is retained in this process from now on."""
+    return resolve_malloc(cfg) == "retain" and retain_freed_memory()
+
+
 def precision_record(cfg: ExperimentConfig, spatial_dims: int = 2) -> dict[str, Any]:
     """What a fold's ``trainer.json`` records: the precision requested and used, channels_last requested and used
     (for inputs of ``spatial_dims``), the device, the CPU's bf16 support and torch's version and threads."""
@@ -346,6 +381,7 @@ def precision_record(cfg: ExperimentConfig, spatial_dims: int = 2) -> dict[str, 
             "channels_last_requested": str(cfg.train.channels_last).lower(),
             "conv3d_guard": spatial_dims == 3 and guards_conv3d(cfg) and not cpu_bf16_conv3d_ok(),
             "device": "cuda" if uses_cuda(cfg) else "cpu", "cpu_bf16": cpu_has_bf16(),
+            "malloc": "retain" if _RETAINED and _RETAINED[0] else "system",  # process-wide: this process's state
             "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
@@ -402,6 +438,7 @@ def _fit(cfg: ExperimentConfig, store: ItemStore, spec: dict[str, Any], train_it
         ckpt.CHECKPOINT_NAME_LAST = "checkpoint_last"
         cbs: list[Callback] = [History(out_dir / "history.csv"), ckpt, *callbacks,
                                *precision_callbacks(cfg, store.spatial_dims)]
+        apply_malloc(cfg)
         atomic_write_json(out_dir / "trainer.json", precision_record(cfg, store.spatial_dims))
         if has_val and es.patience is not None:
             cbs.append(EarlyStopping(monitor=es.monitor, mode=mode, patience=es.patience,
