@@ -393,7 +393,7 @@ def prune(root: Path | None = None, *, max_bytes: int | None = None, older_than:
         age = now - r["last_used"]
         if os.path.realpath(r["path"]) in kept or age < grace or (not r["complete"] and age < PRUNE_GRACE_SECONDS):
             continue
-        stale = older_than is not None and now - r["last_used"] > older_than
+        stale = older_than is not None and age > older_than
         if not r["complete"] or stale or (max_bytes is not None and total > max_bytes):
             _discard(Path(r["path"]))
             total -= r["bytes"]

@@ -30,6 +30,12 @@ def run_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
     runner = RUN_KINDS.get(kind_of(cfg))
     if executor is None:
         return runner(cfg, out_dir, resume)
-    module = model_module(cfg.model.name)
-    executor.start([module] if module else [])  # Ray warms up while the cohort loads
+    start_executor(executor, cfg)  # Ray warms up while the cohort loads
     return runner(cfg, out_dir, resume, executor=executor)
+
+
+def start_executor(executor: Executor, cfg: ExperimentConfig) -> None:
+    """:meth:`~cadx.runs.executors.Executor.start` with the module that registers ``cfg``'s model, so Ray's
+    workers import it while the driver works (no-op for the serial executor)."""
+    module = model_module(cfg.model.name)
+    executor.start([module] if module else [])

@@ -23,9 +23,8 @@ from typing import Any
 
 from cadx.config import ExperimentConfig, derive
 from cadx.errors import CadxConfigError, CadxDataError
-from cadx.models.catalog import model_module
 from cadx.report.studies import markdown_table, study_notes_text
-from cadx.runs.cv import run_cv
+from cadx.runs.cv import run_cv, start_executor
 from cadx.runs.ensemble import ensemble_runs
 from cadx.runs.executors import Executor
 from cadx.runs.folder import finished_run
@@ -163,8 +162,7 @@ def run_seeds(cfg: ExperimentConfig, seeds: Sequence[int], out_dir: str | Path, 
     todo = [s for s, d in zip(seeds, dirs, strict=True) if not finished_run(configs[s], d)]
     seconds: dict[int, float] = {}
     if executor is not None and executor.name != "serial" and todo:
-        module = model_module(cfg.model.name)
-        executor.start([module] if module else [])
+        start_executor(executor, cfg)
         calls = [(configs[s], out / f"seed_{s}", executor.nested()) for s in todo]
         for i, sec in executor.map(_run_seed, calls, labels=[f"seed {s}" for s in todo], cpus=0,
                                    description="seeds"):
