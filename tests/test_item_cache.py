@@ -231,11 +231,12 @@ def _entry(root: Path, name: str, nbytes: int, used: float) -> Path:
 def test_prune_deletes_least_recently_used_down_to_the_cap(tmp_path: Path) -> None:
     now = 1e9
     old, mid, new = (_entry(tmp_path, n, 10_000, now - age) for n, age in (("old", 3e5), ("mid", 2e5), ("new", 1e5)))
-    size = item_cache.cache_entries(tmp_path)[0]["bytes"]
-    assert [r["name"] for r in item_cache.cache_entries(tmp_path)] == ["old", "mid", "new"]  # LRU first
-    assert size == sum(f.stat().st_size for f in old.iterdir()) and size > 10_000
-    # cap of two entries: only the least recently used goes
-    gone = item_cache.prune(tmp_path, max_bytes=2 * size, grace=0, now=now)
+    rows = item_cache.cache_entries(tmp_path)
+    assert [r["name"] for r in rows] == ["old", "mid", "new"]  # LRU first
+    size = {r["name"]: r["bytes"] for r in rows}  # entry.json's "created" float may differ by a byte or two
+    assert size["old"] == sum(f.stat().st_size for f in old.iterdir()) and size["old"] > 10_000
+    # cap of the two newest entries: only the least recently used goes
+    gone = item_cache.prune(tmp_path, max_bytes=size["mid"] + size["new"], grace=0, now=now)
     assert [r["name"] for r in gone] == ["old"] and not old.exists() and mid.exists() and new.exists()
     # keep and the grace window protect entries whatever the cap
     gone = item_cache.prune(tmp_path, max_bytes=0, keep=(mid,), grace=1.5e5, now=now)
