@@ -24,6 +24,10 @@ process its cache would otherwise favour the second run).
 after seed; with Ray every seed is a coordinator task and all seeds' folds share the 2 slots), compared per seed
 and for the seed ensemble.
 
+``--final``: the CV trains the final model too (``cadx cv --final``, ``cv.final: true``): serially after the
+folds, with Ray as a sixth task, which fills the slot a 5-fold CV leaves idle in its last round. The final
+models' weights are compared too.
+
 Writes ``OUT/speedup.json`` and, per run (``serial``, ``ray``), ``OUT/<run>/{config.yaml, splits.json,
 predictions.csv, metrics.json, fold_<k>/DONE}`` (the checkpoints stay in ``--work``).
 """
@@ -71,7 +75,8 @@ def _load() -> list[float]:
 
 def _fold_seconds(run: Path) -> dict[str, float]:
     return {p.parent.relative_to(run).as_posix(): float(read_json(p)["seconds"])
-            for p in sorted([*run.glob("fold_*/DONE"), *run.glob("seed_*/fold_*/DONE")])}
+            for p in sorted([*run.glob("fold_*/DONE"), *run.glob("seed_*/fold_*/DONE"), *run.glob("final/DONE"),
+                             *run.glob("seed_*/final/DONE")])}
 
 
 def _run(cfg: ExperimentConfig, run: Path, seeds: list[int] | None, executor: RayExecutor | None = None
@@ -104,6 +109,10 @@ def _keep(run: Path, dest: Path) -> None:
         (dest / done.parent.name).mkdir(exist_ok=True)
         shutil.copyfile(done, dest / done.parent.name / "DONE")
         shutil.copyfile(done.parent / "predictions.csv", dest / done.parent.name / "predictions.csv")
+    if (run / "final" / "DONE").is_file():
+        (dest / "final").mkdir(exist_ok=True)
+        for name in ("DONE", "metrics.json", "history.csv"):
+            shutil.copyfile(run / "final" / name, dest / "final" / name)
 
 
 def _ray_cpu_seconds() -> float:
@@ -176,8 +185,14 @@ def compare(a_dir: Path, b_dir: Path) -> dict[str, Any]:
     same_ids = a["study_id"].astype(str).tolist() == b["study_id"].astype(str).tolist()
     num = a.select_dtypes("number").columns
     diff = float(np.nanmax(np.abs(a[num].to_numpy(float) - b[num].to_numpy(float))))
-    return {"rows": len(a), "same_study_order": same_ids, "max_abs_difference": diff,
-            "same_y_pred": bool((a["y_pred"].astype(str) == b["y_pred"].astype(str)).all())}
+    rec = {"rows": len(a), "same_study_order": same_ids, "max_abs_difference": diff,
+           "same_y_pred": bool((a["y_pred"].astype(str) == b["y_pred"].astype(str)).all())}
+    if (a_dir / "final" / "checkpoint_last.ckpt").is_file():
+        wa, wb = (torch.load(d / "final" / "checkpoint_last.ckpt", map_location="cpu", weights_only=False)
+                  ["state_dict"] for d in (a_dir, b_dir))
+        rec["final_weights_max_abs_difference"] = max(float((wa[k].double() - wb[k].double()).abs().max())
+                                                      for k in wa if wa[k].numel())
+    return rec
 
 
 def main() -> None:
@@ -188,8 +203,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--ray-cpus", type=int, default=2)
     ap.add_argument("--seeds", default=None, help="a seeds x folds grid, e.g. 0,1,2 (default: one CV)")
+    ap.add_argument("--final", action="store_true", help="the CV trains the final model too (cadx cv --final)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra config override (smoke runs)")
     args = ap.parse_args()
+    if args.final:
+        args.sets.append("cv.final=true")
     cfg = bench_config(args.data_root, args.epochs, args.sets)
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
     shutil.rmtree(args.work, ignore_errors=True)

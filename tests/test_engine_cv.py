@@ -151,3 +151,39 @@ def test_pairs_svm_youden_and_final_predict_evaluate(tmp_path: Path) -> None:
     assert out["probabilities"]["benign"] == pytest.approx(1 - p, abs=1e-9)
     assert out["prediction"] == ("malignant" if p >= thr else "benign")  # final/'s fitted Youden threshold
     # (predict = cv for every rule × aggregation, study by study: tests/test_predict_path.py)
+
+
+def _final_weights(final: Path) -> dict[str, torch.Tensor]:
+    return torch.load(final / "checkpoint_last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_cv_final_trains_the_model_cadx_train_writes_and_resume_skips_it(tmp_path: Path) -> None:
+    """``cv.final`` (``cadx cv --final``): the folds are those of a run without it, and ``final/`` holds the model,
+    decision and SVM that ``train_final`` (``cadx train``) writes; a resumed run keeps a finished final model."""
+    cfg = tiny_config("eval.classifier=svm", "cv.final=true")
+    m = run_cv(cfg, tmp_path / "cvf")
+    plain = run_cv(tiny_config("eval.classifier=svm"), tmp_path / "plain")
+    pd.testing.assert_frame_equal(_pred(tmp_path / "cvf"), _pred(tmp_path / "plain"))
+    assert m["pooled"]["auc"] == plain["pooled"]["auc"]
+    alone = train_final(tiny_config("eval.classifier=svm"), tmp_path / "alone")
+    got = tmp_path / "cvf" / "final"
+    for f in ("DONE", "svm.pkl", "metrics.json", "config.yaml", "history.csv"):
+        assert (got / f).is_file(), f
+    a, b = _final_weights(got), _final_weights(alone)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (json.loads((got / "metrics.json").read_text())["decision_fit"]
+            == json.loads((alone / "metrics.json").read_text())["decision_fit"])
+    assert json.loads((got / "DONE").read_text())["fold"] == "final"
+    done = (got / "DONE").stat().st_mtime_ns
+    run_cv(cfg, tmp_path / "cvf", resume=True)
+    assert (got / "DONE").stat().st_mtime_ns == done  # read back, not retrained
+
+
+def test_cv_final_is_refused_for_a_run_kind_without_a_final_model(tmp_path: Path) -> None:
+    cfg = tiny_config("cv.final=true", "model.name=hc_svm")
+    with pytest.raises(CadxConfigError, match=r"^cv\.final: only network runs train a final model \(this config "
+                                              r"is a handcrafted run\)$"):
+        run_cv(cfg, tmp_path / "x")
+    assert not (tmp_path / "x").exists()  # refused before anything was written

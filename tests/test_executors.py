@@ -231,6 +231,35 @@ def test_ray_resume_skips_done_folds_and_reproduces(both_runs: tuple[Path, Path,
 
 @pytest.mark.slow
 @pytest.mark.ci
+def test_ray_cv_final_is_a_third_task_with_the_serial_final_model(
+        both_runs: tuple[Path, Path, dict[str, Any], dict[str, Any]], tiny: ExperimentConfig, ray_ex: RayExecutor,
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``cadx cv --final --executor ray``: the final model is one more Ray task beside the 2 folds; the folds are
+    the serial run's and ``final/`` equals ``train_final`` run serially with the task's 1 thread."""
+    from cadx.runs import train_final
+
+    s_dir = both_runs[0]
+    cfg = tiny.model_copy(update={"cv": tiny.cv.model_copy(update={"final": True})})
+    run_cv(cfg, tmp_path / "ray", executor=ray_ex)
+    err = capsys.readouterr().err
+    assert "folds (ray, 1 CPU each)" in err and "3/3" in err  # 2 folds + the final model, one progress bar
+    a, b = pd.read_csv(s_dir / "predictions.csv"), pd.read_csv(tmp_path / "ray" / "predictions.csv")
+    np.testing.assert_allclose(_numbers(a).to_numpy(float), _numbers(b).to_numpy(float), atol=1e-6, rtol=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = train_final(tiny, tmp_path / "serial")
+    finally:
+        torch.set_num_threads(threads)
+    got = [torch.load(d / "checkpoint_last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+           for d in (tmp_path / "ray" / "final", alone)]
+    assert got[0].keys() == got[1].keys() and all(torch.equal(got[0][k], got[1][k]) for k in got[0])
+    assert (json.loads((tmp_path / "ray" / "final" / "metrics.json").read_text())
+            == json.loads((alone / "metrics.json").read_text()))
+
+
+@pytest.mark.slow
+@pytest.mark.ci
 def test_cli_cv_executor_ray_writes_the_serial_numbers(both_runs: tuple[Path, Path, dict[str, Any], dict[str, Any]],
                                                        tiny: ExperimentConfig, ray_ex: RayExecutor,
                                                        tmp_path: Path) -> None:

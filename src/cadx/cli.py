@@ -224,6 +224,9 @@ def cv_cmd(
                                               "OUT/report.md (mean ± SD, seed ensemble); finished seeds are "
                                               "skipped; with --executor ray seeds × folds run side by side.")
                   ] = None,
+    final: Annotated[bool, typer.Option("--final", help="Also train the final model on every study into "
+                                        "OUT/final (what `cadx train` writes), as one more task beside the folds "
+                                        "(= --set cv.final=true; network runs).")] = False,
     executor: ExecutorOpt = "serial",
     address: AddressOpt = None,
     cpus_per_task: CpusOpt = 1,
@@ -236,7 +239,7 @@ def cv_cmd(
 
     runner = make_executor(executor, address, cpus_per_task)
     sets = list(set_ or []) + ([f"data.root={data_root}"] if data_root else []) + (
-        ["data.checked=true"] if skip_check else [])
+        ["data.checked=true"] if skip_check else []) + (["cv.final=true"] if final else [])
     cfg = load_config(config, sets)
     run_dir = out_dir or Path("runs") / cfg.name
     if seeds is not None:

@@ -264,13 +264,16 @@ class TrainConfig(_Section):
 class CVConfig(_Section):
     """``kind: kfold`` = patient-level stratified ``folds``-fold CV; ``kind: holdout`` = one fixed stratified
     patient-level train/val/test split (:func:`cadx.data.splits.holdout_split`, ``test_fraction`` of the patients
-    to test; ``folds`` ignored). ``val_fraction`` of each fold's training patients go to validation."""
+    to test; ``folds`` ignored). ``val_fraction`` of each fold's training patients go to validation. ``final``
+    (``cadx cv --final``; network runs only): also train the final model on every study into ``final/``, as
+    one more task beside the folds (the model ``cadx train`` writes)."""
 
     folds: int = Field(5, ge=1)
     val_fraction: float = Field(0.0, ge=0, lt=1)
     use_official: bool = False
     kind: Literal["kfold", "holdout"] = "kfold"
     test_fraction: float = Field(0.2, gt=0, lt=1)
+    final: bool = False
 
 
 class EvalConfig(_Section):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cadx.config import ExperimentConfig
+from cadx.errors import CadxConfigError
 from cadx.models.catalog import model_module
 from cadx.runs import detection, handcrafted, network, segmentation  # noqa: F401  (register the built-in run kinds)
 from cadx.runs.executors import Executor
@@ -26,8 +27,13 @@ def run_cv(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
     ``executor``: where the folds run (:mod:`cadx.runs.executors`: serial in this process by default, or Ray
     tasks); the folder and its numbers are the same either way. Its :meth:`~cadx.runs.executors.Executor.start`
     is called first, so a Ray instance starts and warms its workers while the cohort is loaded and checked.
+
+    ``cfg.cv.final`` (network runs; else refused before anything runs): the final model too, in ``final/``.
     """
-    runner = RUN_KINDS.get(kind_of(cfg))
+    kind = kind_of(cfg)
+    if cfg.cv.final and kind != "network":
+        raise CadxConfigError(f"cv.final: only network runs train a final model (this config is a {kind} run)")
+    runner = RUN_KINDS.get(kind)
     if executor is None:
         return runner(cfg, out_dir, resume)
     start_executor(executor, cfg)  # Ray warms up while the cohort loads

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +161,8 @@ def start_run(cfg: ExperimentConfig, out_dir: str | Path, resume: bool) -> tuple
 
 def run_folds(splits: Splits, out_dir: Path, resume: bool,
               run_one: Callable[[Fold, Path], tuple[pd.DataFrame, pd.DataFrame]],
-              executor: Executor | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+              executor: Executor | None = None, final: Callable[[Path], None] | None = None
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run ``run_one(fold, fold_dir) -> (slice rows, study rows)`` for every fold and write the pooled
     ``predictions_slices.csv`` and ``predictions.csv``. When resuming, a fold with a ``DONE`` marker is read back
     from its folder instead of being run again. Returns the pooled ``(slices, studies)``, in fold order.
@@ -168,7 +170,11 @@ def run_folds(splits: Splits, out_dir: Path, resume: bool,
     ``executor`` (:mod:`cadx.runs.executors`; default serial, in this process): where the folds still to run
     execute. With Ray they run side by side as tasks (``run_one`` and what it closes over are serialised once);
     each writes only its ``fold_<k>/`` while this process keeps the run folder's lock and writes the pooled files,
-    so the folder is the one the serial loop writes."""
+    so the folder is the one the serial loop writes.
+
+    ``final`` (``cv.final``): ``final(out_dir / "final")`` trains the final model as one more task, queued after
+    the folds on the same executor (on 2 Ray slots a 5-fold CV leaves one slot idle in its last round; the final
+    model fills it). Skipped when resuming and ``final/DONE`` exists."""
     executor = executor or SerialExecutor()
     parts: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
     todo: list[tuple[Fold, Path]] = []
@@ -181,8 +187,15 @@ def run_folds(splits: Splits, out_dir: Path, resume: bool,
         fold_dir.mkdir(parents=True, exist_ok=True)
         todo.append((fold, fold_dir))
         at.append(pos)
-    for i, result in executor.map(run_one, todo, labels=[f"fold {f.fold}" for f, _ in todo], description="folds"):
-        parts[at[i]] = result
+    labels = [f"fold {f.fold}" for f, _ in todo]
+    task: Callable[[Any, Path], Any] = run_one
+    if final is not None and not (resume and (out_dir / "final" / "DONE").is_file()):
+        todo.append((None, out_dir / "final"))  # type: ignore[arg-type]  # the final model's task: no fold
+        labels.append("final model")
+        task = partial(_fold_or_final, run_one, final)
+    for i, result in executor.map(task, todo, labels=labels, description="folds"):
+        if i < len(at):
+            parts[at[i]] = result
     all_slices = [parts[pos][0] for pos in sorted(parts)]
     all_studies = [parts[pos][1] for pos in sorted(parts)]
     slices = pd.concat(all_slices, ignore_index=True)
@@ -190,6 +203,15 @@ def run_folds(splits: Splits, out_dir: Path, resume: bool,
     atomic_write_text(out_dir / "predictions_slices.csv", slices.to_csv(index=False))
     atomic_write_text(out_dir / "predictions.csv", studies.to_csv(index=False))
     return slices, studies
+
+
+def _fold_or_final(run_one: Callable[[Fold, Path], Any], final: Callable[[Path], None], fold: Fold | None,
+                   path: Path) -> Any:
+    """One task of :func:`run_folds`: a fold, or (``fold`` None) the final model."""
+    if fold is None:
+        final(path)
+        return None
+    return run_one(fold, path)
 
 
 def run_seconds(out_dir: Path, t0: float) -> float:

@@ -70,6 +70,30 @@ def run_fold(cfg: ExperimentConfig, cohort: Cohort, store: ItemStore, fold: Fold
     return slices, studies
 
 
+def fit_final(cfg: ExperimentConfig, cohort: Cohort, store: ItemStore, final: Path, resume: bool = False) -> None:
+    """Train the final model on every item of ``store`` into ``final`` (no validation set: the last epoch is used;
+    the SVM too with ``eval.classifier: svm``) and write ``final/metrics.json`` (``decision_fit``: priors = the
+    class frequencies of all labelled studies, the Youden threshold on all studies) and ``final/DONE``. Seeded by
+    :func:`~cadx.training.trainer.fold_seed` ``(seed, -1)``, so ``cadx train`` and ``cadx cv --final`` (a task
+    beside the folds) write the same model. ``resume`` continues from ``final/checkpoint_last.ckpt``; without it
+    stale files of an earlier final model are removed first."""
+    t0 = time.perf_counter()
+    final.mkdir(parents=True, exist_ok=True)
+    cfg.save(final / "config.yaml")
+    stale = ("DONE", "svm.pkl", "metrics.json") + (() if resume else ("checkpoint_last.ckpt", "checkpoint_best.ckpt"))
+    for name in stale:
+        (final / name).unlink(missing_ok=True)
+    items = np.arange(len(store))
+    seed = fold_seed(training_seed(cfg), -1)
+    module = fit(cfg, store, items, np.zeros(0, np.int64), final, seed, resume=resume)
+    svm = fit_svm(cfg, store, module.model, items, seed, final / "svm.pkl") if cfg.eval.classifier == "svm" else None
+    decision = fold_decision(cfg, store, Predictor(module.model, svm, source=str(final)), np.arange(len(cohort)),
+                             items, -1)
+    atomic_write_json(final / "metrics.json", {"decision_fit": decision})
+    atomic_write_json(final / "DONE", {"fold": "final", "studies": len(cohort), "items": len(store),
+                                       "seconds": round(time.perf_counter() - t0, 2)})
+
+
 @register_run_kind("network", "a registry network trained per fold (optionally an SVM on its embeddings)")
 @locks_run_folder
 def run_network(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
@@ -79,8 +103,10 @@ def run_network(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False
     out_dir, cohort, splits, t0 = start_run(cfg, out_dir, resume)
     store = build_store(cohort, cfg, progress=cfg.train.progress)
     record_item_cache(out_dir, store)
+    final = (lambda path: fit_final(cfg, cohort, store, path, resume)) if cfg.cv.final else None
     _, studies = run_folds(splits, out_dir, resume,
-                           lambda fold, fold_dir: run_fold(cfg, cohort, store, fold, fold_dir, resume), executor)
+                           lambda fold, fold_dir: run_fold(cfg, cohort, store, fold, fold_dir, resume), executor,
+                           final=final)
     classes = store.classes if cfg.task.classification else []
     metrics = evaluate_rows(studies, classes, cfg, cfg.eval.bootstrap, cohort.info.get("attribute_ranges"))
     metrics["run"] = {"name": cfg.name, "dataset": cfg.data.dataset, "model": cfg.model.name,
