@@ -24,6 +24,7 @@ SMOKES: dict[str, tuple[str | None, list[str]]] = {
     "dmrn_adrenal": (None, ["data.options.n_patients=12", "cv.folds=2"]),
     "dmrn_adrenalmnist3d": ("medmnist", ["data.max_patients=40", "eval.tta=none"]),
     "mtmr_lidc": ("lidc", ["data.max_patients=16", "cv.folds=2"]),
+    "mtmr_lidc_recipe": ("lidc", ["data.max_patients=16", "cv.folds=2"]),
     "mtmr_lidc_paper": ("lidc", ["data.max_patients=8", "cv.folds=2", "input.size=64"]),
     "scnet_busi": ("busi", ["data.max_patients=12", "cv.folds=2", "input.size=64"]),
     "scnet_lgg": ("lgg", ["data.max_patients=4", "cv.folds=2", "input.size=48"]),
