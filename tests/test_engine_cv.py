@@ -176,6 +176,9 @@ def test_cv_final_trains_the_model_cadx_train_writes_and_resume_skips_it(tmp_pat
     assert (json.loads((got / "metrics.json").read_text())["decision_fit"]
             == json.loads((alone / "metrics.json").read_text())["decision_fit"])
     assert json.loads((got / "DONE").read_text())["fold"] == "final"
+    n = len(pd.read_csv(tmp_path / "cvf" / "predictions.csv"))
+    assert f"Final model: `final/`, trained on all {n} studies" in (tmp_path / "cvf" / "notes.md").read_text()
+    assert "Final model" not in (tmp_path / "plain" / "notes.md").read_text()
     done = (got / "DONE").stat().st_mtime_ns
     run_cv(cfg, tmp_path / "cvf", resume=True)
     assert (got / "DONE").stat().st_mtime_ns == done  # read back, not retrained

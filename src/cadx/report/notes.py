@@ -89,4 +89,10 @@ def write_notes(out_dir: Path, cfg: ExperimentConfig, cohort: Cohort, store: Ite
             d = read_json(done)
             lines.append(f"| {f.fold} | {d.get('best_epoch')} | {d.get('train_items')} | {d.get('test_items')} | "
                          f"{d.get('seconds')} |")
+    final = out_dir / "final" / "DONE"
+    if final.is_file():  # cv.final (cadx cv --final) or cadx train into the run folder
+        d = read_json(final)
+        lines += ["", f"Final model: `final/`, trained on all {d.get('studies')} studies ({d.get('items')} items, "
+                  f"{d.get('seconds')} s), last epoch, decision fitted on all studies; `cadx predict` and "
+                  "`cadx export` use it instead of the fold models. The CV metrics above are the folds'."]
     return atomic_write_text(out_dir / "notes.md", "\n".join(lines) + "\n")
