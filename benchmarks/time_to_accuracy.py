@@ -98,13 +98,17 @@ def parse_run(spec: str) -> tuple[str, Path, float | None]:
 
 def draw(points: list[dict[str, Any]], name: str, metric: str, target: float | None, paper: float | None,
          out: Path) -> Path:
-    """Metric (with CI bars) against CPU-minutes, validation curves dashed, target and paper as lines."""
+    """Metric (with CI bars) against CPU-minutes, validation curves dashed, target and paper as lines; the
+    legend sits outside the axes (it covered points), one tab20 colour per run (up to 20 distinct)."""
+    from matplotlib import colormaps
+
     fig = new_figure(6.4, 4.2)
     ax = fig.add_subplot(1, 1, 1)
-    for p in points:
+    colours = colormaps["tab20"]
+    for i, p in enumerate(points):
         lo, hi = p["ci"] if p["ci"] else (p["value"], p["value"])
         bar = ax.errorbar([p["cpu_minutes"]], [p["value"]], yerr=[[p["value"] - lo], [hi - p["value"]]], fmt="o",
-                          capsize=3, label=f"{p['label']} ({p['value']:.3f})")
+                          capsize=3, color=colours(i % 20), label=f"{p['label']} ({p['value']:.3f})")
         if "validation_curve" in p:
             vc = p["validation_curve"]
             ax.plot(vc["cpu_minutes"], vc["value"], "--", lw=1, alpha=0.6, color=bar.lines[0].get_color())
@@ -115,7 +119,7 @@ def draw(points: list[dict[str, Any]], name: str, metric: str, target: float | N
     ax.set_xlabel("CPU-minutes of training")
     ax.set_ylabel(f"{metric} (points: scored run, 95 % CI; dashed: validation per epoch)", fontsize=8)
     ax.set_title(name)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return save_figure(fig, out / f"{name}.png")
 
 
