@@ -177,7 +177,7 @@ def run_folds(splits: Splits, out_dir: Path, resume: bool,
     model fills it). Skipped when resuming and ``final/DONE`` exists."""
     executor = executor or SerialExecutor()
     parts: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
-    todo: list[tuple[Fold, Path]] = []
+    todo: list[tuple[Fold | None, Path]] = []  # (None, final/) = the final model's task
     at: list[int] = []  # position in splits of each fold still to run
     for pos, fold in enumerate(splits):
         fold_dir = out_dir / f"fold_{fold.fold}"
@@ -187,10 +187,10 @@ def run_folds(splits: Splits, out_dir: Path, resume: bool,
         fold_dir.mkdir(parents=True, exist_ok=True)
         todo.append((fold, fold_dir))
         at.append(pos)
-    labels = [f"fold {f.fold}" for f, _ in todo]
-    task: Callable[[Any, Path], Any] = run_one
+    labels = [f"fold {f.fold}" for f, _ in todo if f is not None]
+    task: Callable[..., Any] = run_one
     if final is not None and not (resume and (out_dir / "final" / "DONE").is_file()):
-        todo.append((None, out_dir / "final"))  # type: ignore[arg-type]  # the final model's task: no fold
+        todo.append((None, out_dir / "final"))
         labels.append("final model")
         task = partial(_fold_or_final, run_one, final)
     for i, result in executor.map(task, todo, labels=labels, description="folds"):
