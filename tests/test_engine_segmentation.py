@@ -223,6 +223,44 @@ def test_predict_volume_is_the_cv_rule_on_the_original_grid() -> None:
     assert predict_volume(cfg_all, [Fixed()], torch.zeros(3, 1, 8, 8), (3, 16, 16)).mask[:, 14:, 14:].any()
 
 
+def test_segmentation_tta_flips_averages_views_flipped_back_onto_the_input_grid() -> None:
+    """``eval.tta: flips`` on a model that ignores its input and answers 0.9 in its top-left 2×2 quadrant (0.1
+    elsewhere): the identity view says top-left; the row-flipped view, flipped back, says bottom-left; the
+    column-flipped view, top-right. So those three quadrants average (0.9 + 0.1 + 0.1) / 3 and bottom-right stays 0.1
+    (no pixel > 0.5, an empty mask). A model that echoes its input is unchanged by the flips; class probabilities
+    are averaged over the views too."""
+    import torch
+
+    from cadx.runs.seg_inference import predict_items
+
+    class Corner(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            p = torch.full((x.shape[0], 1, *x.shape[2:]), 0.1)
+            p[:, :, :2, :2] = 0.9
+            return {"seg_logits": torch.logit(p), "logits": torch.log(torch.tensor([[0.2, 0.8]])).expand(x.shape[0], 2)}
+
+    class Echo(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"seg_logits": torch.logit(x.clamp(0.05, 0.95))}
+
+    x = torch.zeros(2, 1, 4, 4)
+    seg, cls = predict_items([Corner()], x, tta="flips")
+    expect = np.full((4, 4), 0.1)
+    expect[:2, :2] = expect[2:, :2] = expect[:2, 2:] = (0.9 + 0.1 + 0.1) / 3
+    assert seg.shape == (2, 1, 4, 4) and np.allclose(seg[0, 0], expect, atol=1e-6) and np.allclose(seg[1, 0], expect,
+                                                                                                   atol=1e-6)
+    assert cls is not None and np.allclose(cls, [[0.2, 0.8]] * 2, atol=1e-6)
+    plain, _ = predict_items([Corner()], x)
+    assert np.allclose(plain[0, 0, :2, :2], 0.9, atol=1e-6) and np.allclose(plain[0, 0, 2:, :], 0.1, atol=1e-6)
+    img = torch.rand(3, 1, 5, 6, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
+    echo, _ = predict_items([Echo()], img, tta="flips")
+    assert np.allclose(echo, img.numpy(), atol=1e-5)
+    # the config switch reaches the one segmentation prediction (predict_volume)
+    cfg = seg_config("input.size=4", "eval.tta=flips", "segmentation={largest_component: false}")
+    vp = predict_volume(cfg, [Corner()], torch.zeros(1, 1, 4, 4), (1, 4, 4))
+    assert vp.mask[0].tolist() == (seg[0, 0] > 0.5).tolist() and vp.mask.sum() == 0
+
+
 @pytest.mark.slow
 @pytest.mark.ci
 def test_evaluate_own_fold_gives_the_cv_dice(tmp_path: Path) -> None:

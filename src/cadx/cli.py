@@ -401,6 +401,9 @@ def evaluate_cmd(
                                                 "(says how many of how many on stderr).")] = False,
     skip_check: Annotated[bool, typer.Option(help="Skip the full data check (cohort already passed `cadx datasets "
                                              "check`); recorded in the run folder.")] = False,
+    tta: Annotated[str | None, typer.Option(
+        help="Test-time augmentation instead of the run's eval.tta: none or flips (mean over the identity and each "
+             "spatial axis flipped; with --fold own it re-scores the CV).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the pooled metrics as JSON.")] = False,
 ) -> None:
     """External validation: apply a trained run to another cohort, scored as its CV was (metrics with CIs in
@@ -408,7 +411,7 @@ def evaluate_cmd(
     from cadx.runs import evaluate_run
 
     pooled = evaluate_run(run, dataset, root, _options(option), name=name, fold=fold, allow_partial=allow_partial,
-                          check=not skip_check, log=None if as_json else out.print)  # overlap line comes first
+                          check=not skip_check, log=None if as_json else out.print, tta=tta)  # overlap line first
     if as_json:
         _print_json(pooled)
         return

@@ -282,7 +282,7 @@ class EvalConfig(_Section):
     ``classifier: svm`` fits a linear SVM (probabilities by Platt scaling) per fold on the training items'
     ``svm_features`` (``features`` = ``forward_features``, or ``embedding`` = the last stage embedding).
     ``tta: flips`` averages outputs over the identity and each spatial axis flipped (test items and, for the SVM,
-    the training items' features too).
+    the training items' features too; segmentation runs: the slice probabilities, each view flipped back).
 
     Positive class and operating point (binary tasks): ``positive`` (class name or index; None = index 1) is the
     clinically positive class that sensitivity/specificity/PPV/NPV and the thresholds refer to. ``decision:

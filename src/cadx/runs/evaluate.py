@@ -60,12 +60,16 @@ Group = tuple[int, list[Path], np.ndarray]
 """``(fold label written into the rows, model folders, study indices of the cohort they score)``."""
 
 
-def external_name(dataset: str, options: dict[str, Any] | None = None, fold: int | str | None = None) -> str:
-    """Folder name of an external evaluation, e.g. ``medmnist-breastmnist`` or ``lgg-fold1`` (safe for file
-    systems): the dataset, the explicit option values, the model choice."""
+def external_name(dataset: str, options: dict[str, Any] | None = None, fold: int | str | None = None,
+                  tta: str | None = None) -> str:
+    """Folder name of an external evaluation, e.g. ``medmnist-breastmnist``, ``lgg-fold1`` or
+    ``busi-own-fold-tta-flips`` (safe for file systems): the dataset, the explicit option values, the model
+    choice, a test-time augmentation that overrides the run's."""
     parts = [dataset, *(f"{v}" for _, v in sorted((options or {}).items()))]
     if fold is not None:
         parts.append("own-fold" if fold == "own" else f"fold{fold}")
+    if tta is not None:
+        parts.append(f"tta-{tta}")
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(parts)).strip("-") or "external"
 
 
@@ -243,18 +247,26 @@ def _models_text(run_dir: Path, groups: list[Group], fold: int | str | None) -> 
 
 def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, options: dict[str, Any] | None = None,
                  name: str | None = None, fold: int | str | None = None, allow_partial: bool = False,
-                 check: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 check: bool = True, log: Callable[[str], None] | None = None, tta: str | None = None
+                 ) -> dict[str, Any]:
     """Score every study of ``load_dataset(dataset, root, **options)`` with the run's models (see the module
     docstring for the option rule and ``fold``), write ``run_dir/external/<name>/`` and the run's report, and
     return the ``pooled`` metrics. Labels must be among the run's classes (matched by name). A run with an
     unfinished fold is refused (``fold=None``) unless ``allow_partial`` (:func:`run_models`). The cohort must pass
     :func:`cadx.data.check.check_cohort` first unless ``check=False`` (recorded as ``data_checked`` in the info).
     Patients seen in training (:func:`patient_overlap`): all of them → CadxDataError (not an external validation);
-    some → ``log`` (e.g. the CLI's print) gets one line saying how many, before anything is scored."""
+    some → ``log`` (e.g. the CLI's print) gets one line saying how many, before anything is scored.
+    ``tta`` (``"none"``/``"flips"``): the test-time augmentation of the scoring, instead of the run's ``eval.tta``
+    (recorded as ``external.tta``; decision thresholds and SVMs stay the ones the run fitted); with
+    ``fold="own"`` on the run's cohort it re-scores the CV with or without the flips."""
     run_dir = Path(run_dir)
     fold = parse_fold(fold)
     dirs = run_models(run_dir, allow_partial) if fold is None else (done_folds(run_dir) or run_models(run_dir))
     cfg = run_config(run_dir, dirs)
+    if tta is not None:
+        if tta not in ("none", "flips"):
+            raise CadxConfigError(f"unknown test-time augmentation {tta!r}; use none or flips")
+        cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"tta": tta})})
     _, spec = load_module(dirs[0] / "checkpoint_best.ckpt")
     classes = list(spec.get("classes", [])) if cfg.task.classification else []
     used, inherited = resolve_options(cfg, dataset, options)
@@ -268,11 +280,12 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, options: d
                             field="label")
     groups = model_groups(run_dir, cohort, fold, dirs if fold is None else None)
     same_adapter = dataset.split(":")[0] == cfg.data.dataset.split(":")[0]  # patient ids comparable
-    dest = run_dir / "external" / (name or external_name(dataset, options, fold))
+    dest = run_dir / "external" / (name or external_name(dataset, options, fold, tta))
     info: dict[str, Any] = {
         "dataset": dataset, "root": str(root), "options": used, "options_from_run": inherited,
         "options_override": dict(options or {}), "fold": fold, "data_checked": check,
-        "models_text": _models_text(run_dir, groups, fold),
+        "models_text": _models_text(run_dir, groups, fold) + ("; test-time flips" if cfg.eval.tta == "flips" else ""),
+        "tta": cfg.eval.tta,
         "models": sorted({str(d.relative_to(run_dir)) for _, ds, _ in groups for d in ds}),
         "n_studies": len(cohort), "n_patients": len(set(cohort.patient_ids)),
         "n_patients_in_training": training_overlap(run_dir, cohort, groups) if same_adapter else None}

@@ -42,7 +42,7 @@ __all__ = ["ensemble_segmentation"]
 
 def _lesion_proba(cfg: ExperimentConfig, models: Sequence[torch.nn.Module], x: torch.Tensor) -> np.ndarray:
     """Lesion probability ``(N, 1, h, w)`` of items ``x`` (sigmoid output, or the lesion channel of a softmax)."""
-    seg, _ = predict_items(models, x, cfg.train.eval_batch_size)
+    seg, _ = predict_items(models, x, cfg.train.eval_batch_size, cfg.eval.tta)
     c = lesion_channel(cfg) if seg.shape[1] > 1 else 0
     return seg[:, c:c + 1]
 

@@ -23,7 +23,7 @@ from cadx.errors import CadxDataError
 from cadx.evaluation.aggregation import aggregate_predictions
 from cadx.evaluation.overlap import dice, largest_connected_component
 from cadx.pipeline.seg_items import lesion_channel, seg_settings
-from cadx.runs.inference import device
+from cadx.runs.inference import device, tta_flips
 from cadx.runs.onnx_backend import MODEL_FILE, load_onnx_module
 from cadx.training.checkpoint import load_module
 
@@ -48,21 +48,33 @@ def load_models(model_dirs: Sequence[Path], in_channels: int, backend: str = "to
 
 
 @torch.no_grad()
-def predict_items(models: Sequence[torch.nn.Module], images: torch.Tensor, batch_size: int = 64
+def predict_items(models: Sequence[torch.nn.Module], images: torch.Tensor, batch_size: int = 64, tta: str = "none"
                   ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Mean over ``models`` of ``(seg probabilities (N, S, h, w), class probabilities (N, K) or None)``."""
+    """Mean over ``models`` of ``(seg probabilities (N, S, h, w), class probabilities (N, K) or None)``.
+
+    ``tta="flips"`` (``eval.tta``): each model's probabilities are also the mean over the views of
+    :func:`cadx.runs.inference.tta_flips` (identity, each in-plane axis flipped), every segmentation view flipped
+    back onto the input's grid before averaging; probabilities, not logits, are averaged."""
     dev = device()
+    views = tta_flips(images.ndim - 2) if tta == "flips" else [()]
     seg_sum: np.ndarray | None = None
     cls_sum: np.ndarray | None = None
     for model in models:
         model = model.to(dev).eval()
         segs, clss = [], []
         for i in range(0, images.shape[0], batch_size):
-            out = model(images[i:i + batch_size].to(dev))
-            s = out["seg_logits"].float()
-            segs.append((torch.sigmoid(s) if s.shape[1] == 1 else torch.softmax(s, 1)).cpu().numpy())
-            if "logits" in out:
-                clss.append(torch.softmax(out["logits"].float(), 1).cpu().numpy())
+            x = images[i:i + batch_size].to(dev)
+            seg_views, cls_views = [], []
+            for v in views:
+                out = model(x.flip(v) if v else x)
+                s = out["seg_logits"].float()
+                p = torch.sigmoid(s) if s.shape[1] == 1 else torch.softmax(s, 1)
+                seg_views.append(p.flip(v) if v else p)
+                if "logits" in out:
+                    cls_views.append(torch.softmax(out["logits"].float(), 1))
+            segs.append(torch.stack(seg_views).mean(0).cpu().numpy())
+            if cls_views:
+                clss.append(torch.stack(cls_views).mean(0).cpu().numpy())
         model.cpu()
         seg = np.concatenate(segs)
         seg_sum = seg if seg_sum is None else seg_sum + seg
@@ -110,12 +122,13 @@ def predict_volume(cfg: ExperimentConfig, models: Sequence[torch.nn.Module], ima
     """THE segmentation prediction of one study (CV, ``cadx evaluate`` and ``cadx predict`` all call it).
 
     ``images`` ``(N, C, h, w)``: every item of the study in slice order (:func:`cadx.pipeline.seg_items.image_items`);
-    ``shape``: the original spatial shape. Probabilities are averaged over ``models``, resized back to ``shape``,
-    decided and post-processed (:func:`final_masks` with the config's ``largest_component``/``connectivity``);
+    ``shape``: the original spatial shape. Probabilities are averaged over ``models`` (and the ``eval.tta``
+    views), resized back to ``shape``, decided and post-processed (:func:`final_masks` with the config's
+    ``largest_component``/``connectivity``);
     ``dice`` = :func:`cadx.evaluation.dice` of the whole volume against ``gt`` (both empty → 1.0, one empty → 0.0).
     """
     s = seg_settings(cfg)
-    seg, proba = predict_items(models, images, cfg.train.eval_batch_size)
+    seg, proba = predict_items(models, images, cfg.train.eval_batch_size, cfg.eval.tta)
     mask = final_masks(seg, shape, lesion_channel(cfg), s.largest_component, s.connectivity)
     row: dict[str, Any] = {"n_slices": int(seg.shape[0]), "pred_voxels": int(mask.sum())}
     if gt is not None:
