@@ -16,7 +16,7 @@ from cadx.data.datasets.base import DATASETS, register_dataset
 from cadx.data.image import ImageData, LazyImage
 from cadx.data.readers import read_image, write_image
 from cadx.data.study import Cohort, Study
-from cadx.errors import CadxDataError
+from cadx.errors import CadxConfigError, CadxDataError
 from cadx.evaluation.overlap import dice
 from cadx.pipeline.seg_items import build_seg_data, image_items, training_items
 from cadx.registry import Options
@@ -302,6 +302,20 @@ def test_evaluate_own_fold_gives_the_cv_dice(tmp_path: Path) -> None:
     cv_line = next(line for line in table if line.startswith("| cross-validation"))
     own_line = next(line for line in table if line.startswith("| _test_seg-own-fold"))
     assert f"{m['pooled']['dice_mean']:.3f}" in cv_line and cv_line.split("|")[4:] == own_line.split("|")[4:]
+    # --tta flips re-scores the same fold models with the flips: the rows of a CV run with eval.tta=flips (the same
+    # training, since eval.tta only acts at prediction), and the models column says so
+    evaluate_run(run, "_test_seg", tmp_path, fold="own", tta="flips")
+    flips = run / "external" / "_test_seg-own-fold-tta-flips"
+    run_cv(seg_config("data.options={n: 6, seed: 3}", "input.size=8", "train.epochs=3", "eval.tta=flips"),
+           tmp_path / "run_tta")
+    cv_flips = pd.read_csv(tmp_path / "run_tta" / "predictions.csv")
+    ev_flips = pd.read_csv(flips / "predictions.csv")
+    np.testing.assert_allclose(ev_flips["dice"], cv_flips["dice"], atol=1e-6)
+    assert ev_flips["pred_voxels"].tolist() == cv_flips["pred_voxels"].tolist() != ev["pred_voxels"].tolist()
+    ext_flips = json.loads((flips / "metrics.json").read_text())["external"]
+    assert ext_flips["tta"] == "flips" and ext_flips["models_text"].endswith("; test-time flips")
+    with pytest.raises(CadxConfigError, match="unknown test-time augmentation"):
+        evaluate_run(run, "_test_seg", tmp_path, fold="own", tta="rot90")
 
 
 def test_paired_comparison() -> None:

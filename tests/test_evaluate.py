@@ -66,6 +66,16 @@ def test_own_fold_evaluate_equals_predictions_csv(tmp_path: Path, extra: tuple[s
     ext = json.loads((run / "external" / "_test_tiny-own-fold" / "metrics.json").read_text())["external"]
     fitted = [json.loads((run / f"fold_{k}" / "metrics.json").read_text())["decision_fit"] for k in (0, 1)]
     assert [{k: v for k, v in d.items() if k != "fold"} for d in ext["decision"]] == fitted
+    if extra == ("eval.decision=prior",):
+        # --tta flips re-scores the same fold models with the flips: the probabilities of a CV run with eval.tta=flips
+        # (eval.tta does not change training), other than the plain ones
+        evaluate_run(run, "_test_tiny", tmp_path, fold="own", tta="flips")
+        ev_flips = pd.read_csv(run / "external" / "_test_tiny-own-fold-tta-flips" / "predictions.csv")
+        run_cv(tiny_config(*extra, "eval.tta=flips"), tmp_path / "run_tta")
+        cv_flips = pd.read_csv(tmp_path / "run_tta" / "predictions.csv")
+        cols = ["p_benign", "p_malignant"]
+        np.testing.assert_allclose(ev_flips[cols], cv_flips[cols], atol=1e-6)
+        assert not np.allclose(ev_flips[cols], cv[cols], atol=1e-4)
 
 
 @pytest.mark.slow
