@@ -56,3 +56,32 @@ def test_ensemble_refuses_runs_on_other_studies(tmp_path: Path) -> None:
     t2 = t.assign(fold=(t["fold"] + 1) % 3)
     with pytest.raises(CadxDataError, match="fold"):
         mean_probabilities([t, t2], ["a", "b"])
+
+
+def test_ensemble_averages_attribute_scores_and_scores_abe_on_the_recorded_range(tmp_path: Path) -> None:
+    """Multi-task members: the ensemble's pred_<a> is the members' mean (rows matched by study id), ABE is taken on
+    the range the first member recorded (``pooled.abe_range``): hand-computed mean |pred − true| × (hi − lo)."""
+    n = 10
+    true = np.linspace(0, 1, n)
+    pa, pb = true + 0.2, true - 0.1                      # member errors 0.2 and 0.1; the mean is off by 0.05
+    a = _run(tmp_path, "a", np.linspace(0.1, 0.9, n))
+    b = _run(tmp_path, "b", np.linspace(0.2, 0.8, n), order=np.arange(n)[::-1])
+    for d, p in ((a, pa), (b, pb)):
+        t = pd.read_csv(d / "predictions.csv")
+        idx = t["study_id"].str[1:].astype(int).to_numpy()
+        t["pred_spic"], t["true_spic"] = p[idx], true[idx]
+        t["pred_only_a"] = t["true_only_a"] = 0.5          # an attribute one member lacks is left out
+        t.drop(columns=["pred_only_a", "true_only_a"] if d == b else []).to_csv(d / "predictions.csv", index=False)
+    (a / "metrics.json").write_text(json.dumps({"classes": ["b", "m"], "pooled": {"auc": 0.5,
+                                                                                  "abe_range": {"spic": [1, 5]}}}))
+    m = ensemble_runs([a, b], tmp_path / "ens", n_bootstrap=0, report=False)
+    df = pd.read_csv(tmp_path / "ens" / "predictions.csv")
+    np.testing.assert_allclose(df["pred_spic"], true[df["study_id"].str[1:].astype(int)] + 0.05)
+    assert "pred_only_a" not in df.columns
+    assert m["pooled"]["abe"] == {"spic": pytest.approx(0.05 * 4)} and m["pooled"]["abe_scale"] == {"spic": "original"}
+    # a member whose rating of a study differs is refused, naming it
+    t = pd.read_csv(b / "predictions.csv")
+    t.loc[0, "true_spic"] += 0.5
+    t.to_csv(b / "predictions.csv", index=False)
+    with pytest.raises(CadxDataError, match="true_spic"):
+        ensemble_runs([a, b], tmp_path / "ens2", n_bootstrap=0, report=False)

@@ -147,6 +147,8 @@ def _block(df: pd.DataFrame, classes: Sequence[str], proba: np.ndarray | None, y
         out["abe"] = {a: M.abe(df[f"pred_{a}"].to_numpy(float), df[f"true_{a}"].to_numpy(float),
                                ranges.get(a)) for a in attrs}
         out["abe_scale"] = {a: ("original" if a in ranges else "as stored") for a in attrs}
+        if any(a in ranges for a in attrs):  # so that an ensemble of runs scores ABE on the same scale
+            out["abe_range"] = {a: [float(v) for v in ranges[a]] for a in attrs if a in ranges}
     if "dice" in df.columns:
         d = df["dice"].to_numpy(dtype=np.float64)
         ok = np.isfinite(d)
@@ -179,7 +181,8 @@ def evaluate_predictions(df: pd.DataFrame, classes: Sequence[str], *, n_bootstra
     Returns ``{"pooled": block, "folds": {str(k): block}, "n_studies", "n_patients", "classes",
     "decision", "bootstrap"}``; a block has ``n_studies, n_patients, accuracy, auc, sensitivity,
     specificity, precision, npv, f1, per_class, classes, positive (binary), confusion_matrix, ci {metric: [lo, hi]},
-    bootstrap_skipped`` and, when present, ``abe``, ``abe_scale``, ``dice_mean``, ``dice_median``,
+    bootstrap_skipped`` and, when present, ``abe``, ``abe_scale``, ``abe_range`` (the ``attribute_ranges`` used),
+    ``dice_mean``, ``dice_median``,
     ``n_dice``. Undefined values are NaN (``null`` in JSON).
     """
     for c in ("study_id", "patient_id"):

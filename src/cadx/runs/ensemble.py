@@ -1,4 +1,5 @@
-"""Ensembles of finished runs: the mean of their study-level class probabilities on the same test studies.
+"""Ensembles of finished runs: the mean of their study-level class probabilities (and attribute scores) on the
+same test studies.
 
 Seed ensembles (one recipe trained with several seeds) and model ensembles (DMRN + a 3D CNN) are evaluated like a
 run: ``predictions.csv``, ``metrics.json`` (pooled and per-fold metrics with patient-bootstrap CIs), ``notes.md``
@@ -8,6 +9,9 @@ with the same ``eval.decision`` and saved its fitted parameters (``fold_<k>/metr
 studies of fold ``k`` are decided with the members' fold-``k`` parameters combined as a fold ensemble's
 (:func:`~cadx.runs.inference.combine_decisions`: mean priors, mean Youden threshold); otherwise by the argmax of the
 mean probabilities (ties to the lowest class index), and ``metrics.json`` ``run.decision`` says so.
+Multi-task members (MTMR-Net: ``pred_<attribute>`` / ``true_<attribute>`` columns in every member) also give the
+mean attribute scores, scored by ABE on the members' original rating scale (their ``metrics.json``
+``pooled.abe_range``, else their cohort's ``attribute_ranges``; as stored when neither is available).
 """
 
 from __future__ import annotations
@@ -20,16 +24,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cadx.config import load_config
-from cadx.errors import CadxDataError
+from cadx.config import ExperimentConfig, load_config
+from cadx.errors import CadxDataError, CadxError
 from cadx.evaluation.calibration import calibration_metrics
 from cadx.evaluation.summary import evaluate_predictions
-from cadx.runs.folder import write_run_report
+from cadx.runs.folder import load_cohort, write_run_report
 from cadx.runs.inference import Decision, combine_decisions, decide_rows
 from cadx.runs.seg_ensemble import ensemble_segmentation
 from cadx.utils import atomic_write_json, atomic_write_text, read_json
 
-__all__ = ["ensemble_decisions", "ensemble_runs", "mean_probabilities"]
+__all__ = ["ensemble_decisions", "ensemble_runs", "mean_attributes", "mean_probabilities"]
 
 
 def mean_probabilities(tables: Sequence[pd.DataFrame], sources: Sequence[str] | None = None) -> pd.DataFrame:
@@ -66,6 +70,30 @@ def mean_probabilities(tables: Sequence[pd.DataFrame], sources: Sequence[str] | 
     return out
 
 
+def mean_attributes(tables: Sequence[pd.DataFrame], order: pd.Series, sources: Sequence[str] | None = None
+                    ) -> pd.DataFrame:
+    """Mean ``pred_<a>`` and the common ``true_<a>`` of the attributes every table has, rows in the order of the
+    study ids ``order``; an empty frame (no columns) when some table has no attribute. A CadxDataError names the
+    first table whose ``true_<a>`` of a study differs from the first table's (beyond 1e-6; NaN = not rated)."""
+    names = list(sources or [f"table {i}" for i in range(len(tables))])
+    sets = [{c[5:] for c in t.columns if c.startswith("pred_") and f"true_{c[5:]}" in t.columns} for t in tables]
+    attrs = [c[5:] for c in tables[0].columns if c.startswith("pred_") and all(c[5:] in s for s in sets)]
+    out = pd.DataFrame(index=range(len(order)))
+    if not attrs or not tables:
+        return out
+    ids = [str(s) for s in order]
+    keyed = [t.set_index(t["study_id"].astype(str)).loc[ids] for t in tables]
+    for a in attrs:
+        truth = keyed[0][f"true_{a}"].to_numpy(float)
+        for t, name in zip(keyed[1:], names[1:], strict=True):
+            other = t[f"true_{a}"].to_numpy(float)
+            if not np.allclose(truth, other, atol=1e-6, equal_nan=True):
+                raise CadxDataError(f"true_{a} of a study differs from the first run's", path=name, field=f"true_{a}")
+        out[f"pred_{a}"] = np.mean([t[f"pred_{a}"].to_numpy(float) for t in keyed], axis=0)
+        out[f"true_{a}"] = truth
+    return out
+
+
 def ensemble_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, n_bootstrap: int | None = None,
                   seed: int | None = None, report: bool = True) -> dict[str, Any]:
     """Evaluate the equal-weight mean of finished runs' ``predictions.csv`` into ``out_dir``; returns metrics.
@@ -87,6 +115,10 @@ def ensemble_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, n_bootstr
     classes = [str(c) for c in read_json(dirs[0] / "metrics.json").get("classes") or []]
     tables = [pd.read_csv(d / "predictions.csv", dtype={"study_id": str, "patient_id": str}) for d in dirs]
     df = mean_probabilities(tables, [str(d) for d in dirs])
+    attrs = mean_attributes(tables, df["study_id"], [str(d) for d in dirs])
+    if len(attrs.columns):
+        df = pd.concat([df.reset_index(drop=True), attrs], axis=1)
+    ranges = _attribute_ranges(dirs[0], cfg) if len(attrs.columns) else None
     if not classes:
         classes = [c[2:] for c in df.columns if c.startswith("p_")]
     df = df[df["y_true"].notna()]
@@ -94,7 +126,8 @@ def ensemble_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, n_bootstr
     parts = [decide_rows(g, classes, per_fold.get(int(str(f)), {"rule": "argmax"})) for f, g in df.groupby("fold")]
     df = pd.concat(parts).loc[df.index] if parts else df
     positive = cfg.eval.positive if cfg is not None and len(classes) == 2 else None
-    metrics = evaluate_predictions(df, classes, n_bootstrap=nb, seed=sd, decision="given", positive=positive)
+    metrics = evaluate_predictions(df, classes, n_bootstrap=nb, seed=sd, decision="given", positive=positive,
+                                   attribute_ranges=ranges)
     cal = calibration_metrics(df, classes, positive, cfg.eval.calibration_bins if cfg else 10,
                               cfg.eval.calibration_strategy if cfg else "uniform", nb, sd,
                               "members' own (mean of calibrated member probabilities)"
@@ -117,6 +150,19 @@ def ensemble_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, n_bootstr
     if report:
         write_run_report([out], out)
     return metrics
+
+
+def _attribute_ranges(run_dir: Path, cfg: ExperimentConfig | None) -> dict[str, Any] | None:
+    """The rating ranges the member scored ABE on: its ``metrics.json`` ``pooled.abe_range``; for a run written
+    before that was recorded, its cohort's ``attribute_ranges`` (the data must be where its config says; None =
+    ABE as stored when it is not)."""
+    recorded = (read_json(run_dir / "metrics.json").get("pooled") or {}).get("abe_range")
+    if recorded or cfg is None:
+        return recorded or None
+    try:
+        return load_cohort(cfg, run_dir).info.get("attribute_ranges")
+    except CadxError:
+        return None
 
 
 def ensemble_decisions(run_dirs: Sequence[Path], folds: Sequence[int]) -> tuple[str, dict[int, Decision]]:
