@@ -143,8 +143,9 @@ def ensemble_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, n_bootstr
     df.to_csv(out / "predictions.csv", index=False)
     atomic_write_json(out / "metrics.json", metrics)
     lines = [f"# Ensemble of {len(dirs)} runs", "",
-             "Equal-weight mean of the members' study-level class probabilities on the same test studies "
-             f"(nothing fitted); decision: {_rule_text(rule)}. Members (pooled AUC):", ""]
+             "Equal-weight mean of the members' study-level class probabilities"
+             + (" and attribute scores (ABE on the members' rating range)" if len(attrs.columns) else "")
+             + f" on the same test studies (nothing fitted); decision: {_rule_text(rule)}. Members (pooled AUC):", ""]
     lines += [f"- `{m['run']}`: {m['auc']}" for m in members]
     atomic_write_text(out / "notes.md", "\n".join(lines) + "\n")
     if report:
