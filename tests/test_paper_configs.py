@@ -23,6 +23,7 @@ SMOKES: dict[str, tuple[str | None, list[str]]] = {
     "anatomy_mednist": ("mednist", ["data.max_patients=60", "model.kwargs.input_size=64"]),
     "dmrn_adrenal": (None, ["data.options.n_patients=12", "cv.folds=2"]),
     "dmrn_adrenalmnist3d": ("medmnist", ["data.max_patients=40", "eval.tta=none"]),
+    "cnn3d_adrenalmnist3d_recipe": ("medmnist", ["data.max_patients=40"]),
     "mtmr_lidc": ("lidc", ["data.max_patients=16", "cv.folds=2"]),
     "mtmr_lidc_recipe": ("lidc", ["data.max_patients=16", "cv.folds=2"]),
     "mtmr_lidc_paper": ("lidc", ["data.max_patients=8", "cv.folds=2", "input.size=64"]),
