@@ -38,32 +38,30 @@ def validation_auc(runs: list[Path]) -> dict[str, Any]:
     classes = list(store.classes)
     pos = positive_index(cfg0.eval.positive, classes)
     splits = Splits.load(runs[0] / "splits.json")
-    out: dict[str, Any] = {}
-    for tta in ("none", "flips"):
-        per_run: dict[str, dict[int, float]] = {}
-        ens: dict[int, list[np.ndarray]] = {}
-        truth: dict[int, np.ndarray] = {}
-        for run in runs:
-            cfg = run_config(run, done_folds(run))
-            if Splits.load(run / "splits.json").to_dict() != splits.to_dict():
-                raise SystemExit(f"{run}: splits.json differs from {runs[0]}'s")
-            cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"tta": tta})})
-            for fold in splits:
-                val = fold.indices(cohort, "val")
-                if val.size == 0:
-                    continue
-                model = load_predictor(run / f"fold_{fold.fold}")
-                pred = predict_rows(cfg, store, store.items_of_studies(val), [model], fold.fold)
-                st = pred.studies
-                y = np.asarray([classes.index(c) for c in st["y_true"]])
-                p = st[[f"p_{c}" for c in classes]].to_numpy(np.float64)
-                per_run.setdefault(str(run), {})[fold.fold] = roc_auc(y, p, positive=pos)
-                ens.setdefault(fold.fold, []).append(p)
+    ttas = ("none", "flips")
+    per_run: dict[str, dict[str, dict[int, float]]] = {t: {} for t in ttas}
+    ens: dict[str, dict[int, list[np.ndarray]]] = {t: {} for t in ttas}
+    truth: dict[int, np.ndarray] = {}
+    for run in runs:
+        if Splits.load(run / "splits.json").to_dict() != splits.to_dict():
+            raise SystemExit(f"{run}: splits.json differs from {runs[0]}'s")
+        cfg = run_config(run, done_folds(run))
+        for fold in splits:
+            val = fold.indices(cohort, "val")
+            if val.size == 0:
+                continue
+            model = load_predictor(run / f"fold_{fold.fold}")  # loaded once, scored with each setting
+            for tta in ttas:
+                c = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"tta": tta})})
+                st = predict_rows(c, store, store.items_of_studies(val), [model], fold.fold).studies
+                y = np.asarray([classes.index(v) for v in st["y_true"]])
+                p = st[[f"p_{k}" for k in classes]].to_numpy(np.float64)
+                per_run[tta].setdefault(str(run), {})[fold.fold] = roc_auc(y, p, positive=pos)
+                ens[tta].setdefault(fold.fold, []).append(p)
                 truth[fold.fold] = y
-        out[tta] = {"runs": per_run,
-                    "ensemble": {k: roc_auc(truth[k], np.mean(ps, 0), positive=pos) for k, ps in ens.items()}}
-    return out
-
+    return {t: {"runs": per_run[t],
+                "ensemble": {k: roc_auc(truth[k], np.mean(ps, 0), positive=pos) for k, ps in ens[t].items()}}
+            for t in ttas}
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

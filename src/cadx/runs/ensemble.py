@@ -79,7 +79,7 @@ def mean_attributes(tables: Sequence[pd.DataFrame], order: pd.Series, sources: S
     sets = [{c[5:] for c in t.columns if c.startswith("pred_") and f"true_{c[5:]}" in t.columns} for t in tables]
     attrs = [c[5:] for c in tables[0].columns if c.startswith("pred_") and all(c[5:] in s for s in sets)]
     out = pd.DataFrame(index=range(len(order)))
-    if not attrs or not tables:
+    if not attrs:
         return out
     ids = [str(s) for s in order]
     keyed = [t.set_index(t["study_id"].astype(str)).loc[ids] for t in tables]
@@ -116,9 +116,10 @@ def ensemble_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, n_bootstr
     tables = [pd.read_csv(d / "predictions.csv", dtype={"study_id": str, "patient_id": str}) for d in dirs]
     df = mean_probabilities(tables, [str(d) for d in dirs])
     attrs = mean_attributes(tables, df["study_id"], [str(d) for d in dirs])
-    if len(attrs.columns):
+    has_attrs = len(attrs.columns) > 0
+    if has_attrs:
         df = pd.concat([df.reset_index(drop=True), attrs], axis=1)
-    ranges = _attribute_ranges(dirs[0], cfg) if len(attrs.columns) else None
+    ranges = _attribute_ranges(dirs[0], cfg) if has_attrs else None
     if not classes:
         classes = [c[2:] for c in df.columns if c.startswith("p_")]
     df = df[df["y_true"].notna()]
@@ -144,7 +145,7 @@ def ensemble_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, n_bootstr
     atomic_write_json(out / "metrics.json", metrics)
     lines = [f"# Ensemble of {len(dirs)} runs", "",
              "Equal-weight mean of the members' study-level class probabilities"
-             + (" and attribute scores (ABE on the members' rating range)" if len(attrs.columns) else "")
+             + (" and attribute scores (ABE on the members' rating range)" if has_attrs else "")
              + f" on the same test studies (nothing fitted); decision: {_rule_text(rule)}. Members (pooled AUC):", ""]
     lines += [f"- `{m['run']}`: {m['auc']}" for m in members]
     atomic_write_text(out / "notes.md", "\n".join(lines) + "\n")

@@ -35,12 +35,12 @@ import hashlib
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
 
-from cadx.config import ExperimentConfig
+from cadx.config import EvalConfig, ExperimentConfig
 from cadx.data.check import require_clean
 from cadx.data.datasets import load_dataset
 from cadx.data.splits import Splits
@@ -264,8 +264,9 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, options: d
     dirs = run_models(run_dir, allow_partial) if fold is None else (done_folds(run_dir) or run_models(run_dir))
     cfg = run_config(run_dir, dirs)
     if tta is not None:
-        if tta not in ("none", "flips"):
-            raise CadxConfigError(f"unknown test-time augmentation {tta!r}; use none or flips")
+        known = get_args(EvalConfig.model_fields["tta"].annotation)  # the config's own choices
+        if tta not in known:
+            raise CadxConfigError(f"unknown test-time augmentation {tta!r}; use {' or '.join(known)}")
         cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"tta": tta})})
     _, spec = load_module(dirs[0] / "checkpoint_best.ckpt")
     classes = list(spec.get("classes", [])) if cfg.task.classification else []
